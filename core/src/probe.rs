@@ -1,0 +1,147 @@
+//! Asking the OS whether a port is really free.
+//!
+//! The recipe: one TCP socket on `[::]:P` with `IPV6_V6ONLY=0` and without
+//! `SO_REUSEADDR`. Such a bind conflicts with every listener of either family
+//! on any address (0.0.0.0, 127.0.0.1, ::1, `[::]` v6-only or dual-stack), so
+//! it never answers "free" for a port a server holds. Where IPv6 is
+//! unavailable it falls back to `0.0.0.0:P`. `EACCES` means the port is off
+//! limits (privileged), which is not the same as busy. Its one false "busy"
+//! is a port with connections in TIME_WAIT: that costs a candidate, never a
+//! collision.
+//!
+//! A project's *own* port is re-checked the way its server will bind, with
+//! `SO_REUSEADDR`, so TIME_WAIT left by its previous run does not count.
+//!
+//! Ports are never drawn from `bind(0)`, which takes from the kernel's
+//! ephemeral range.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// What a probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A server can bind it now.
+    Free,
+    /// Something holds it.
+    Busy,
+    /// The OS refuses this process the port (e.g. privileged): treat as excluded.
+    Denied,
+}
+
+/// How to probe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeOptions {
+    /// Also require the UDP port to be free.
+    pub udp: bool,
+    /// Bind with `SO_REUSEADDR`, as a server re-binding its own port does.
+    pub reuse: bool,
+}
+
+fn bind_one(domain: Domain, ty: Type, proto: Protocol, port: u16, reuse: bool) -> io::Result<()> {
+    let s = Socket::new(domain, ty, Some(proto))?;
+    if reuse {
+        s.set_reuse_address(true)?;
+    }
+    let addr: SocketAddr = if domain == Domain::IPV6 {
+        s.set_only_v6(false)?;
+        (Ipv6Addr::UNSPECIFIED, port).into()
+    } else {
+        (Ipv4Addr::UNSPECIFIED, port).into()
+    };
+    s.bind(&addr.into())
+}
+
+fn classify(r: io::Result<()>) -> Option<Verdict> {
+    match r {
+        Ok(()) => Some(Verdict::Free),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Some(Verdict::Busy),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Some(Verdict::Denied),
+        // Anything else (no IPv6, address unavailable, …): try the next family.
+        Err(_) => None,
+    }
+}
+
+fn probe_proto(port: u16, ty: Type, proto: Protocol, reuse: bool) -> Verdict {
+    classify(bind_one(Domain::IPV6, ty, proto, port, reuse))
+        .or_else(|| classify(bind_one(Domain::IPV4, ty, proto, port, reuse)))
+        // Neither family could even try: report busy, never a false "free".
+        .unwrap_or(Verdict::Busy)
+}
+
+/// Probes one port.
+pub fn probe(port: u16, opts: ProbeOptions) -> Verdict {
+    if port == 0 {
+        return Verdict::Denied;
+    }
+    let tcp = probe_proto(port, Type::STREAM, Protocol::TCP, opts.reuse);
+    if tcp != Verdict::Free || !opts.udp {
+        return tcp;
+    }
+    probe_proto(port, Type::DGRAM, Protocol::UDP, opts.reuse)
+}
+
+/// Probes ports in order and returns the first verdict that is `Free`,
+/// with every port found busy or denied before it. One batch is a few
+/// microseconds per port, so it runs on the caller's thread.
+pub fn first_free(
+    ports: impl IntoIterator<Item = u16>,
+    opts: ProbeOptions,
+    mut rejected: impl FnMut(u16, Verdict),
+) -> Option<u16> {
+    for p in ports {
+        match probe(p, opts) {
+            Verdict::Free => return Some(p),
+            v => rejected(p, v),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, UdpSocket};
+
+    fn pick() -> (TcpListener, u16) {
+        // Any currently free port from a high test-only band; skip busy ones.
+        for p in 23000..23999 {
+            if probe(p, ProbeOptions::default()) == Verdict::Free
+                && let Ok(l) = TcpListener::bind(("127.0.0.1", p))
+            {
+                return (l, p);
+            }
+        }
+        panic!("no free test port");
+    }
+
+    #[test]
+    fn listener_on_loopback_is_busy_and_free_after_close() {
+        let (l, p) = pick();
+        assert_eq!(probe(p, ProbeOptions::default()), Verdict::Busy);
+        assert_eq!(probe(p, ProbeOptions { reuse: true, udp: false }), Verdict::Busy);
+        drop(l);
+        assert_eq!(probe(p, ProbeOptions::default()), Verdict::Free);
+    }
+
+    #[test]
+    fn udp_checked_only_when_asked() {
+        let (l, p) = pick();
+        drop(l);
+        let u = UdpSocket::bind(("127.0.0.1", p)).unwrap();
+        assert_eq!(probe(p, ProbeOptions::default()), Verdict::Free);
+        assert_eq!(probe(p, ProbeOptions { udp: true, reuse: false }), Verdict::Busy);
+        drop(u);
+    }
+
+    #[test]
+    fn first_free_reports_rejects() {
+        let (l, p) = pick();
+        let mut rej = vec![];
+        let got = first_free([p, p + 1], ProbeOptions::default(), |p, v| rej.push((p, v)));
+        assert_eq!(rej, vec![(p, Verdict::Busy)]);
+        assert!(got.is_none() || got == Some(p + 1));
+        drop(l);
+    }
+}
