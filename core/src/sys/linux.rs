@@ -109,3 +109,17 @@ pub fn holders(port: u16, udp: bool) -> Vec<Holder> {
     }
     out
 }
+
+/// Opens (creating 0600 if needed) a file without following a symlink in
+/// its last component, so a planted link cannot redirect portd's writes.
+pub fn open_nofollow(path: &std::path::Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}

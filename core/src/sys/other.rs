@@ -33,3 +33,15 @@ pub fn ephemeral_range() -> Option<(u16, u16)> {
 pub fn holders(_port: u16, _udp: bool) -> Vec<Holder> {
     Vec::new()
 }
+/// Opens (creating 0600 if needed) a file without following a symlink.
+pub fn open_nofollow(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}

@@ -1,0 +1,401 @@
+//! Configuration: built-in defaults, the TOML file, the environment, and
+//! where each effective value came from.
+//!
+//! Precedence: command-line flags (applied by the caller through the
+//! setters) > environment > file > defaults. Every problem names its source
+//! (file and line, or variable) and the key.
+
+use crate::error::{Error, Result};
+use portd_core::{PortRange, Ranges};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Built in.
+    Default,
+    /// The config file at this path.
+    File(PathBuf),
+    /// This environment variable.
+    Env(&'static str),
+    /// A command-line flag.
+    Flag(&'static str),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "env {v}"),
+            Source::Flag(fl) => write!(f, "flag {fl}"),
+        }
+    }
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Port ranges, in allocation order.
+    pub ranges: Ranges,
+    /// The user's excluded ports, as inclusive intervals.
+    pub exclude: Vec<(u16, u16)>,
+    /// Idle entries older than this are dropped when an allocation runs.
+    pub idle_ttl: Duration,
+    /// How long to wait for a busy registry.
+    pub lock_timeout: Duration,
+    /// Range used when none is asked for (`PORTD_RANGE`); `None` = the fallback ranges.
+    pub default_range: Option<String>,
+    /// A port pinned for this call (`PORTD_PORT`).
+    pub pinned_port: Option<u16>,
+    /// Where each key came from.
+    pub sources: BTreeMap<&'static str, Source>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let sources = ["ranges", "exclude", "idle_ttl", "lock_timeout", "range", "port"]
+            .into_iter()
+            .map(|k| (k, Source::Default))
+            .collect();
+        Config {
+            ranges: Ranges::defaults(),
+            exclude: Vec::new(),
+            idle_ttl: Duration::from_secs(30 * 86400),
+            lock_timeout: Duration::from_secs(10),
+            default_range: None,
+            pinned_port: None,
+            sources,
+        }
+    }
+}
+
+/// Parses a duration such as `500ms`, `10s`, `15m`, `2h`, `30d`, `1w`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (write e.g. `10s`, `15m`, `30d`)"))?;
+    let mult_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        "" => return Err(format!("`{s}` has no unit (write e.g. `{s}s`)")),
+        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m, h, d or w)")),
+    };
+    n.checked_mul(mult_ms)
+        .filter(|&ms| ms <= 100 * 365 * 86_400_000)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+/// Formats a duration the way the config file writes it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    for (unit, size) in [("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Parses one port (`"4100"`) or an inclusive span (`"4200-4210"`).
+pub fn parse_port_span(s: &str) -> std::result::Result<(u16, u16), String> {
+    let port = |p: &str| -> std::result::Result<u16, String> {
+        match p.trim().parse::<u32>() {
+            Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+            Ok(n) => Err(format!("port {n} is outside 1-65535")),
+            Err(_) => Err(format!("`{p}` is not a port number")),
+        }
+    };
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(s)?;
+            (p, p)
+        }
+    };
+    if a > b {
+        return Err(format!("`{s}` is an empty span (start above end)"));
+    }
+    Ok((a, b))
+}
+
+/// Parses a port given by a user (`--port`, `PORTD_PORT`).
+pub fn parse_port(s: &str) -> std::result::Result<u16, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        Ok(n) => Err(format!("port {n} is outside 1-65535")),
+        Err(_) => Err(format!("`{s}` is not a port number")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    idle_ttl: Option<toml::Spanned<String>>,
+    lock_timeout: Option<toml::Spanned<String>>,
+    exclude: Option<Vec<toml::Spanned<RawExclude>>>,
+    range: Option<Vec<toml::Spanned<RawRange>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawExclude {
+    Port(i64),
+    Span(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRange {
+    name: String,
+    start: i64,
+    end: i64,
+    #[serde(default = "yes")]
+    fallback: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
+}
+
+impl Config {
+    /// Applies a TOML config file's text on top of `self`.
+    pub fn apply_file(&mut self, path: &Path, text: &str) -> Result<()> {
+        let at = |span: std::ops::Range<usize>, key: &str, msg: &str| {
+            Error::config(format!(
+                "invalid configuration in `{}` line {}: `{key}`: {msg}",
+                path.display(),
+                line_of(text, span.start)
+            ))
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            let msg = e.message().trim().replace('\n', " ");
+            Error::config(format!("invalid configuration in `{}` line {line}: {msg}", path.display()))
+        })?;
+        let src = Source::File(path.to_owned());
+        if let Some(v) = raw.idle_ttl {
+            self.idle_ttl = parse_duration(v.get_ref()).map_err(|m| at(v.span(), "idle_ttl", &m))?;
+            self.sources.insert("idle_ttl", src.clone());
+        }
+        if let Some(v) = raw.lock_timeout {
+            self.lock_timeout =
+                parse_duration(v.get_ref()).map_err(|m| at(v.span(), "lock_timeout", &m))?;
+            self.sources.insert("lock_timeout", src.clone());
+        }
+        if let Some(list) = raw.exclude {
+            let mut out = Vec::new();
+            for item in list {
+                let span = item.span();
+                let parsed = match item.into_inner() {
+                    RawExclude::Port(n) => parse_port_span(&n.to_string()),
+                    RawExclude::Span(s) => parse_port_span(&s),
+                };
+                out.push(parsed.map_err(|m| at(span, "exclude", &m))?);
+            }
+            self.exclude = out;
+            self.sources.insert("exclude", src.clone());
+        }
+        if let Some(list) = raw.range {
+            let mut bounds = Vec::new();
+            let mut spans = Vec::new();
+            for r in list {
+                spans.push(r.span());
+                let r = r.into_inner();
+                let clamp = |n: i64| u32::try_from(n).unwrap_or(if n < 0 { 0 } else { u32::MAX });
+                bounds.push((r.name, clamp(r.start), clamp(r.end), r.fallback));
+            }
+            self.ranges = Ranges::from_raw(&bounds).map_err(|e| {
+                // Point at the first range the error names.
+                let idx = bounds
+                    .iter()
+                    .rposition(|b| e.to_string().contains(&format!("`{}`", b.0)))
+                    .unwrap_or(0);
+                let span = spans.get(idx).cloned().unwrap_or(0..0);
+                at(span, "range", &e.to_string())
+            })?;
+            self.sources.insert("ranges", src);
+        }
+        Ok(())
+    }
+
+    /// Applies the environment (`get` looks a variable up) on top of `self`.
+    pub fn apply_env(&mut self, get: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+        let bad = |var: &str, m: String| {
+            Error::config(format!("invalid environment variable `{var}`: {m}"))
+        };
+        if let Some(v) = get("PORTD_IDLE_TTL") {
+            self.idle_ttl = parse_duration(&v).map_err(|m| bad("PORTD_IDLE_TTL", m))?;
+            self.sources.insert("idle_ttl", Source::Env("PORTD_IDLE_TTL"));
+        }
+        if let Some(v) = get("PORTD_LOCK_TIMEOUT") {
+            self.lock_timeout = parse_duration(&v).map_err(|m| bad("PORTD_LOCK_TIMEOUT", m))?;
+            self.sources.insert("lock_timeout", Source::Env("PORTD_LOCK_TIMEOUT"));
+        }
+        if let Some(v) = get("PORTD_RANGE") {
+            self.set_default_range(&v).map_err(|e| bad("PORTD_RANGE", e.message().to_owned()))?;
+            self.sources.insert("range", Source::Env("PORTD_RANGE"));
+        }
+        if let Some(v) = get("PORTD_PORT") {
+            self.pinned_port = Some(parse_port(&v).map_err(|m| bad("PORTD_PORT", m))?);
+            self.sources.insert("port", Source::Env("PORTD_PORT"));
+        }
+        Ok(())
+    }
+
+    /// Sets the range used when none is asked for; it must exist.
+    pub fn set_default_range(&mut self, name: &str) -> Result<()> {
+        self.check_range(name)?;
+        self.default_range = Some(name.to_owned());
+        Ok(())
+    }
+
+    /// Checks that a range called `name` is configured.
+    pub fn check_range(&self, name: &str) -> Result<&PortRange> {
+        self.ranges.by_name(name).ok_or_else(|| {
+            Error::usage(format!(
+                "unknown range `{name}`; configured ranges: {}",
+                self.ranges.names().join(", ")
+            ))
+            .with_hint("add it as a `[[range]]` in the config file, or pick a configured one")
+        })
+    }
+
+    /// The config file to read: `$PORTD_CONFIG` (which must exist), else
+    /// `$XDG_CONFIG_HOME/portd/config.toml`, else `~/.config/portd/config.toml`
+    /// (both optional). Returns the path and whether it must exist.
+    pub fn file_path(get: &dyn Fn(&str) -> Option<String>) -> Option<(PathBuf, bool)> {
+        if let Some(p) = get("PORTD_CONFIG").filter(|p| !p.is_empty()) {
+            return Some((PathBuf::from(p), true));
+        }
+        let base = get("XDG_CONFIG_HOME")
+            .filter(|p| Path::new(p).is_absolute())
+            .map(PathBuf::from)
+            .or_else(|| get("HOME").filter(|h| !h.is_empty()).map(|h| Path::new(&h).join(".config")))?;
+        Some((base.join("portd").join("config.toml"), false))
+    }
+
+    /// Defaults, then the config file, then the environment.
+    pub fn load(get: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+        let mut cfg = Config::default();
+        if let Some((path, required)) = Self::file_path(get) {
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let text = String::from_utf8(bytes).map_err(|_| {
+                        Error::config(format!("invalid configuration in `{}`: not UTF-8 text", path.display()))
+                    })?;
+                    cfg.apply_file(&path, &text)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
+                Err(e) => {
+                    return Err(Error::config(format!(
+                        "cannot read configuration `{}`: {e}",
+                        path.display()
+                    ))
+                    .with_hint("fix or unset `PORTD_CONFIG`"));
+                }
+            }
+        }
+        cfg.apply_env(get)?;
+        Ok(cfg)
+    }
+
+    /// [`Config::load`] from the process environment.
+    pub fn from_env() -> Result<Config> {
+        Self::load(&|k| std::env::var(k).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<Config> {
+        let mut c = Config::default();
+        c.apply_file(Path::new("/c.toml"), text).map(|()| c)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+        assert_eq!(format_duration(Duration::from_secs(30 * 86400)), "30d");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn full_file() {
+        let c = file(
+            "idle_ttl = \"7d\"\nlock_timeout = \"2s\"\nexclude = [4100, \"4200-4210\"]\n\
+             [[range]]\nname = \"primary\"\nstart = 5000\nend = 5099\n\
+             [[range]]\nname = \"ci\"\nstart = 6000\nend = 6099\nfallback = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.idle_ttl, Duration::from_secs(7 * 86400));
+        assert_eq!(c.exclude, vec![(4100, 4100), (4200, 4210)]);
+        assert_eq!(c.ranges.names(), ["primary", "ci"]);
+        assert_eq!(c.sources["ranges"], Source::File("/c.toml".into()));
+        assert_eq!(c.sources["lock_timeout"], Source::File("/c.toml".into()));
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let e = file("idle_ttl = \"7d\"\nbogus = 1\n").unwrap_err();
+        assert!(e.message().contains("line 2") && e.message().contains("bogus"), "{e}");
+        let e = file("lock_timeout = \"2\"\n").unwrap_err();
+        assert!(e.message().contains("line 1") && e.message().contains("lock_timeout"), "{e}");
+        let e = file("[[range]]\nname=\"a\"\nstart=1\nend=9\n[[range]]\nname=\"b\"\nstart=5\nend=20\n")
+            .unwrap_err();
+        assert!(e.message().contains("overlap") && e.message().contains("line 5"), "{e}");
+        let e = file("[[range]]\nname=\"a\"\nstart=0\nend=9\n").unwrap_err();
+        assert!(e.message().contains("outside 1-65535"), "{e}");
+        let e = file("exclude = [70000]\n").unwrap_err();
+        assert!(e.message().contains("exclude"), "{e}");
+        let e = file("[[range]]\nname=\"a\"\nstart=10\nend=20\ncolour=1\n").unwrap_err();
+        assert!(e.message().contains("colour"), "{e}");
+        assert!(file("not toml at all [").is_err());
+    }
+
+    #[test]
+    fn env_overrides() {
+        let env = |k: &str| match k {
+            "PORTD_LOCK_TIMEOUT" => Some("250ms".to_owned()),
+            "PORTD_RANGE" => Some("experimental".to_owned()),
+            "PORTD_PORT" => Some("4321".to_owned()),
+            _ => None,
+        };
+        let c = Config::load(&env).unwrap();
+        assert_eq!(c.lock_timeout, Duration::from_millis(250));
+        assert_eq!(c.default_range.as_deref(), Some("experimental"));
+        assert_eq!(c.pinned_port, Some(4321));
+        assert_eq!(c.sources["lock_timeout"], Source::Env("PORTD_LOCK_TIMEOUT"));
+        let bad = |k: &str| (k == "PORTD_PORT").then(|| "0".to_owned());
+        assert!(Config::load(&bad).unwrap_err().message().contains("PORTD_PORT"));
+        let bad = |k: &str| (k == "PORTD_RANGE").then(|| "nope".to_owned());
+        assert!(Config::load(&bad).unwrap_err().message().contains("PORTD_RANGE"));
+        let missing = |k: &str| (k == "PORTD_CONFIG").then(|| "/nonexistent/portd.toml".to_owned());
+        assert_eq!(Config::load(&missing).unwrap_err().kind(), crate::ErrorKind::Config);
+    }
+}

@@ -1,0 +1,155 @@
+//! The redb file: tables, opening (and first creation), error mapping.
+//!
+//! Tables:
+//! - `entries`: project key → record ([`crate::record`]);
+//! - `ports`: port → project key (the index behind *one port ↔ at most one entry*);
+//! - `history`: project key → last port it had, kept after release;
+//! - `lru`: (last used ms, project key) → (), for eviction and `idle_ttl`;
+//! - `meta`: `schema` → version, `cursor:<range>` → scan position.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::home;
+use redb::{Database, ReadableDatabase, TableDefinition};
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+pub(crate) const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+pub(crate) const PORTS: TableDefinition<u16, &str> = TableDefinition::new("ports");
+pub(crate) const HISTORY: TableDefinition<&str, u16> = TableDefinition::new("history");
+pub(crate) const LRU: TableDefinition<(u64, &str), ()> = TableDefinition::new("lru");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The layout version this portd writes and reads.
+pub const SCHEMA_VERSION: u64 = 1;
+const SCHEMA_KEY: &str = "schema";
+/// Page cache per open; the registry is small and opened per operation.
+const CACHE_BYTES: usize = 4 << 20;
+
+/// Maps any redb error onto the registry's kinds.
+pub(crate) fn db_err(e: impl Into<redb::Error>) -> Error {
+    let e: redb::Error = e.into();
+    match e {
+        redb::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData => {
+                Error::damaged(format!("registry damaged: {io}"))
+            }
+            _ => Error::io("registry I/O error", io),
+        },
+        redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => Error::new(
+            ErrorKind::RegistryBusy,
+            "registry busy: the file is open in a process that does not use `registry.lock`",
+        ),
+        other => Error::damaged(format!("registry damaged: {other}")),
+    }
+}
+
+fn damaged_hint(path: &Path) -> String {
+    format!(
+        "run `portd doctor` to inspect `{}`; the file is left as it is",
+        path.display()
+    )
+}
+
+/// Runs `f`, turning a panic inside the storage engine (possible on a file
+/// altered outside portd) into a "damaged" error.
+pub(crate) fn contain<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| {
+            if e.kind() == ErrorKind::Damaged && e.hint().is_none() {
+                e.with_hint(damaged_hint(path))
+            } else {
+                e
+            }
+        }),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown failure".into());
+            Err(Error::damaged(format!("registry damaged: {}", msg.lines().next().unwrap_or("")))
+                .with_hint(damaged_hint(path)))
+        }
+    }
+}
+
+fn builder() -> redb::Builder {
+    let mut b = Database::builder();
+    b.set_cache_size(CACHE_BYTES);
+    b
+}
+
+/// Opens the registry file, creating it first if it does not exist. Must
+/// be called with `registry.lock` held.
+pub(crate) fn open(dir: &Path) -> Result<Database> {
+    let path = dir.join(home::REGISTRY_FILE);
+    if !home::check_file(&path)? {
+        create_fresh(dir, &path)?;
+    }
+    let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if len == 0 {
+        // redb would silently initialise an empty file; an empty registry
+        // file is something portd never leaves behind, so it is damage.
+        return Err(Error::damaged(format!("registry damaged: `{}` is empty", path.display())));
+    }
+    let db = builder().open(&path).map_err(db_err)?;
+    check_schema(&db)?;
+    Ok(db)
+}
+
+fn check_schema(db: &Database) -> Result<()> {
+    let tx = db.begin_read().map_err(db_err)?;
+    let meta = tx
+        .open_table(META)
+        .map_err(|e| Error::damaged(format!("registry damaged: no metadata table ({e})")))?;
+    match meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value()) {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(v) if v > SCHEMA_VERSION => Err(Error::damaged(format!(
+            "registry was written by a newer portd (schema {v}; this portd reads {SCHEMA_VERSION})"
+        ))
+        .with_hint("upgrade portd; the registry is left untouched")),
+        Some(v) => Err(Error::damaged(format!("registry damaged: unknown schema version {v}"))),
+        None => Err(Error::damaged("registry damaged: schema version missing")),
+    }
+}
+
+/// Builds a new, empty registry beside `path` and renames it into place, so
+/// that a crash never leaves a half-made (e.g. empty) registry file behind.
+fn create_fresh(dir: &Path, path: &Path) -> Result<()> {
+    let tmp = dir.join(format!("{}.new-{}", home::REGISTRY_FILE, std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("cannot create `{}`", tmp.display()), e))?;
+    }
+    let made = (|| {
+        let db = builder().create(&tmp).map_err(db_err)?;
+        let tx = db.begin_write().map_err(db_err)?;
+        {
+            tx.open_table(ENTRIES).map_err(db_err)?;
+            tx.open_table(PORTS).map_err(db_err)?;
+            tx.open_table(HISTORY).map_err(db_err)?;
+            tx.open_table(LRU).map_err(db_err)?;
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        db.close().map_err(db_err)?;
+        fs::rename(&tmp, path).map_err(|e| Error::io(format!("cannot create `{}`", path.display()), e))?;
+        // Make the new name durable too.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if made.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    made
+}

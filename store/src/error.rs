@@ -1,0 +1,102 @@
+//! The registry's one error type.
+//!
+//! Every error is a [`kind`](Error::kind) (which the CLI maps to an exit
+//! code), a one-line message that names the problem, and an optional hint
+//! that names the fix. No storage-engine type leaks through.
+
+use std::fmt;
+
+/// What went wrong, coarsely: one exit code each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Bad input: a name, a port, a range that does not exist, a missing flag.
+    Usage,
+    /// Every eligible port is held by an active lease or bound.
+    NoFreePort,
+    /// The project has no entry.
+    UnknownProject,
+    /// The port is held by another project or bound by a process.
+    PortBusy,
+    /// Another process kept the registry locked past `lock_timeout`.
+    RegistryBusy,
+    /// The registry file is damaged, or written by a newer portd.
+    Damaged,
+    /// The configuration (file or environment) is invalid.
+    Config,
+    /// The registry location is unsafe or not ours: refused.
+    Permission,
+    /// Anything else (I/O and the like).
+    Other,
+}
+
+/// An error of the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    hint: Option<String>,
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error { kind, message: message.into(), hint: None }
+    }
+
+    /// Adds the hint line.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The kind, for exit codes.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The one-line message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// What to do about it, when known.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    pub(crate) fn usage(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Usage, m)
+    }
+    pub(crate) fn config(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, m)
+    }
+    pub(crate) fn damaged(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Damaged, m)
+    }
+    pub(crate) fn permission(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Permission, m)
+    }
+
+    /// An I/O error while doing `what`.
+    pub(crate) fn io(what: impl fmt::Display, e: std::io::Error) -> Self {
+        let kind = match e.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                ErrorKind::Permission
+            }
+            _ => ErrorKind::Other,
+        };
+        Self::new(kind, format!("{what}: {e}"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}

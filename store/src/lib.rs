@@ -1,0 +1,41 @@
+//! The portd registry: which project holds which port, shared safely by any
+//! number of concurrent processes and surviving crashes.
+//!
+//! Leases live in one redb file. Every operation takes `registry.lock`,
+//! opens the file, runs one write (or read) transaction and closes it; no
+//! daemon and no background thread exist. Dead owners are reclaimed on
+//! demand, when an allocation needs their port or `cleanup` asks.
+//!
+//! ```
+//! use portd_store::{Config, Owner, Registry};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let dir = dir.path().join("portd");
+//! let reg = Registry::open(&dir, Config::default())?;
+//! let port = reg.get("myapp")?;
+//! assert_eq!(reg.get("myapp")?, port); // stable
+//! let ports = reg.get_many(&["api", "web", "worker"])?;
+//! assert!(!ports.contains(&port)); // unique
+//! let lease = reg.acquire("worker-17", Owner::this_process())?;
+//! assert!(lease.entry.owner.is_some());
+//! reg.release("myapp")?;
+//! # Ok::<(), portd_store::Error>(())
+//! ```
+
+mod config;
+mod db;
+mod error;
+mod home;
+mod lock;
+mod record;
+mod registry;
+
+pub use config::{Config, Source, format_duration, parse_duration, parse_port, parse_port_span};
+pub use db::SCHEMA_VERSION;
+pub use error::{Error, ErrorKind, Result};
+pub use home::{LOCK_FILE, REGISTRY_FILE, default_home};
+pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
+pub use record::{Entry, display_name};
+pub use registry::{
+    Allocation, CleanupReport, GetOptions, Listed, Project, RangeStatus, Registry, State, Status,
+    age, busy_error,
+};

@@ -1,0 +1,824 @@
+//! The registry API: every operation takes `registry.lock`, opens the file,
+//! runs one transaction, closes, and unlocks. No handle is kept open between
+//! operations, so any number of processes share one registry.
+
+use crate::config::Config;
+use crate::db::{self, ENTRIES, HISTORY, LRU, META, PORTS, db_err};
+use crate::error::{Error, ErrorKind, Result};
+use crate::home;
+use crate::lock;
+use crate::record::{self, Entry, display_name};
+use portd_core::{
+    AtomicBitmap, Exclusions, Liveness, Owner, PortRange, ProbeOptions, Verdict, preferred_offset,
+    probe, validate_name,
+};
+use redb::{ReadableDatabase, ReadableTable};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `last_used` is refreshed by a plain `get` at most this often, so that
+/// reading an existing port stays a read.
+const TOUCH_EVERY_MS: u64 = 3_600_000;
+
+/// A project: a validated name, or a directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Project(String);
+
+impl Project {
+    /// A named project (`myapp`, `myapp:api`).
+    pub fn name(name: &str) -> Result<Project> {
+        validate_name(name).map_err(|e| {
+            Error::usage(e.to_string()).with_hint("project names look like `myapp` or `myapp:api`")
+        })?;
+        Ok(Project(name.to_owned()))
+    }
+
+    /// A directory project, keyed by its canonical absolute path.
+    pub fn dir(path: &Path) -> Result<Project> {
+        let canon = std::fs::canonicalize(path)
+            .map_err(|e| Error::usage(format!("cannot use directory `{}`: {e}", path.display())))?;
+        if !canon.is_dir() {
+            return Err(Error::usage(format!("`{}` is not a directory", path.display())));
+        }
+        let s = canon.to_str().ok_or_else(|| {
+            Error::usage(format!("directory `{}` is not valid UTF-8", path.display()))
+        })?;
+        Ok(Project(s.to_owned()))
+    }
+
+    /// The project of the current directory: its git work tree's root, or
+    /// the directory itself.
+    pub fn current_dir() -> Result<Project> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::usage(format!("cannot read the current directory: {e}")))?;
+        let root = cwd.ancestors().find(|d| d.join(".git").exists()).unwrap_or(&cwd);
+        Project::dir(root)
+    }
+
+    /// Parses a stored key (a name, or an absolute path).
+    pub fn from_key(key: &str) -> Result<Project> {
+        if key.starts_with('/') && record::valid_key(key) {
+            Ok(Project(key.to_owned()))
+        } else {
+            Project::name(key)
+        }
+    }
+
+    /// The key stored in the registry.
+    pub fn key(&self) -> &str {
+        &self.0
+    }
+
+    /// How it is shown: a name, or a directory's base name.
+    pub fn display(&self) -> &str {
+        display_name(&self.0)
+    }
+}
+
+/// What to ask of `get`/`acquire`.
+#[derive(Debug, Clone, Default)]
+pub struct GetOptions {
+    /// Only this range (else the configured default, else the fallback ranges).
+    pub range: Option<String>,
+    /// Exactly this port (else `PORTD_PORT`, else the usual candidates).
+    pub port: Option<u16>,
+    /// Require the UDP port to be free too.
+    pub udp: bool,
+    /// Record this process as the owner (an active lease).
+    pub owner: Option<Owner>,
+    /// The owner's command line.
+    pub command: Option<Vec<String>>,
+    /// The child process started for the lease.
+    pub child_pid: Option<u32>,
+    /// Take a fresh port even if the project has one (`--move`).
+    pub move_port: bool,
+}
+
+/// The outcome of `get`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// The entry as committed.
+    pub entry: Entry,
+    /// Whether a port was allocated now (false: the project already had it).
+    pub fresh: bool,
+    /// The port the project had before, when it was moved.
+    pub moved_from: Option<u16>,
+}
+
+/// Whether an entry's lease is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Its owner is running.
+    Active,
+    /// No owner, or the owner is gone: the port is kept for the project.
+    Idle,
+    /// The owner could not be checked (treated as active).
+    Unknown,
+}
+
+impl State {
+    /// Lower-case name for output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::Idle => "idle",
+            State::Unknown => "unknown",
+        }
+    }
+
+    /// The state of `e` now.
+    pub fn of(e: &Entry) -> State {
+        match e.owner.map(|o| o.liveness()) {
+            None | Some(Liveness::Dead) => State::Idle,
+            Some(Liveness::Alive) => State::Active,
+            Some(Liveness::Unknown) => State::Unknown,
+        }
+    }
+}
+
+/// An entry with its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The entry.
+    pub entry: Entry,
+    /// Its state when listed.
+    pub state: State,
+}
+
+/// What `cleanup` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Entries whose dead owner was cleared (they keep their port).
+    pub reclaimed: Vec<String>,
+    /// Idle entries dropped for exceeding `idle_ttl`.
+    pub expired: Vec<String>,
+}
+
+/// Per-range figures for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeStatus {
+    /// The range.
+    pub range: PortRange,
+    /// Ports that may be handed out (not excluded).
+    pub usable: usize,
+    /// Entries with an active owner.
+    pub active: usize,
+    /// Idle entries.
+    pub idle: usize,
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// One row per configured range.
+    pub ranges: Vec<RangeStatus>,
+    /// Entries outside every configured range (after a configuration change).
+    pub outside: usize,
+    /// Size of the registry file in bytes.
+    pub file_bytes: u64,
+}
+
+/// The registry: a directory holding `registry.redb` and `registry.lock`.
+#[derive(Debug)]
+pub struct Registry {
+    dir: PathBuf,
+    config: Config,
+    exclusions: Exclusions,
+    inproc: parking_lot::Mutex<()>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn unknown(key: &str) -> Error {
+    Error::new(ErrorKind::UnknownProject, format!("unknown project `{}`", display_name(key)))
+        .with_hint("`portd ls` lists the projects that have a port")
+}
+
+fn decode_err(e: record::DecodeError) -> Error {
+    Error::damaged(format!("registry damaged: {}", e.0))
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry in `dir` with `config`.
+    /// Checks the location; the file itself is opened per operation.
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Registry> {
+        let dir = dir.as_ref().to_owned();
+        home::prepare(&dir)?;
+        home::check_file(&dir.join(home::REGISTRY_FILE))?;
+        let exclusions = Exclusions::with_kernel(config.exclude.clone());
+        Ok(Registry { dir, config, exclusions, inproc: parking_lot::Mutex::new(()) })
+    }
+
+    /// Opens the registry named by the environment (`PORTD_HOME`, …) with
+    /// the configuration from the config file and environment.
+    pub fn open_default() -> Result<Registry> {
+        let get = |k: &str| std::env::var(k).ok();
+        let config = Config::load(&get)?;
+        Registry::open(home::default_home(&get)?, config)
+    }
+
+    /// The registry directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The registry file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(home::REGISTRY_FILE)
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The excluded-port sets in force.
+    pub fn exclusions(&self) -> &Exclusions {
+        &self.exclusions
+    }
+
+    fn locked<T>(&self, f: impl FnOnce(&redb::Database) -> Result<T>) -> Result<T> {
+        let _inproc = self.inproc.lock();
+        let _lock = lock::acquire(&self.dir, self.config.lock_timeout)?;
+        let path = self.path();
+        db::contain(&path, || {
+            let db = db::open(&self.dir)?;
+            let out = f(&db)?;
+            db.close().map_err(db_err)?;
+            Ok(out)
+        })
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        self.locked(|db| {
+            let wtx = db.begin_write().map_err(db_err)?;
+            let out = {
+                let mut tx = Tx::new(&wtx, self)?;
+                f(&mut tx)?
+            };
+            wtx.commit().map_err(db_err)?;
+            Ok(out)
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
+        self.locked(|db| {
+            let rtx = db.begin_read().map_err(db_err)?;
+            f(&rtx)
+        })
+    }
+
+    /// The port of the named project, allocating one on first use.
+    pub fn get(&self, name: &str) -> Result<u16> {
+        Ok(self.get_with(&Project::name(name)?, &GetOptions::default())?.entry.port)
+    }
+
+    /// Ports for many named projects, in one transaction.
+    pub fn get_many<S: AsRef<str>>(&self, names: &[S]) -> Result<Vec<u16>> {
+        let projects =
+            names.iter().map(|n| Project::name(n.as_ref())).collect::<Result<Vec<_>>>()?;
+        let opts = GetOptions::default();
+        self.write(|tx| {
+            projects.iter().map(|p| tx.get(p.key(), &opts).map(|a| a.entry.port)).collect()
+        })
+    }
+
+    /// The project's port, allocating or moving as `opts` asks.
+    pub fn get_with(&self, project: &Project, opts: &GetOptions) -> Result<Allocation> {
+        // The common case, an existing entry asked for as it is, is a read.
+        if opts.owner.is_none() && !opts.move_port {
+            let hit = self.read(|rtx| {
+                let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
+                let Some(v) = entries.get(project.key()).map_err(db_err)? else { return Ok(None) };
+                let e = record::decode(project.key(), v.value()).map_err(decode_err)?;
+                Ok(self.keeps(&e, opts).then_some(e))
+            })?;
+            if let Some(e) = hit
+                && now_ms().saturating_sub(e.last_used_ms) < TOUCH_EVERY_MS
+            {
+                return Ok(Allocation { entry: e, fresh: false, moved_from: None });
+            }
+        }
+        self.write(|tx| tx.get(project.key(), opts))
+    }
+
+    /// An active lease for `project`, owned by `owner`.
+    pub fn acquire(&self, name: &str, owner: Owner) -> Result<Allocation> {
+        let opts = GetOptions { owner: Some(owner), ..GetOptions::default() };
+        self.get_with(&Project::name(name)?, &opts)
+    }
+
+    /// Whether an existing entry satisfies `opts` as it is.
+    fn keeps(&self, e: &Entry, opts: &GetOptions) -> bool {
+        let pinned = opts.port.or(self.config.pinned_port);
+        let want_range = opts.range.as_deref().or(self.config.default_range.as_deref());
+        let in_range = self.config.ranges.by_name(&e.range).is_some_and(|r| r.contains(e.port));
+        in_range
+            && !opts.move_port
+            && pinned.is_none_or(|p| p == e.port)
+            && want_range.is_none_or(|r| r == e.range)
+    }
+
+    /// Ends an active lease: the entry goes idle and keeps its port. Does
+    /// nothing if the lease has already passed to another owner or the
+    /// entry was released.
+    pub fn end_lease(&self, project: &Project, owner: Owner) -> Result<bool> {
+        self.write(|tx| {
+            let Some(mut e) = tx.entry(project.key())? else { return Ok(false) };
+            if e.owner != Some(owner) {
+                return Ok(false);
+            }
+            let old = e.clone();
+            e.owner = None;
+            e.child_pid = None;
+            e.last_used_ms = now_ms();
+            tx.put(&e, Some(&old))?;
+            Ok(true)
+        })
+    }
+
+    /// Frees the named projects (all or none); their last port is kept in history.
+    pub fn release(&self, name: &str) -> Result<()> {
+        self.release_many(&[Project::name(name)?]).map(|_| ())
+    }
+
+    /// Frees several projects in one transaction; fails, changing nothing,
+    /// if any is unknown.
+    pub fn release_many(&self, projects: &[Project]) -> Result<Vec<Entry>> {
+        self.write(|tx| {
+            let mut out = Vec::new();
+            for p in projects {
+                let e = tx.entry(p.key())?.ok_or_else(|| unknown(p.key()))?;
+                tx.remove(&e)?;
+                out.push(e);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Frees every idle entry.
+    pub fn release_idle(&self) -> Result<Vec<Entry>> {
+        self.write(|tx| {
+            let idle: Vec<Entry> =
+                tx.all_entries()?.into_iter().filter(|e| State::of(e) == State::Idle).collect();
+            for e in &idle {
+                tx.remove(e)?;
+            }
+            Ok(idle)
+        })
+    }
+
+    /// One entry.
+    pub fn show(&self, project: &Project) -> Result<Listed> {
+        self.read(|rtx| {
+            let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
+            let v = entries.get(project.key()).map_err(db_err)?.ok_or_else(|| unknown(project.key()))?;
+            let entry = record::decode(project.key(), v.value()).map_err(decode_err)?;
+            Ok(Listed { state: State::of(&entry), entry })
+        })
+    }
+
+    /// Every entry, by port.
+    pub fn list(&self) -> Result<Vec<Listed>> {
+        let mut all = self.read(|rtx| read_entries(rtx))?;
+        all.sort_by_key(|e| e.port);
+        Ok(all.into_iter().map(|entry| Listed { state: State::of(&entry), entry }).collect())
+    }
+
+    /// Released projects and the port each had last (not currently entries).
+    pub fn history(&self) -> Result<Vec<(String, u16)>> {
+        self.read(|rtx| {
+            let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
+            let hist = rtx.open_table(HISTORY).map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in hist.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                if entries.get(k.value()).map_err(db_err)?.is_none() {
+                    out.push((k.value().to_owned(), v.value()));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The project holding `port`, if any.
+    pub fn holder(&self, port: u16) -> Result<Option<Listed>> {
+        self.read(|rtx| {
+            let ports = rtx.open_table(PORTS).map_err(db_err)?;
+            let Some(k) = ports.get(port).map_err(db_err)? else { return Ok(None) };
+            let key = k.value().to_owned();
+            let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
+            let v = entries.get(key.as_str()).map_err(db_err)?.ok_or_else(|| {
+                Error::damaged(format!("registry damaged: port {port} indexed for missing `{key}`"))
+            })?;
+            let entry = record::decode(&key, v.value()).map_err(decode_err)?;
+            Ok(Some(Listed { state: State::of(&entry), entry }))
+        })
+    }
+
+    /// Clears dead owners (entries keep their ports) and drops idle
+    /// entries past `idle_ttl`.
+    pub fn cleanup(&self) -> Result<CleanupReport> {
+        self.write(|tx| {
+            let mut report = CleanupReport { expired: tx.expire()?, ..Default::default() };
+            for e in tx.all_entries()? {
+                if e.owner.is_some_and(|o| o.liveness() == Liveness::Dead) {
+                    let mut idle = e.clone();
+                    idle.owner = None;
+                    idle.child_pid = None;
+                    tx.put(&idle, Some(&e))?;
+                    report.reclaimed.push(e.project);
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    /// Per-range usage.
+    pub fn status(&self) -> Result<Status> {
+        let list = self.list()?;
+        let mut outside = 0;
+        let mut ranges: Vec<RangeStatus> = self
+            .config
+            .ranges
+            .iter()
+            .map(|r| RangeStatus {
+                range: r.clone(),
+                usable: (r.start..=r.end).filter(|&p| self.exclusions.reason(p).is_none()).count(),
+                active: 0,
+                idle: 0,
+            })
+            .collect();
+        for l in &list {
+            match ranges.iter_mut().find(|s| s.range.contains(l.entry.port)) {
+                Some(s) if l.state == State::Idle => s.idle += 1,
+                Some(s) => s.active += 1,
+                None => outside += 1,
+            }
+        }
+        let file_bytes = std::fs::metadata(self.path()).map(|m| m.len()).unwrap_or(0);
+        Ok(Status { ranges, outside, file_bytes })
+    }
+
+    /// Empties the registry, first moving the current file aside to
+    /// `registry.redb.bak-<unix seconds>`. Returns the backup's path.
+    pub fn reset(&self) -> Result<Option<PathBuf>> {
+        let _inproc = self.inproc.lock();
+        let _lock = lock::acquire(&self.dir, self.config.lock_timeout)?;
+        let path = self.path();
+        if !home::check_file(&path)? {
+            return Ok(None);
+        }
+        let secs = now_ms() / 1000;
+        let mut backup = self.dir.join(format!("{}.bak-{secs}", home::REGISTRY_FILE));
+        let mut n = 1;
+        while backup.exists() {
+            backup = self.dir.join(format!("{}.bak-{secs}-{n}", home::REGISTRY_FILE));
+            n += 1;
+        }
+        std::fs::rename(&path, &backup)
+            .map_err(|e| Error::io(format!("cannot move `{}` aside", path.display()), e))?;
+        // Re-create at once so the next caller finds a valid registry.
+        db::contain(&path, || db::open(&self.dir)?.close().map_err(db_err))?;
+        Ok(Some(backup))
+    }
+}
+
+fn read_entries(rtx: &redb::ReadTransaction) -> Result<Vec<Entry>> {
+    let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
+    collect_entries(&entries)
+}
+
+fn collect_entries(t: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for row in t.iter().map_err(db_err)? {
+        let (k, v) = row.map_err(db_err)?;
+        out.push(record::decode(k.value(), v.value()).map_err(decode_err)?);
+    }
+    Ok(out)
+}
+
+/// One write transaction with its tables open.
+struct Tx<'t> {
+    entries: redb::Table<'t, &'static str, &'static [u8]>,
+    ports: redb::Table<'t, u16, &'static str>,
+    history: redb::Table<'t, &'static str, u16>,
+    lru: redb::Table<'t, (u64, &'static str), ()>,
+    meta: redb::Table<'t, &'static str, u64>,
+    reg: &'t Registry,
+    now: u64,
+}
+
+impl<'t> Tx<'t> {
+    fn new(wtx: &'t redb::WriteTransaction, reg: &'t Registry) -> Result<Self> {
+        Ok(Tx {
+            entries: wtx.open_table(ENTRIES).map_err(db_err)?,
+            ports: wtx.open_table(PORTS).map_err(db_err)?,
+            history: wtx.open_table(HISTORY).map_err(db_err)?,
+            lru: wtx.open_table(LRU).map_err(db_err)?,
+            meta: wtx.open_table(META).map_err(db_err)?,
+            reg,
+            now: now_ms(),
+        })
+    }
+
+    fn entry(&self, key: &str) -> Result<Option<Entry>> {
+        match self.entries.get(key).map_err(db_err)? {
+            Some(v) => record::decode(key, v.value()).map(Some).map_err(decode_err),
+            None => Ok(None),
+        }
+    }
+
+    fn all_entries(&self) -> Result<Vec<Entry>> {
+        collect_entries(&self.entries)
+    }
+
+    fn port_holder(&self, port: u16) -> Result<Option<String>> {
+        Ok(self.ports.get(port).map_err(db_err)?.map(|k| k.value().to_owned()))
+    }
+
+    /// Writes `e`, replacing `old` (the same project's previous state).
+    fn put(&mut self, e: &Entry, old: Option<&Entry>) -> Result<()> {
+        if let Some(holder) = self.port_holder(e.port)?
+            && holder != e.project
+        {
+            // The allocator never picks a held port; refuse rather than break
+            // the one-port-one-entry invariant.
+            return Err(Error::damaged(format!(
+                "registry damaged: port {} indexed for `{holder}` while writing `{}`",
+                e.port, e.project
+            )));
+        }
+        if let Some(o) = old {
+            if o.port != e.port {
+                self.ports.remove(o.port).map_err(db_err)?;
+            }
+            if o.last_used_ms != e.last_used_ms {
+                self.lru.remove((o.last_used_ms, o.project.as_str())).map_err(db_err)?;
+            }
+        }
+        self.entries.insert(e.project.as_str(), record::encode(e).as_slice()).map_err(db_err)?;
+        self.ports.insert(e.port, e.project.as_str()).map_err(db_err)?;
+        self.lru.insert((e.last_used_ms, e.project.as_str()), ()).map_err(db_err)?;
+        self.history.insert(e.project.as_str(), e.port).map_err(db_err)?;
+        Ok(())
+    }
+
+    fn remove(&mut self, e: &Entry) -> Result<()> {
+        self.entries.remove(e.project.as_str()).map_err(db_err)?;
+        self.ports.remove(e.port).map_err(db_err)?;
+        self.lru.remove((e.last_used_ms, e.project.as_str())).map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Drops idle entries unused for longer than `idle_ttl`.
+    fn expire(&mut self) -> Result<Vec<String>> {
+        let cutoff = self.now.saturating_sub(self.reg.config.idle_ttl.as_millis() as u64);
+        let mut old = Vec::new();
+        for row in self.lru.range::<(u64, &str)>(..(cutoff, "")).map_err(db_err)? {
+            let (k, _) = row.map_err(db_err)?;
+            old.push(k.value().1.to_owned());
+        }
+        let mut dropped = Vec::new();
+        for key in old {
+            if let Some(e) = self.entry(&key)?
+                && State::of(&e) == State::Idle
+            {
+                self.remove(&e)?;
+                dropped.push(key);
+            }
+        }
+        Ok(dropped)
+    }
+
+    fn get(&mut self, key: &str, opts: &GetOptions) -> Result<Allocation> {
+        let cfg = &self.reg.config;
+        if let Some(r) = &opts.range {
+            cfg.check_range(r)?;
+        }
+        let existing = self.entry(key)?;
+        if let Some(e) = &existing {
+            if let (Some(cur), Some(new)) = (e.owner, opts.owner)
+                && cur != new
+                && cur.liveness() != Liveness::Dead
+            {
+                return Err(Error::new(
+                    ErrorKind::PortBusy,
+                    format!(
+                        "project `{}` is already leased by pid {} on port {}",
+                        e.display_name(),
+                        cur.pid,
+                        e.port
+                    ),
+                )
+                .with_hint("stop that process first, or use another project name"));
+            }
+            if self.reg.keeps(e, opts) {
+                let mut next = e.clone();
+                next.last_used_ms = self.now.max(e.last_used_ms);
+                if opts.owner.is_some() {
+                    next.owner = opts.owner;
+                    next.command = opts.command.clone();
+                    next.child_pid = opts.child_pid;
+                }
+                if next != *e {
+                    self.put(&next, Some(e))?;
+                }
+                return Ok(Allocation { entry: next, fresh: false, moved_from: None });
+            }
+            if let Some(o) = e.owner
+                && o.liveness() != Liveness::Dead
+                && Some(o) != opts.owner
+            {
+                return Err(Error::new(
+                    ErrorKind::PortBusy,
+                    format!("project `{}` is active (pid {}); it cannot move now", e.display_name(), o.pid),
+                )
+                .with_hint("stop it first, then ask again"));
+            }
+            self.remove(e)?;
+        }
+        self.expire()?;
+        let avoid = existing.as_ref().filter(|_| opts.move_port).map(|e| e.port);
+        let (port, range) = match opts.port.or(cfg.pinned_port) {
+            Some(p) => self.exact(key, p, opts)?,
+            None => self.pick(key, opts, avoid)?,
+        };
+        let e = Entry {
+            project: key.to_owned(),
+            port,
+            range,
+            owner: opts.owner,
+            uid: portd_core::sys::euid(),
+            created_ms: existing.as_ref().map_or(self.now, |e| e.created_ms),
+            last_used_ms: self.now,
+            command: opts.command.clone(),
+            child_pid: opts.child_pid,
+        };
+        self.put(&e, None)?;
+        let moved_from = existing.map(|x| x.port).filter(|&p| p != port);
+        Ok(Allocation { entry: e, fresh: true, moved_from })
+    }
+
+    fn probe_opts(opts: &GetOptions, reuse: bool) -> ProbeOptions {
+        ProbeOptions { udp: opts.udp, reuse }
+    }
+
+    /// Grants exactly `port`, or says who has it.
+    fn exact(&mut self, key: &str, port: u16, opts: &GetOptions) -> Result<(u16, String)> {
+        let cfg = &self.reg.config;
+        let want = opts.range.as_deref().or(cfg.default_range.as_deref());
+        let range = cfg.ranges.containing(port).ok_or_else(|| {
+            Error::usage(format!(
+                "port {port} is outside every configured range ({})",
+                cfg.ranges.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+            ))
+            .with_hint("pick a port inside a range, or add a `[[range]]` to the config file")
+        })?;
+        if let Some(w) = want
+            && w != range.name
+        {
+            return Err(Error::usage(format!("port {port} is not in range `{w}`")));
+        }
+        if let Some(why) = self.reg.exclusions.reason(port) {
+            return Err(Error::usage(format!("port {port} is excluded: {why}"))
+                .with_hint("pick another port"));
+        }
+        if let Some(holder) = self.port_holder(port)? {
+            return Err(Error::new(
+                ErrorKind::PortBusy,
+                format!("port {port} is held by project `{}`", display_name(&holder)),
+            )
+            .with_hint(format!("release it with `portd release {}`, or pick another port", display_name(&holder))));
+        }
+        let reuse = self.history_port(key)? == Some(port);
+        match probe(port, Self::probe_opts(opts, reuse)) {
+            Verdict::Free => Ok((port, range.name.clone())),
+            Verdict::Denied => Err(Error::usage(format!("port {port} cannot be bound by this user"))
+                .with_hint("pick a port above 1023")),
+            Verdict::Busy => Err(busy_error(port, opts.udp)),
+        }
+    }
+
+    fn history_port(&self, key: &str) -> Result<Option<u16>> {
+        Ok(self.history.get(key).map_err(db_err)?.map(|v| v.value()))
+    }
+
+    /// Whether `port` may be taken now: free in the registry, not excluded, bindable.
+    fn usable(&self, port: u16, avoid: Option<u16>, opts: &ProbeOptions) -> Result<bool> {
+        Ok(Some(port) != avoid
+            && self.reg.exclusions.reason(port).is_none()
+            && self.port_holder(port)?.is_none()
+            && probe(port, *opts) == Verdict::Free)
+    }
+
+    /// The candidate order of the spec: history, preferred port, scan from
+    /// the rotating cursor range by range, then LRU eviction of idle entries.
+    fn pick(&mut self, key: &str, opts: &GetOptions, avoid: Option<u16>) -> Result<(u16, String)> {
+        let cfg = &self.reg.config;
+        let want = opts.range.as_deref().or(cfg.default_range.as_deref());
+        let eligible: Vec<PortRange> = cfg.ranges.eligible(want).cloned().collect();
+        let plain = Self::probe_opts(opts, false);
+        if let Some(h) = self.history_port(key)?
+            && let Some(r) = eligible.iter().find(|r| r.contains(h))
+            && self.usable(h, avoid, &Self::probe_opts(opts, true))?
+        {
+            return Ok((h, r.name.clone()));
+        }
+        if let Some(first) = eligible.first() {
+            let p = first.port_at(preferred_offset(key, first.len()));
+            if self.usable(p, avoid, &plain)? {
+                return Ok((p, first.name.clone()));
+            }
+        }
+        for r in &eligible {
+            if let Some(p) = self.scan(r, avoid, &plain)? {
+                return Ok((p, r.name.clone()));
+            }
+        }
+        if let Some(found) = self.evict(&eligible, avoid, &plain)? {
+            return Ok(found);
+        }
+        Err(Error::new(
+            ErrorKind::NoFreePort,
+            format!(
+                "no free port: every port of {} is held by an active project, bound, or excluded",
+                eligible.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .with_hint("free ports with `portd release --idle`, or add a `[[range]]` to the config file"))
+    }
+
+    /// Scans `r` from its persisted cursor; the bitmap marks what is held,
+    /// excluded or found busy, so each port is probed at most once.
+    fn scan(&mut self, r: &PortRange, avoid: Option<u16>, opts: &ProbeOptions) -> Result<Option<u16>> {
+        let bits = AtomicBitmap::new(r.len());
+        for row in self.ports.range(r.start..=r.end).map_err(db_err)? {
+            let (p, _) = row.map_err(db_err)?;
+            bits.claim(usize::from(p.value() - r.start));
+        }
+        for p in r.start..=r.end {
+            if Some(p) == avoid || self.reg.exclusions.reason(p).is_some() {
+                bits.claim(usize::from(p - r.start));
+            }
+        }
+        let cursor_key = format!("cursor:{}", r.name);
+        let cursor = self.meta.get(cursor_key.as_str()).map_err(db_err)?.map_or(0, |v| v.value());
+        bits.set_cursor(cursor as usize);
+        while let Some(bit) = bits.claim_next() {
+            let p = r.port_at(bit);
+            if probe(p, *opts) == Verdict::Free {
+                self.meta.insert(cursor_key.as_str(), bits.cursor() as u64).map_err(db_err)?;
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Evicts the least recently used idle entry whose port is bindable.
+    fn evict(
+        &mut self,
+        eligible: &[PortRange],
+        avoid: Option<u16>,
+        opts: &ProbeOptions,
+    ) -> Result<Option<(u16, String)>> {
+        let mut order = Vec::new();
+        for row in self.lru.iter().map_err(db_err)? {
+            let (k, _) = row.map_err(db_err)?;
+            order.push(k.value().1.to_owned());
+        }
+        for key in order {
+            let Some(e) = self.entry(&key)? else { continue };
+            let Some(r) = eligible.iter().find(|r| r.contains(e.port)) else { continue };
+            if State::of(&e) != State::Idle
+                || Some(e.port) == avoid
+                || self.reg.exclusions.reason(e.port).is_some()
+                || probe(e.port, *opts) != Verdict::Free
+            {
+                continue;
+            }
+            self.remove(&e)?;
+            return Ok(Some((e.port, r.name.clone())));
+        }
+        Ok(None)
+    }
+}
+
+/// "port P is bound by …", naming the processes when visible.
+pub fn busy_error(port: u16, udp: bool) -> Error {
+    let holders = portd_core::sys::holders(port, udp);
+    let who = if holders.is_empty() {
+        "another process".to_owned()
+    } else {
+        holders.iter().map(|h| format!("pid {} ({})", h.pid, h.name)).collect::<Vec<_>>().join(", ")
+    };
+    Error::new(ErrorKind::PortBusy, format!("port {port} is bound by {who}"))
+        .with_hint("stop that process, or take another port with `--move`")
+}
+
+/// How long ago `ms` was, for display.
+pub fn age(ms: u64) -> Duration {
+    Duration::from_millis(now_ms().saturating_sub(ms))
+}
