@@ -28,7 +28,7 @@ impl AtomicBitmap {
         for i in 0..nwords {
             // Bits past `len` in the last word are set once and never cleared,
             // so no search can ever return them.
-            let tail = if i + 1 == nwords && len % WORD_BITS != 0 {
+            let tail = if i + 1 == nwords && !len.is_multiple_of(WORD_BITS) {
                 !0u64 << (len % WORD_BITS)
             } else {
                 0

@@ -102,7 +102,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis() as u64;
     for (unit, size) in [("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-        if ms >= size && ms % size == 0 {
+        if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }

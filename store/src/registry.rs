@@ -382,7 +382,7 @@ impl Registry {
 
     /// Every entry, by port.
     pub fn list(&self) -> Result<Vec<Listed>> {
-        let mut all = self.read(|rtx| read_entries(rtx))?;
+        let mut all = self.read(read_entries)?;
         all.sort_by_key(|e| e.port);
         Ok(all.into_iter().map(|entry| Listed { state: State::of(&entry), entry }).collect())
     }
