@@ -108,7 +108,11 @@ impl AtomicBitmap {
         // end of the wrap for the bits below `start`.
         for step in 0..=nwords {
             let w = (first + step) % nwords;
-            let mut skip = if step == 0 { !0u64 << (start % WORD_BITS) } else { !0u64 };
+            let mut skip = if step == 0 {
+                !0u64 << (start % WORD_BITS)
+            } else {
+                !0u64
+            };
             if step == nwords {
                 skip = !(!0u64 << (start % WORD_BITS));
                 if skip == 0 {
@@ -254,7 +258,10 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: Vec<usize> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<usize> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         all.sort_unstable();
         let n = all.len();
         all.dedup();

@@ -67,7 +67,9 @@ pub enum Excluded {
 impl fmt::Display for Excluded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Excluded::BrowserUnsafe => f.write_str("browsers refuse to connect to it (WHATWG bad port)"),
+            Excluded::BrowserUnsafe => {
+                f.write_str("browsers refuse to connect to it (WHATWG bad port)")
+            }
             Excluded::WellKnown(s) => write!(f, "default port of {s}"),
             Excluded::User => f.write_str("listed in the configuration's `exclude`"),
             Excluded::KernelReserved => {
@@ -145,7 +147,10 @@ mod tests {
         let ex = Exclusions::new(vec![(4100, 4100), (4200, 4210)], vec![(4500, 4600)]);
         assert_eq!(ex.reason(4045), Some(Excluded::BrowserUnsafe));
         assert_eq!(ex.reason(10080), Some(Excluded::BrowserUnsafe));
-        assert_eq!(ex.reason(4369), Some(Excluded::WellKnown("Erlang port mapper (epmd)")));
+        assert_eq!(
+            ex.reason(4369),
+            Some(Excluded::WellKnown("Erlang port mapper (epmd)"))
+        );
         assert_eq!(ex.reason(4100), Some(Excluded::User));
         assert_eq!(ex.reason(4205), Some(Excluded::User));
         assert_eq!(ex.reason(4550), Some(Excluded::KernelReserved));
@@ -155,7 +160,10 @@ mod tests {
     #[test]
     fn kernel_list_format() {
         assert_eq!(parse_port_list(""), vec![]);
-        assert_eq!(parse_port_list("8080,9000-9010\n"), vec![(8080, 8080), (9000, 9010)]);
+        assert_eq!(
+            parse_port_list("8080,9000-9010\n"),
+            vec![(8080, 8080), (9000, 9010)]
+        );
         assert_eq!(parse_port_list("x,70000,5-3,7"), vec![(7, 7)]);
     }
 }

@@ -57,16 +57,26 @@ impl Owner {
         }
         let st = sys::proc_stat(pid)?;
         if st.state == 'Z' || st.state == 'X' {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "process has exited"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "process has exited",
+            ));
         }
         // Not the process's own uid, but the uid portd acts for: a lease is
         // released or moved only by the user who took it.
-        Ok(Owner { pid, start_time: st.start_time, boot_id: this_boot().unwrap_or(0), uid: sys::euid() })
+        Ok(Owner {
+            pid,
+            start_time: st.start_time,
+            boot_id: this_boot().unwrap_or(0),
+            uid: sys::euid(),
+        })
     }
 
     /// Whether the owner's process is still running.
     pub fn liveness(&self) -> Liveness {
-        let Some(boot) = this_boot() else { return Liveness::Unknown };
+        let Some(boot) = this_boot() else {
+            return Liveness::Unknown;
+        };
         if self.boot_id != boot {
             // Every process of an earlier boot is gone.
             return Liveness::Dead;

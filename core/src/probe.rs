@@ -120,7 +120,16 @@ mod tests {
     fn listener_on_loopback_is_busy_and_free_after_close() {
         let (l, p) = pick();
         assert_eq!(probe(p, ProbeOptions::default()), Verdict::Busy);
-        assert_eq!(probe(p, ProbeOptions { reuse: true, udp: false }), Verdict::Busy);
+        assert_eq!(
+            probe(
+                p,
+                ProbeOptions {
+                    reuse: true,
+                    udp: false
+                }
+            ),
+            Verdict::Busy
+        );
         drop(l);
         assert_eq!(probe(p, ProbeOptions::default()), Verdict::Free);
     }
@@ -131,7 +140,16 @@ mod tests {
         drop(l);
         let u = UdpSocket::bind(("127.0.0.1", p)).unwrap();
         assert_eq!(probe(p, ProbeOptions::default()), Verdict::Free);
-        assert_eq!(probe(p, ProbeOptions { udp: true, reuse: false }), Verdict::Busy);
+        assert_eq!(
+            probe(
+                p,
+                ProbeOptions {
+                    udp: true,
+                    reuse: false
+                }
+            ),
+            Verdict::Busy
+        );
         drop(u);
     }
 

@@ -68,8 +68,11 @@ pub(crate) fn contain<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown failure".into());
-            Err(Error::damaged(format!("registry damaged: {}", msg.lines().next().unwrap_or("")))
-                .with_hint(damaged_hint(path)))
+            Err(Error::damaged(format!(
+                "registry damaged: {}",
+                msg.lines().next().unwrap_or("")
+            ))
+            .with_hint(damaged_hint(path)))
         }
     }
 }
@@ -91,7 +94,10 @@ pub(crate) fn open(dir: &Path) -> Result<Database> {
     if len == 0 {
         // redb would silently initialise an empty file; an empty registry
         // file is something portd never leaves behind, so it is damage.
-        return Err(Error::damaged(format!("registry damaged: `{}` is empty", path.display())));
+        return Err(Error::damaged(format!(
+            "registry damaged: `{}` is empty",
+            path.display()
+        )));
     }
     let db = builder().open(&path).map_err(db_err)?;
     check_schema(&db)?;
@@ -109,7 +115,9 @@ fn check_schema(db: &Database) -> Result<()> {
             "registry was written by a newer portd (schema {v}; this portd reads {SCHEMA_VERSION})"
         ))
         .with_hint("upgrade portd; the registry is left untouched")),
-        Some(v) => Err(Error::damaged(format!("registry damaged: unknown schema version {v}"))),
+        Some(v) => Err(Error::damaged(format!(
+            "registry damaged: unknown schema version {v}"
+        ))),
         None => Err(Error::damaged("registry damaged: schema version missing")),
     }
 }
@@ -117,7 +125,11 @@ fn check_schema(db: &Database) -> Result<()> {
 /// Builds a new, empty registry beside `path` and renames it into place, so
 /// that a crash never leaves a half-made (e.g. empty) registry file behind.
 fn create_fresh(dir: &Path, path: &Path) -> Result<()> {
-    let tmp = dir.join(format!("{}.new-{}", home::REGISTRY_FILE, std::process::id()));
+    let tmp = dir.join(format!(
+        "{}.new-{}",
+        home::REGISTRY_FILE,
+        std::process::id()
+    ));
     let _ = fs::remove_file(&tmp);
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -141,7 +153,8 @@ fn create_fresh(dir: &Path, path: &Path) -> Result<()> {
         }
         tx.commit().map_err(db_err)?;
         db.close().map_err(db_err)?;
-        fs::rename(&tmp, path).map_err(|e| Error::io(format!("cannot create `{}`", path.display()), e))?;
+        fs::rename(&tmp, path)
+            .map_err(|e| Error::io(format!("cannot create `{}`", path.display()), e))?;
         // Make the new name durable too.
         if let Ok(d) = fs::File::open(dir) {
             let _ = d.sync_all();

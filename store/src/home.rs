@@ -27,8 +27,10 @@ pub fn default_home(get: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf> {
     }
     match get("HOME").filter(|h| Path::new(h).is_absolute()) {
         Some(h) => Ok(Path::new(&h).join(".local/state/portd")),
-        None => Err(Error::config("cannot locate the registry: `HOME` is not set")
-            .with_hint("set `PORTD_HOME` to a directory for the registry")),
+        None => Err(
+            Error::config("cannot locate the registry: `HOME` is not set")
+                .with_hint("set `PORTD_HOME` to a directory for the registry"),
+        ),
     }
 }
 
@@ -56,7 +58,10 @@ pub fn prepare(dir: &Path) -> Result<()> {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => {
-                    return Err(Error::io(format!("cannot create registry directory `{}`", dir.display()), e));
+                    return Err(Error::io(
+                        format!("cannot create registry directory `{}`", dir.display()),
+                        e,
+                    ));
                 }
             }
         }
@@ -68,8 +73,12 @@ pub fn prepare(dir: &Path) -> Result<()> {
 /// Refuses a registry directory that is not a directory, not ours, or
 /// writable by others.
 pub fn check_dir(dir: &Path) -> Result<()> {
-    let md = fs::metadata(dir)
-        .map_err(|e| Error::io(format!("cannot inspect registry directory `{}`", dir.display()), e))?;
+    let md = fs::metadata(dir).map_err(|e| {
+        Error::io(
+            format!("cannot inspect registry directory `{}`", dir.display()),
+            e,
+        )
+    })?;
     if !md.is_dir() {
         return Err(Error::permission(format!(
             "registry directory `{}` is not a directory",
@@ -106,12 +115,18 @@ pub fn check_file(path: &Path) -> Result<bool> {
         Err(e) => return Err(Error::io(format!("cannot inspect `{}`", path.display()), e)),
     };
     if md.file_type().is_symlink() {
-        return Err(Error::permission(format!("registry file `{}` is a symbolic link", path.display()))
-            .with_hint("replace the link with the file itself, or remove it"));
+        return Err(Error::permission(format!(
+            "registry file `{}` is a symbolic link",
+            path.display()
+        ))
+        .with_hint("replace the link with the file itself, or remove it"));
     }
     if !md.is_file() {
-        return Err(Error::permission(format!("registry file `{}` is not a regular file", path.display()))
-            .with_hint("move it away; portd will create a fresh registry"));
+        return Err(Error::permission(format!(
+            "registry file `{}` is not a regular file",
+            path.display()
+        ))
+        .with_hint("move it away; portd will create a fresh registry"));
     }
     if md.uid() != sys::euid() {
         return Err(Error::permission(format!(

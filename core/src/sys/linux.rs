@@ -52,13 +52,18 @@ pub fn ephemeral_range() -> Option<(u16, u16)> {
 /// Socket inodes bound to `port` in one `/proc/net/{tcp,tcp6,udp,udp6}`
 /// table; TCP counts listeners only (state `0A`), UDP any bound socket.
 fn socket_inodes(table: &str, port: u16, tcp: bool, out: &mut HashSet<u64>) {
-    let Ok(text) = fs::read_to_string(table) else { return };
+    let Ok(text) = fs::read_to_string(table) else {
+        return;
+    };
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split_ascii_whitespace().collect();
         if f.len() < 10 {
             continue;
         }
-        let local_port = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+        let local_port = f[1]
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok());
         if local_port != Some(port) || (tcp && f[3] != "0A") {
             continue;
         }
@@ -87,12 +92,16 @@ pub fn holders(port: u16, udp: bool) -> Vec<Holder> {
     if inodes.is_empty() {
         return out;
     }
-    let Ok(procs) = fs::read_dir("/proc") else { return out };
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return out;
+    };
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(fds) = fs::read_dir(p.path().join("fd")) else { continue };
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
         let holds = fds.flatten().any(|fd| {
             fs::read_link(fd.path()).ok().is_some_and(|target| {
                 let t = target.to_string_lossy();
@@ -104,7 +113,11 @@ pub fn holders(port: u16, udp: bool) -> Vec<Holder> {
         });
         if holds {
             let name = proc_stat(pid).map(|s| s.comm).unwrap_or_default();
-            out.push(Holder { pid, name, cmdline: cmdline(pid) });
+            out.push(Holder {
+                pid,
+                name,
+                cmdline: cmdline(pid),
+            });
         }
     }
     out

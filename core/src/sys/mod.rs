@@ -45,7 +45,11 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
     // After the state come fields 4..; start time is field 22, i.e. the 19th
     // after the state.
     let start_time = rest.nth(18)?.parse().ok()?;
-    Some(ProcStat { state, start_time, comm })
+    Some(ProcStat {
+        state,
+        start_time,
+        comm,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,178 @@
+//! Command-line arguments as written (clap derive). Resolution into a
+//! registry, a project and options happens in `main.rs` and the commands.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// The exit-code table, shown in `--help` and the README.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:
+  0  ok                       5  port busy
+  1  other error              6  registry busy (lock timeout)
+  2  usage                    7  registry damaged
+  3  no free port             8  configuration invalid
+  4  unknown project          9  permission refused"
+    };
+}
+
+const MAIN_AFTER: &str = concat!(
+    "Examples:
+  portd get myapp                 print myapp's port (the same every time)
+  PORT=$(portd get myapp) npm start
+  eval \"$(portd env myapp)\"       export PORT for this shell
+  portd ls                        what holds which port
+  portd check 4123                who has port 4123, and why
+
+Environment: PORTD_HOME, PORTD_CONFIG, PORTD_RANGE, PORTD_PORT, PORTD_LOCK_TIMEOUT, PORTD_IDLE_TTL
+
+",
+    exit_codes!()
+);
+
+/// portd: a stable, unique, really-free port for every project, with no daemon.
+#[derive(Debug, Parser)]
+#[command(name = "portd", version, about, after_help = MAIN_AFTER, max_term_width = 100)]
+pub struct Cli {
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Registry directory (same as PORTD_HOME).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Print only data: no messages or warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Say more on stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A project: a name, a directory, or (neither) the current directory.
+#[derive(Debug, Args, Clone)]
+pub struct ProjectArg {
+    /// Project name (`myapp`, `myapp:api`); a path (`./web`) names a directory project.
+    /// Default: the current directory's git work tree, or the directory itself.
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    /// Use this directory as the project.
+    #[arg(long, value_name = "DIR", conflicts_with = "name")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Allocate only from this range (e.g. `experimental`).
+    #[arg(long, value_name = "RANGE")]
+    pub range: Option<String>,
+    /// Ask for exactly this port.
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    pub port: Option<u16>,
+    /// Fail (exit 5) unless the port can be bound right now.
+    #[arg(long)]
+    pub free: bool,
+    /// If the port is bound by another process, take a fresh one instead of failing.
+    #[arg(long = "move")]
+    pub move_port: bool,
+    /// Record this running process as the lease's owner.
+    #[arg(long, value_name = "PID", value_parser = parse_pid)]
+    pub pid: Option<u32>,
+    /// Require the UDP port to be free as well.
+    #[arg(long)]
+    pub udp: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the project's port, allocating one on first use.
+    #[command(after_help = "\
+Examples:
+  portd get myapp                 4123 (stable: the same answer every time)
+  portd get                       the current git work tree's port
+  portd get ci-42 --range experimental
+  portd get myapp --free --move   a port that can be bound now, moving if needed
+  portd get myapp --json")]
+    Get(GetArgs),
+    /// Print `export PORT=…` lines for `eval \"$(portd env)\"`.
+    #[command(after_help = "Example:\n  eval \"$(portd env myapp)\" && npm start")]
+    Env(GetArgs),
+    /// List entries: project, port, range, state, pid, command, last used.
+    #[command(alias = "list")]
+    Ls {
+        /// Also list released projects and the port each had last.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one entry in full.
+    Show {
+        #[command(flatten)]
+        project: ProjectArg,
+    },
+    /// Free projects' ports (their last port is remembered for next time).
+    #[command(after_help = "Examples:\n  portd release myapp api\n  portd release --idle")]
+    Release {
+        /// Projects to release.
+        #[arg(value_name = "NAME", required_unless_present = "idle")]
+        names: Vec<String>,
+        /// Release every idle entry (no live owner).
+        #[arg(long, conflicts_with = "names")]
+        idle: bool,
+    },
+    /// Explain ports: free? excluded? held by which project? bound by which process?
+    #[command(after_help = "Example:\n  portd check 4123 4200")]
+    Check {
+        /// Ports to check.
+        #[arg(value_name = "PORT", required = true, value_parser = parse_port)]
+        ports: Vec<u16>,
+        /// Check UDP as well.
+        #[arg(long)]
+        udp: bool,
+    },
+    /// Reclaim the leases of dead processes now, and drop expired idle entries.
+    Cleanup,
+    /// Per range: ports used, active and idle, and the registry's size.
+    Status,
+    /// Empty the registry (the old file is kept as a backup).
+    Reset {
+        /// Really do it.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print the effective configuration and where each value came from.
+    Config,
+    /// Print shell completions.
+    #[command(
+        after_help = "Example:\n  portd completions bash > ~/.local/share/bash-completion/completions/portd"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    portd_store::parse_port(s)
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(p) if p > 0 && p <= i32::MAX as u32 => Ok(p),
+        _ => Err(format!("`{s}` is not a process id")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+        assert!(MAIN_AFTER.contains("9  permission refused"));
+    }
+}

@@ -1,0 +1,151 @@
+//! `portd`: a thin command-line layer over `portd-store`.
+//!
+//! Arguments are parsed by clap (`args.rs`), resolved here into a context
+//! (registry location, configuration, output), and handed to one module per
+//! command. Every failure ends as one `error:` line (plus an optional
+//! `hint:` line) and the exit code of its kind.
+
+mod args;
+mod cmd;
+mod printer;
+
+use args::{Cli, Command};
+use clap::Parser;
+use portd_store::{Config, Error, ErrorKind, Registry, Source};
+use printer::Printer;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Everything a command needs.
+#[derive(Debug)]
+pub struct Ctx {
+    pub out: Printer,
+    pub home: PathBuf,
+    pub home_source: Source,
+    pub config: Config,
+    pub config_file: Option<PathBuf>,
+}
+
+impl Ctx {
+    pub fn registry(&self) -> Result<Registry, Error> {
+        self.out
+            .detail(&format!("registry: {}", self.home.display()));
+        Registry::open(&self.home, self.config.clone())
+    }
+}
+
+/// The exit code of each error kind (SPEC §4).
+fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Usage => 2,
+        ErrorKind::NoFreePort => 3,
+        ErrorKind::UnknownProject => 4,
+        ErrorKind::PortBusy => 5,
+        ErrorKind::RegistryBusy => 6,
+        ErrorKind::Damaged => 7,
+        ErrorKind::Config => 8,
+        ErrorKind::Permission => 9,
+        _ => 1,
+    }
+}
+
+fn context(cli: &Cli, out: Printer) -> Result<Ctx, Error> {
+    let env = |k: &str| std::env::var(k).ok();
+    let config = Config::load(&env)?;
+    let config_file = Config::file_path(&env).map(|(p, _)| p);
+    let (home, home_source) = match &cli.home {
+        Some(h) => (
+            std::path::absolute(h).unwrap_or_else(|_| h.clone()),
+            Source::Flag("--home"),
+        ),
+        None => {
+            let src = if env("PORTD_HOME").is_some_and(|h| !h.is_empty()) {
+                Source::Env("PORTD_HOME")
+            } else {
+                Source::Default
+            };
+            (portd_store::default_home(&env)?, src)
+        }
+    };
+    Ok(Ctx {
+        out,
+        home,
+        home_source,
+        config,
+        config_file,
+    })
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let out = Printer {
+        json: cli.json,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
+    if let Command::Completions { shell } = cli.command {
+        let mut buf = Vec::new();
+        clap_complete::generate(
+            shell,
+            &mut <Cli as clap::CommandFactory>::command(),
+            "portd",
+            &mut buf,
+        );
+        out.data(&String::from_utf8_lossy(&buf));
+        return Ok(());
+    }
+    let ctx = context(&cli, out)?;
+    match cli.command {
+        Command::Get(a) => cmd::get::get(&ctx, &a),
+        Command::Env(a) => cmd::get::env(&ctx, &a),
+        Command::Ls { all } => cmd::ls::ls(&ctx, all),
+        Command::Show { project } => cmd::ls::show(&ctx, &project),
+        Command::Release { names, idle } => cmd::release::release(&ctx, &names, idle),
+        Command::Check { ports, udp } => cmd::check::check(&ctx, &ports, udp),
+        Command::Cleanup => cmd::maintain::cleanup(&ctx),
+        Command::Status => cmd::maintain::status(&ctx),
+        Command::Reset { yes } => cmd::maintain::reset(&ctx, yes),
+        Command::Config => cmd::config::config(&ctx),
+        Command::Completions { .. } => unreachable!("handled above"),
+    }
+}
+
+fn main() -> ExitCode {
+    // Panics are reported once, as an error line, by the code below (or as
+    // a damaged registry by the store); the default hook would print a
+    // second, multi-line report.
+    if std::env::var_os("PORTD_BACKTRACE").is_none() {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let out = Printer {
+        json: cli.json,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            out.error(e.message(), e.hint());
+            ExitCode::from(exit_code(e.kind()))
+        }
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            out.error(
+                &format!("internal error: {msg}"),
+                Some("please report this as a bug"),
+            );
+            ExitCode::from(1)
+        }
+    }
+}
