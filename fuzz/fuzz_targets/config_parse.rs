@@ -1,0 +1,9 @@
+//! Arbitrary text as a config file: parsing must never panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = portd_store::fuzzing::parse_config(text);
+    }
+});
