@@ -37,7 +37,7 @@ pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
 pub use record::{Entry, display_name};
 pub use registry::{
     Allocation, CleanupReport, GetOptions, Listed, Project, RangeStatus, Registry, State, Status,
-    age, busy_error,
+    age, bound_by_other, busy_error,
 };
 
 /// Entry points for the fuzz targets in `fuzz/`; not a stable API.
@@ -51,6 +51,7 @@ pub mod fuzzing {
     /// Parses a config file's text; must never panic.
     pub fn parse_config(text: &str) -> bool {
         let mut c = crate::Config::default();
-        c.apply_file(std::path::Path::new("fuzz.toml"), text).is_ok()
+        c.apply_file(std::path::Path::new("fuzz.toml"), text)
+            .is_ok()
     }
 }

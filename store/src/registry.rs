@@ -96,7 +96,12 @@ pub struct GetOptions {
     pub command: Option<Vec<String>>,
     /// The child process started for the lease.
     pub child_pid: Option<u32>,
-    /// Take a fresh port even if the project has one (`--move`).
+    /// The project's port must be bindable now (probed as its server binds,
+    /// with `SO_REUSEADDR`); a port bound by anyone but the entry's owner or
+    /// its process group fails with [`ErrorKind::PortBusy`], or moves with
+    /// `move_port`.
+    pub require_free: bool,
+    /// With `require_free`: take a fresh port instead of failing (`--move`).
     pub move_port: bool,
 }
 
@@ -313,7 +318,7 @@ impl Registry {
     /// The project's port, allocating or moving as `opts` asks.
     pub fn get_with(&self, project: &Project, opts: &GetOptions) -> Result<Allocation> {
         // The common case, an existing entry asked for as it is, is a read.
-        if opts.owner.is_none() && !opts.move_port {
+        if opts.owner.is_none() && !opts.require_free {
             let hit = self.read(|rtx| {
                 let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
                 let Some(v) = entries.get(project.key()).map_err(db_err)? else {
@@ -356,10 +361,7 @@ impl Registry {
             .ranges
             .by_name(&e.range)
             .is_some_and(|r| r.contains(e.port));
-        in_range
-            && !opts.move_port
-            && pinned.is_none_or(|p| p == e.port)
-            && want_range.is_none_or(|r| r == e.range)
+        in_range && pinned.is_none_or(|p| p == e.port) && want_range.is_none_or(|r| r == e.range)
     }
 
     /// Ends an active lease: the entry goes idle and keeps its port. Does
@@ -713,7 +715,12 @@ impl<'t> Tx<'t> {
                 )
                 .with_hint("stop that process first, or use another project name"));
             }
-            if self.reg.keeps(e, opts) {
+            let foreign =
+                opts.require_free && self.reg.keeps(e, opts) && bound_by_other(e, opts.udp);
+            if foreign && !opts.move_port {
+                return Err(busy_error(e.port, opts.udp));
+            }
+            if self.reg.keeps(e, opts) && !foreign {
                 let mut next = e.clone();
                 next.last_used_ms = self.now.max(e.last_used_ms);
                 if opts.owner.is_some() {
@@ -747,6 +754,7 @@ impl<'t> Tx<'t> {
             self.remove(e)?;
         }
         self.expire()?;
+        // A move never lands back on the port it leaves.
         let avoid = existing.as_ref().filter(|_| opts.move_port).map(|e| e.port);
         let (port, range) = match opts.port.or(cfg.pinned_port) {
             Some(p) => self.exact(key, p, opts)?,
@@ -945,6 +953,26 @@ impl<'t> Tx<'t> {
         }
         Ok(None)
     }
+}
+
+/// Whether `e`'s port is bound by a process other than its owner (or the
+/// owner's process group, which `portd run` gives its child).
+pub fn bound_by_other(e: &Entry, udp: bool) -> bool {
+    if probe(e.port, ProbeOptions { udp, reuse: true }) == Verdict::Free {
+        return false;
+    }
+    let holders = portd_core::sys::holders(e.port, udp);
+    let ours = |pid: u32| {
+        let owner = e
+            .owner
+            .filter(|o| o.liveness() != Liveness::Dead)
+            .map(|o| o.pid);
+        let family: Vec<u32> = owner.into_iter().chain(e.child_pid).collect();
+        family.contains(&pid)
+            || portd_core::sys::proc_stat(pid).is_ok_and(|st| family.contains(&st.pgrp))
+    };
+    // Holders that cannot be seen (another user's) count as foreign.
+    holders.is_empty() || !holders.iter().all(|h| ours(h.pid))
 }
 
 /// "port P is bound by …", naming the processes when visible.

@@ -3,8 +3,7 @@
 use super::ls::EntryJson;
 use crate::Ctx;
 use crate::args::GetArgs;
-use portd_core::{ProbeOptions, Verdict, probe, sys};
-use portd_store::{Allocation, Error, GetOptions, Owner, Project, Registry, busy_error};
+use portd_store::{Allocation, Error, GetOptions, Owner, Project, bound_by_other, busy_error};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -17,7 +16,9 @@ struct GetJson {
     moved_from: Option<u16>,
 }
 
-/// Resolves, allocates, and re-checks the port against the OS.
+/// Resolves and allocates. With `--free`/`--move` the port must be
+/// bindable now (checked inside the transaction); otherwise a port bound by
+/// a process that is not the project's owner is a warning.
 fn allocate(ctx: &Ctx, a: &GetArgs) -> Result<(Project, Allocation), Error> {
     let reg = ctx.registry()?;
     let project = super::project(&a.project)?;
@@ -33,84 +34,26 @@ fn allocate(ctx: &Ctx, a: &GetArgs) -> Result<(Project, Allocation), Error> {
         port: a.port,
         udp: a.udp,
         owner,
+        require_free: a.free || a.move_port,
+        move_port: a.move_port,
         ..Default::default()
     };
     let alloc = reg.get_with(&project, &opts)?;
-    let alloc = recheck(
-        ctx,
-        &reg,
-        &project,
-        &opts,
-        alloc,
-        a.free || a.move_port,
-        a.move_port,
-    )?;
-    Ok((project, alloc))
-}
-
-/// Checks that the project's port is not bound by someone else (probing as
-/// its own server would, so its own TIME_WAIT does not count). A foreign
-/// holder is a warning, an error with `--free`, or a move with `--move`.
-fn recheck(
-    ctx: &Ctx,
-    reg: &Registry,
-    project: &Project,
-    opts: &GetOptions,
-    alloc: Allocation,
-    strict: bool,
-    move_port: bool,
-) -> Result<Allocation, Error> {
-    let port = alloc.entry.port;
-    if alloc.fresh
-        || probe(
-            port,
-            ProbeOptions {
-                udp: opts.udp,
-                reuse: true,
-            },
-        ) == Verdict::Free
-    {
-        return Ok(alloc);
-    }
-    let holders = sys::holders(port, opts.udp);
-    let owner_pids: Vec<u32> = alloc
-        .entry
-        .owner
-        .map(|o| o.pid)
-        .into_iter()
-        .chain(alloc.entry.child_pid)
-        .collect();
-    if !holders.is_empty() && holders.iter().all(|h| owner_pids.contains(&h.pid)) {
-        return Ok(alloc);
-    }
-    if move_port {
-        let moved = reg.get_with(
-            project,
-            &GetOptions {
-                move_port: true,
-                ..opts.clone()
-            },
-        )?;
+    if let Some(from) = alloc.moved_from {
         ctx.out.info(&format!(
-            "moved `{}` from port {port} (bound by another process) to {}",
+            "moved `{}` from port {from} (bound by another process) to {}",
             project.display(),
-            moved.entry.port
+            alloc.entry.port
         ));
-        return Ok(Allocation {
-            moved_from: Some(port),
-            ..moved
-        });
+    } else if !alloc.fresh && !opts.require_free && bound_by_other(&alloc.entry, a.udp) {
+        let err = busy_error(alloc.entry.port, a.udp);
+        ctx.out.warn(&format!(
+            "{}, not by `{}`'s owner",
+            err.message(),
+            project.display()
+        ));
     }
-    let err = busy_error(port, opts.udp);
-    if strict {
-        return Err(err);
-    }
-    ctx.out.warn(&format!(
-        "{} and not by `{}`'s owner",
-        err.message(),
-        project.display()
-    ));
-    Ok(alloc)
+    Ok((project, alloc))
 }
 
 pub fn get(ctx: &Ctx, a: &GetArgs) -> Result<(), Error> {

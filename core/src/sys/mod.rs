@@ -20,6 +20,8 @@ pub struct ProcStat {
     pub start_time: u64,
     /// Short command name.
     pub comm: String,
+    /// Process group id.
+    pub pgrp: u32,
 }
 
 /// A process holding a socket on a port.
@@ -42,13 +44,15 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
     let comm = line.get(open + 1..close)?.to_owned();
     let mut rest = line.get(close + 1..)?.split_ascii_whitespace();
     let state = rest.next()?.chars().next()?;
-    // After the state come fields 4..; start time is field 22, i.e. the 19th
-    // after the state.
-    let start_time = rest.nth(18)?.parse().ok()?;
+    // Fields after the state: 4 ppid, 5 pgrp, …, 22 start time.
+    let _ppid = rest.next()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    let start_time = rest.nth(16)?.parse().ok()?;
     Some(ProcStat {
         state,
         start_time,
         comm,
+        pgrp,
     })
 }
 
@@ -63,6 +67,7 @@ mod tests {
         assert_eq!(s.comm, "we) ird");
         assert_eq!(s.state, 'S');
         assert_eq!(s.start_time, 987654);
+        assert_eq!(s.pgrp, 1234);
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S 1 2"), None);
     }
