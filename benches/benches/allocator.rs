@@ -25,15 +25,7 @@ fn probes(c: &mut Criterion) {
         b.iter(|| probe(black_box(24123), ProbeOptions::default()))
     });
     g.bench_function("tcp reuse", |b| {
-        b.iter(|| {
-            probe(
-                black_box(24123),
-                ProbeOptions {
-                    reuse: true,
-                    udp: false,
-                },
-            )
-        })
+        b.iter(|| probe(black_box(24123), ProbeOptions { reuse: true, udp: false }))
     });
     g.finish();
 }

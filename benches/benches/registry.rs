@@ -9,9 +9,7 @@ fn registry(c: &mut Criterion) {
     let reg = Registry::open(dir.path().join("portd"), Config::default()).expect("open");
     reg.get("existing").expect("get");
     let mut g = c.benchmark_group("registry");
-    g.bench_function("get existing", |b| {
-        b.iter(|| reg.get("existing").expect("get"))
-    });
+    g.bench_function("get existing", |b| b.iter(|| reg.get("existing").expect("get")));
     let mut n = 0u64;
     g.bench_function("get new + release", |b| {
         b.iter_batched(

@@ -86,6 +86,34 @@ pub struct GetArgs {
     pub udp: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    /// Allocate only from this range.
+    #[arg(long, value_name = "RANGE")]
+    pub range: Option<String>,
+    /// Ask for exactly this port.
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
+    pub port: Option<u16>,
+    /// Bind the port first and pass the listening socket as fd 3
+    /// (systemd protocol: LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES).
+    #[arg(long)]
+    pub fd: bool,
+    /// If the port is bound by another process, take a fresh one instead of failing.
+    #[arg(long = "move")]
+    pub move_port: bool,
+    /// Require the UDP port to be free as well.
+    #[arg(long)]
+    pub udp: bool,
+    /// Also set HOST for the command.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// The command and its arguments; `{port}` is replaced by the port.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the project's port, allocating one on first use.
@@ -97,6 +125,34 @@ Examples:
   portd get myapp --free --move   a port that can be bound now, moving if needed
   portd get myapp --json")]
     Get(GetArgs),
+    /// Run a command on the project's port, holding an active lease while it runs.
+    #[command(after_help = "\
+Examples:
+  portd run myapp -- npm run dev                 the server reads PORT
+  portd run api -- python3 -m http.server {port}
+  portd run web -- vite --port {port} --strictPort
+  portd run svc --fd -- ./server                 listening socket as fd 3 (systemd style)
+
+The command gets PORT, PORTD_PORT and PORTD_PROJECT. SIGINT, SIGTERM, SIGHUP and SIGQUIT
+are forwarded to it; a second Ctrl-C within 2 s kills it. portd exits with the command's
+status (128+N when killed by signal N). If portd is killed, the command dies with it.")]
+    Run(RunArgs),
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        fd: bool,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    #[command(name = "__exec", hide = true)]
+    Exec {
+        #[arg(long)]
+        name: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Print `export PORT=…` lines for `eval \"$(portd env)\"`.
     #[command(after_help = "Example:\n  eval \"$(portd env myapp)\" && npm start")]
     Env(GetArgs),

@@ -28,8 +28,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn registry(&self) -> Result<Registry, Error> {
-        self.out
-            .detail(&format!("registry: {}", self.home.display()));
+        self.out.detail(&format!("registry: {}", self.home.display()));
         Registry::open(&self.home, self.config.clone())
     }
 }
@@ -54,10 +53,7 @@ fn context(cli: &Cli, out: Printer) -> Result<Ctx, Error> {
     let config = Config::load(&env)?;
     let config_file = Config::file_path(&env).map(|(p, _)| p);
     let (home, home_source) = match &cli.home {
-        Some(h) => (
-            std::path::absolute(h).unwrap_or_else(|_| h.clone()),
-            Source::Flag("--home"),
-        ),
+        Some(h) => (std::path::absolute(h).unwrap_or_else(|_| h.clone()), Source::Flag("--home")),
         None => {
             let src = if env("PORTD_HOME").is_some_and(|h| !h.is_empty()) {
                 Source::Env("PORTD_HOME")
@@ -67,33 +63,31 @@ fn context(cli: &Cli, out: Printer) -> Result<Ctx, Error> {
             (portd_store::default_home(&env)?, src)
         }
     };
-    Ok(Ctx {
-        out,
-        home,
-        home_source,
-        config,
-        config_file,
-    })
+    Ok(Ctx { out, home, home_source, config, config_file })
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
-    let out = Printer {
-        json: cli.json,
-        quiet: cli.quiet,
-        verbose: cli.verbose,
-    };
-    if let Command::Completions { shell } = cli.command {
-        let mut buf = Vec::new();
-        clap_complete::generate(
-            shell,
-            &mut <Cli as clap::CommandFactory>::command(),
-            "portd",
-            &mut buf,
-        );
-        out.data(&String::from_utf8_lossy(&buf));
-        return Ok(());
+/// Runs the command; `Ok(code)` is the exit code of a command that
+/// succeeded or, for `run`, the child's status.
+fn run(cli: Cli) -> Result<u8, Error> {
+    let out = Printer { json: cli.json, quiet: cli.quiet, verbose: cli.verbose };
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            let mut app = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut app, "portd", &mut buf);
+            out.data(&String::from_utf8_lossy(&buf));
+            return Ok(0);
+        }
+        Command::Supervise { name, fd, command } => {
+            return Ok(cmd::run::supervise(name, *fd, command));
+        }
+        Command::Exec { name, command } => return Ok(cmd::run::exec(name, command)),
+        _ => {}
     }
     let ctx = context(&cli, out)?;
+    if let Command::Run(a) = &cli.command {
+        return cmd::run::run(&ctx, a);
+    }
     match cli.command {
         Command::Get(a) => cmd::get::get(&ctx, &a),
         Command::Env(a) => cmd::get::env(&ctx, &a),
@@ -105,8 +99,14 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Status => cmd::maintain::status(&ctx),
         Command::Reset { yes } => cmd::maintain::reset(&ctx, yes),
         Command::Config => cmd::config::config(&ctx),
-        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Run(_)
+        | Command::Completions { .. }
+        | Command::Supervise { .. }
+        | Command::Exec { .. } => {
+            unreachable!("handled above")
+        }
     }
+    .map(|()| 0)
 }
 
 fn main() -> ExitCode {
@@ -124,13 +124,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let out = Printer {
-        json: cli.json,
-        quiet: cli.quiet,
-        verbose: cli.verbose,
-    };
+    let out = Printer { json: cli.json, quiet: cli.quiet, verbose: cli.verbose };
     match std::panic::catch_unwind(|| run(cli)) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(e)) => {
             out.error(e.message(), e.hint());
             ExitCode::from(exit_code(e.kind()))
@@ -141,10 +137,7 @@ fn main() -> ExitCode {
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            out.error(
-                &format!("internal error: {msg}"),
-                Some("please report this as a bug"),
-            );
+            out.error(&format!("internal error: {msg}"), Some("please report this as a bug"));
             ExitCode::from(1)
         }
     }

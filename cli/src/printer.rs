@@ -21,13 +21,9 @@ impl Printer {
     /// Writes data to stdout. A broken pipe is swallowed: the reader is gone.
     pub fn data(&self, text: &str) {
         let mut out = io::stdout().lock();
-        let r = out.write_all(text.as_bytes()).and_then(|()| {
-            if text.ends_with('\n') {
-                Ok(())
-            } else {
-                out.write_all(b"\n")
-            }
-        });
+        let r = out
+            .write_all(text.as_bytes())
+            .and_then(|()| if text.ends_with('\n') { Ok(()) } else { out.write_all(b"\n") });
         let _ = r.and_then(|()| out.flush());
     }
 

@@ -35,11 +35,7 @@ impl AtomicBitmap {
             };
             words.push(AtomicU64::new(tail));
         }
-        AtomicBitmap {
-            words: words.into_boxed_slice(),
-            len,
-            cursor: AtomicUsize::new(0),
-        }
+        AtomicBitmap { words: words.into_boxed_slice(), len, cursor: AtomicUsize::new(0) }
     }
 
     /// Number of bits.
@@ -87,11 +83,8 @@ impl AtomicBitmap {
     pub fn count_set(&self) -> usize {
         let tail = self.words.len() * WORD_BITS - self.len;
         // Relaxed: a statistic, not a synchronisation point.
-        let ones: usize = self
-            .words
-            .iter()
-            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
-            .sum();
+        let ones: usize =
+            self.words.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as usize).sum();
         ones - tail
     }
 
@@ -108,11 +101,7 @@ impl AtomicBitmap {
         // end of the wrap for the bits below `start`.
         for step in 0..=nwords {
             let w = (first + step) % nwords;
-            let mut skip = if step == 0 {
-                !0u64 << (start % WORD_BITS)
-            } else {
-                !0u64
-            };
+            let mut skip = if step == 0 { !0u64 << (start % WORD_BITS) } else { !0u64 };
             if step == nwords {
                 skip = !(!0u64 << (start % WORD_BITS));
                 if skip == 0 {
@@ -258,10 +247,7 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: Vec<usize> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
+        let mut all: Vec<usize> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
         all.sort_unstable();
         let n = all.len();
         all.dedup();

@@ -147,10 +147,7 @@ mod tests {
         let ex = Exclusions::new(vec![(4100, 4100), (4200, 4210)], vec![(4500, 4600)]);
         assert_eq!(ex.reason(4045), Some(Excluded::BrowserUnsafe));
         assert_eq!(ex.reason(10080), Some(Excluded::BrowserUnsafe));
-        assert_eq!(
-            ex.reason(4369),
-            Some(Excluded::WellKnown("Erlang port mapper (epmd)"))
-        );
+        assert_eq!(ex.reason(4369), Some(Excluded::WellKnown("Erlang port mapper (epmd)")));
         assert_eq!(ex.reason(4100), Some(Excluded::User));
         assert_eq!(ex.reason(4205), Some(Excluded::User));
         assert_eq!(ex.reason(4550), Some(Excluded::KernelReserved));
@@ -160,10 +157,7 @@ mod tests {
     #[test]
     fn kernel_list_format() {
         assert_eq!(parse_port_list(""), vec![]);
-        assert_eq!(
-            parse_port_list("8080,9000-9010\n"),
-            vec![(8080, 8080), (9000, 9010)]
-        );
+        assert_eq!(parse_port_list("8080,9000-9010\n"), vec![(8080, 8080), (9000, 9010)]);
         assert_eq!(parse_port_list("x,70000,5-3,7"), vec![(7, 7)]);
     }
 }

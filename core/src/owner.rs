@@ -57,10 +57,7 @@ impl Owner {
         }
         let st = sys::proc_stat(pid)?;
         if st.state == 'Z' || st.state == 'X' {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "process has exited",
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotFound, "process has exited"));
         }
         // Not the process's own uid, but the uid portd acts for: a lease is
         // released or moved only by the user who took it.

@@ -70,6 +70,32 @@ fn probe_proto(port: u16, ty: Type, proto: Protocol, reuse: bool) -> Verdict {
         .unwrap_or(Verdict::Busy)
 }
 
+/// Binds a listening TCP socket on `port` the way servers do
+/// (`SO_REUSEADDR`, dual-stack `[::]`, else `0.0.0.0`), for handing to a
+/// child process: between this call and the child's `accept`, nobody else
+/// can take the port, and early clients wait in the backlog.
+pub fn bind_listener(port: u16) -> io::Result<std::net::TcpListener> {
+    let listen = |domain: Domain| -> io::Result<Socket> {
+        let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        let addr: SocketAddr = if domain == Domain::IPV6 {
+            s.set_only_v6(false)?;
+            (Ipv6Addr::UNSPECIFIED, port).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, port).into()
+        };
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        Ok(s)
+    };
+    let s = match listen(Domain::IPV6) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+        Err(_) => listen(Domain::IPV4)?,
+    };
+    Ok(s.into())
+}
+
 /// Probes one port.
 pub fn probe(port: u16, opts: ProbeOptions) -> Verdict {
     if port == 0 {
@@ -120,16 +146,7 @@ mod tests {
     fn listener_on_loopback_is_busy_and_free_after_close() {
         let (l, p) = pick();
         assert_eq!(probe(p, ProbeOptions::default()), Verdict::Busy);
-        assert_eq!(
-            probe(
-                p,
-                ProbeOptions {
-                    reuse: true,
-                    udp: false
-                }
-            ),
-            Verdict::Busy
-        );
+        assert_eq!(probe(p, ProbeOptions { reuse: true, udp: false }), Verdict::Busy);
         drop(l);
         assert_eq!(probe(p, ProbeOptions::default()), Verdict::Free);
     }
@@ -140,17 +157,18 @@ mod tests {
         drop(l);
         let u = UdpSocket::bind(("127.0.0.1", p)).unwrap();
         assert_eq!(probe(p, ProbeOptions::default()), Verdict::Free);
-        assert_eq!(
-            probe(
-                p,
-                ProbeOptions {
-                    udp: true,
-                    reuse: false
-                }
-            ),
-            Verdict::Busy
-        );
+        assert_eq!(probe(p, ProbeOptions { udp: true, reuse: false }), Verdict::Busy);
         drop(u);
+    }
+
+    #[test]
+    fn bound_listener_makes_the_port_busy() {
+        let (l, p) = pick();
+        drop(l);
+        let held = bind_listener(p).unwrap();
+        assert_eq!(probe(p, ProbeOptions::default()), Verdict::Busy);
+        assert!(bind_listener(p).is_err());
+        drop(held);
     }
 
     #[test]

@@ -25,10 +25,7 @@ impl fmt::Display for NameError {
         match self {
             NameError::Empty => f.write_str("the project name is empty"),
             NameError::TooLong(n) => {
-                write!(
-                    f,
-                    "the project name is {n} characters long; the limit is {MAX_NAME_LEN}"
-                )
+                write!(f, "the project name is {n} characters long; the limit is {MAX_NAME_LEN}")
             }
             NameError::BadStart(c) => {
                 write!(
@@ -55,9 +52,7 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     if !first.is_ascii_alphanumeric() {
         return Err(NameError::BadStart(first));
     }
-    match name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
     {
         Some(c) => Err(NameError::BadChar(c)),
         None => Ok(()),
@@ -93,10 +88,7 @@ mod tests {
             assert_eq!(validate_name(ok), Ok(()), "{ok}");
         }
         assert_eq!(validate_name(""), Err(NameError::Empty));
-        assert_eq!(
-            validate_name(&"x".repeat(129)),
-            Err(NameError::TooLong(129))
-        );
+        assert_eq!(validate_name(&"x".repeat(129)), Err(NameError::TooLong(129)));
         assert_eq!(validate_name("-x"), Err(NameError::BadStart('-')));
         assert_eq!(validate_name(".x"), Err(NameError::BadStart('.')));
         assert_eq!(validate_name("a b"), Err(NameError::BadChar(' ')));
@@ -109,10 +101,7 @@ mod tests {
         // Pinned: changing the hash would move every project's preferred port.
         assert_eq!(stable_hash(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(
-            preferred_offset("myapp", 1000),
-            (stable_hash("myapp") % 1000) as usize
-        );
+        assert_eq!(preferred_offset("myapp", 1000), (stable_hash("myapp") % 1000) as usize);
         assert_eq!(preferred_offset("x", 0), 0);
     }
 }

@@ -22,12 +22,7 @@ pub struct PortRange {
 impl PortRange {
     /// A range; not yet validated.
     pub fn new(name: &str, start: u16, end: u16, fallback: bool) -> Self {
-        PortRange {
-            name: name.to_owned(),
-            start,
-            end,
-            fallback,
-        }
+        PortRange { name: name.to_owned(), start, end, fallback }
     }
 
     /// Number of ports in the range.
@@ -88,27 +83,18 @@ impl fmt::Display for RangeError {
         match self {
             RangeError::NoRanges => write!(f, "no port range is configured"),
             RangeError::BadName(n) => {
-                write!(
-                    f,
-                    "range name `{n}` is invalid (use letters, digits, `_` and `-`)"
-                )
+                write!(f, "range name `{n}` is invalid (use letters, digits, `_` and `-`)")
             }
             RangeError::DuplicateName(n) => write!(f, "range `{n}` is defined twice"),
             RangeError::Empty { name, start, end } => {
-                write!(
-                    f,
-                    "range `{name}` is empty: start {start} is above end {end}"
-                )
+                write!(f, "range `{name}` is empty: start {start} is above end {end}")
             }
             RangeError::OutOfBounds { name, port } => {
                 write!(f, "range `{name}` has port {port}, outside 1-65535")
             }
             RangeError::Overlap { a, b } => write!(f, "ranges `{a}` and `{b}` overlap"),
             RangeError::NoFallback => {
-                write!(
-                    f,
-                    "no range has `fallback = true`, so `portd get` could never allocate"
-                )
+                write!(f, "no range has `fallback = true`, so `portd get` could never allocate")
             }
         }
     }
@@ -120,9 +106,7 @@ impl std::error::Error for RangeError {}
 pub fn valid_range_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A validated, ordered list of ranges.
@@ -137,18 +121,11 @@ impl Ranges {
         for (name, start, end, fallback) in raw {
             for &p in [start, end] {
                 if p == 0 || p > 65535 {
-                    return Err(RangeError::OutOfBounds {
-                        name: name.clone(),
-                        port: p,
-                    });
+                    return Err(RangeError::OutOfBounds { name: name.clone(), port: p });
                 }
             }
             if start > end {
-                return Err(RangeError::Empty {
-                    name: name.clone(),
-                    start: *start,
-                    end: *end,
-                });
+                return Err(RangeError::Empty { name: name.clone(), start: *start, end: *end });
             }
             out.push(PortRange::new(name, *start as u16, *end as u16, *fallback));
         }
@@ -166,10 +143,7 @@ impl Ranges {
             }
             for &p in [r.start, r.end].iter() {
                 if p == 0 {
-                    return Err(RangeError::OutOfBounds {
-                        name: r.name.clone(),
-                        port: 0,
-                    });
+                    return Err(RangeError::OutOfBounds { name: r.name.clone(), port: 0 });
                 }
             }
             if r.start > r.end {
@@ -184,10 +158,7 @@ impl Ranges {
                     return Err(RangeError::DuplicateName(r.name.clone()));
                 }
                 if r.start <= other.end && other.start <= r.end {
-                    return Err(RangeError::Overlap {
-                        a: other.name.clone(),
-                        b: r.name.clone(),
-                    });
+                    return Err(RangeError::Overlap { a: other.name.clone(), b: r.name.clone() });
                 }
             }
         }
@@ -241,10 +212,7 @@ mod tests {
     use super::*;
 
     fn raw(v: &[(&str, u32, u32, bool)]) -> Result<Ranges, RangeError> {
-        let v: Vec<_> = v
-            .iter()
-            .map(|(n, s, e, f)| (n.to_string(), *s, *e, *f))
-            .collect();
+        let v: Vec<_> = v.iter().map(|(n, s, e, f)| (n.to_string(), *s, *e, *f)).collect();
         Ranges::from_raw(&v)
     }
 
@@ -261,18 +229,12 @@ mod tests {
     #[test]
     fn rejects_bad_ranges() {
         assert_eq!(raw(&[]), Err(RangeError::NoRanges));
-        assert!(matches!(
-            raw(&[("a", 0, 10, true)]),
-            Err(RangeError::OutOfBounds { port: 0, .. })
-        ));
+        assert!(matches!(raw(&[("a", 0, 10, true)]), Err(RangeError::OutOfBounds { port: 0, .. })));
         assert!(matches!(
             raw(&[("a", 10, 70000, true)]),
             Err(RangeError::OutOfBounds { port: 70000, .. })
         ));
-        assert!(matches!(
-            raw(&[("a", 20, 10, true)]),
-            Err(RangeError::Empty { .. })
-        ));
+        assert!(matches!(raw(&[("a", 20, 10, true)]), Err(RangeError::Empty { .. })));
         assert!(matches!(
             raw(&[("a", 10, 20, true), ("b", 20, 30, true)]),
             Err(RangeError::Overlap { .. })
@@ -281,10 +243,7 @@ mod tests {
             raw(&[("a", 10, 20, true), ("a", 30, 40, true)]),
             Err(RangeError::DuplicateName(_))
         ));
-        assert!(matches!(
-            raw(&[("a b", 10, 20, true)]),
-            Err(RangeError::BadName(_))
-        ));
+        assert!(matches!(raw(&[("a b", 10, 20, true)]), Err(RangeError::BadName(_))));
         assert_eq!(raw(&[("a", 10, 20, false)]), Err(RangeError::NoFallback));
         assert!(raw(&[("a", 10, 10, true)]).is_ok());
     }

@@ -35,11 +35,7 @@ fn one_winner_per_bit() {
                 thread::spawn(move || bm.claim_from(0).is_some())
             })
             .collect();
-        let wins = ts
-            .into_iter()
-            .map(|t| t.join().unwrap())
-            .filter(|w| *w)
-            .count();
+        let wins = ts.into_iter().map(|t| t.join().unwrap()).filter(|w| *w).count();
         assert_eq!(wins, 1);
     });
 }

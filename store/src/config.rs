@@ -58,17 +58,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let sources = [
-            "ranges",
-            "exclude",
-            "idle_ttl",
-            "lock_timeout",
-            "range",
-            "port",
-        ]
-        .into_iter()
-        .map(|k| (k, Source::Default))
-        .collect();
+        let sources = ["ranges", "exclude", "idle_ttl", "lock_timeout", "range", "port"]
+            .into_iter()
+            .map(|k| (k, Source::Default))
+            .collect();
         Config {
             ranges: Ranges::defaults(),
             exclude: Vec::new(),
@@ -98,9 +91,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         "w" => 604_800_000,
         "" => return Err(format!("`{s}` has no unit (write e.g. `{s}s`)")),
         _ => {
-            return Err(format!(
-                "`{s}` has an unknown unit (use ms, s, m, h, d or w)"
-            ));
+            return Err(format!("`{s}` has an unknown unit (use ms, s, m, h, d or w)"));
         }
     };
     n.checked_mul(mult_ms)
@@ -112,13 +103,9 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 /// Formats a duration the way the config file writes it.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis() as u64;
-    for (unit, size) in [
-        ("w", 604_800_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
+    for (unit, size) in
+        [("w", 604_800_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
+    {
         if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
@@ -263,17 +250,14 @@ impl Config {
         };
         if let Some(v) = get("PORTD_IDLE_TTL") {
             self.idle_ttl = parse_duration(&v).map_err(|m| bad("PORTD_IDLE_TTL", m))?;
-            self.sources
-                .insert("idle_ttl", Source::Env("PORTD_IDLE_TTL"));
+            self.sources.insert("idle_ttl", Source::Env("PORTD_IDLE_TTL"));
         }
         if let Some(v) = get("PORTD_LOCK_TIMEOUT") {
             self.lock_timeout = parse_duration(&v).map_err(|m| bad("PORTD_LOCK_TIMEOUT", m))?;
-            self.sources
-                .insert("lock_timeout", Source::Env("PORTD_LOCK_TIMEOUT"));
+            self.sources.insert("lock_timeout", Source::Env("PORTD_LOCK_TIMEOUT"));
         }
         if let Some(v) = get("PORTD_RANGE") {
-            self.set_default_range(&v)
-                .map_err(|e| bad("PORTD_RANGE", e.message().to_owned()))?;
+            self.set_default_range(&v).map_err(|e| bad("PORTD_RANGE", e.message().to_owned()))?;
             self.sources.insert("range", Source::Env("PORTD_RANGE"));
         }
         if let Some(v) = get("PORTD_PORT") {
@@ -312,9 +296,7 @@ impl Config {
             .filter(|p| Path::new(p).is_absolute())
             .map(PathBuf::from)
             .or_else(|| {
-                get("HOME")
-                    .filter(|h| !h.is_empty())
-                    .map(|h| Path::new(&h).join(".config"))
+                get("HOME").filter(|h| !h.is_empty()).map(|h| Path::new(&h).join(".config"))
             })?;
         Some((base.join("portd").join("config.toml"), false))
     }
@@ -394,22 +376,13 @@ mod tests {
     #[test]
     fn errors_name_line_and_key() {
         let e = file("idle_ttl = \"7d\"\nbogus = 1\n").unwrap_err();
-        assert!(
-            e.message().contains("line 2") && e.message().contains("bogus"),
-            "{e}"
-        );
+        assert!(e.message().contains("line 2") && e.message().contains("bogus"), "{e}");
         let e = file("lock_timeout = \"2\"\n").unwrap_err();
-        assert!(
-            e.message().contains("line 1") && e.message().contains("lock_timeout"),
-            "{e}"
-        );
+        assert!(e.message().contains("line 1") && e.message().contains("lock_timeout"), "{e}");
         let e =
             file("[[range]]\nname=\"a\"\nstart=1\nend=9\n[[range]]\nname=\"b\"\nstart=5\nend=20\n")
                 .unwrap_err();
-        assert!(
-            e.message().contains("overlap") && e.message().contains("line 5"),
-            "{e}"
-        );
+        assert!(e.message().contains("overlap") && e.message().contains("line 5"), "{e}");
         let e = file("[[range]]\nname=\"a\"\nstart=0\nend=9\n").unwrap_err();
         assert!(e.message().contains("outside 1-65535"), "{e}");
         let e = file("exclude = [70000]\n").unwrap_err();
@@ -433,23 +406,10 @@ mod tests {
         assert_eq!(c.pinned_port, Some(4321));
         assert_eq!(c.sources["lock_timeout"], Source::Env("PORTD_LOCK_TIMEOUT"));
         let bad = |k: &str| (k == "PORTD_PORT").then(|| "0".to_owned());
-        assert!(
-            Config::load(&bad)
-                .unwrap_err()
-                .message()
-                .contains("PORTD_PORT")
-        );
+        assert!(Config::load(&bad).unwrap_err().message().contains("PORTD_PORT"));
         let bad = |k: &str| (k == "PORTD_RANGE").then(|| "nope".to_owned());
-        assert!(
-            Config::load(&bad)
-                .unwrap_err()
-                .message()
-                .contains("PORTD_RANGE")
-        );
+        assert!(Config::load(&bad).unwrap_err().message().contains("PORTD_RANGE"));
         let missing = |k: &str| (k == "PORTD_CONFIG").then(|| "/nonexistent/portd.toml".to_owned());
-        assert_eq!(
-            Config::load(&missing).unwrap_err().kind(),
-            crate::ErrorKind::Config
-        );
+        assert_eq!(Config::load(&missing).unwrap_err().kind(), crate::ErrorKind::Config);
     }
 }

@@ -45,10 +45,7 @@ pub(crate) fn db_err(e: impl Into<redb::Error>) -> Error {
 }
 
 fn damaged_hint(path: &Path) -> String {
-    format!(
-        "run `portd doctor` to inspect `{}`; the file is left as it is",
-        path.display()
-    )
+    format!("run `portd doctor` to inspect `{}`; the file is left as it is", path.display())
 }
 
 /// Runs `f`, turning a panic inside the storage engine (possible on a file
@@ -68,11 +65,8 @@ pub(crate) fn contain<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown failure".into());
-            Err(Error::damaged(format!(
-                "registry damaged: {}",
-                msg.lines().next().unwrap_or("")
-            ))
-            .with_hint(damaged_hint(path)))
+            Err(Error::damaged(format!("registry damaged: {}", msg.lines().next().unwrap_or("")))
+                .with_hint(damaged_hint(path)))
         }
     }
 }
@@ -94,10 +88,7 @@ pub(crate) fn open(dir: &Path) -> Result<Database> {
     if len == 0 {
         // redb would silently initialise an empty file; an empty registry
         // file is something portd never leaves behind, so it is damage.
-        return Err(Error::damaged(format!(
-            "registry damaged: `{}` is empty",
-            path.display()
-        )));
+        return Err(Error::damaged(format!("registry damaged: `{}` is empty", path.display())));
     }
     let db = builder().open(&path).map_err(db_err)?;
     check_schema(&db)?;
@@ -115,9 +106,7 @@ fn check_schema(db: &Database) -> Result<()> {
             "registry was written by a newer portd (schema {v}; this portd reads {SCHEMA_VERSION})"
         ))
         .with_hint("upgrade portd; the registry is left untouched")),
-        Some(v) => Err(Error::damaged(format!(
-            "registry damaged: unknown schema version {v}"
-        ))),
+        Some(v) => Err(Error::damaged(format!("registry damaged: unknown schema version {v}"))),
         None => Err(Error::damaged("registry damaged: schema version missing")),
     }
 }
@@ -125,11 +114,7 @@ fn check_schema(db: &Database) -> Result<()> {
 /// Builds a new, empty registry beside `path` and renames it into place, so
 /// that a crash never leaves a half-made (e.g. empty) registry file behind.
 fn create_fresh(dir: &Path, path: &Path) -> Result<()> {
-    let tmp = dir.join(format!(
-        "{}.new-{}",
-        home::REGISTRY_FILE,
-        std::process::id()
-    ));
+    let tmp = dir.join(format!("{}.new-{}", home::REGISTRY_FILE, std::process::id()));
     let _ = fs::remove_file(&tmp);
     {
         use std::os::unix::fs::OpenOptionsExt;

@@ -27,10 +27,8 @@ pub fn default_home(get: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf> {
     }
     match get("HOME").filter(|h| Path::new(h).is_absolute()) {
         Some(h) => Ok(Path::new(&h).join(".local/state/portd")),
-        None => Err(
-            Error::config("cannot locate the registry: `HOME` is not set")
-                .with_hint("set `PORTD_HOME` to a directory for the registry"),
-        ),
+        None => Err(Error::config("cannot locate the registry: `HOME` is not set")
+            .with_hint("set `PORTD_HOME` to a directory for the registry")),
     }
 }
 
@@ -74,10 +72,7 @@ pub fn prepare(dir: &Path) -> Result<()> {
 /// writable by others.
 pub fn check_dir(dir: &Path) -> Result<()> {
     let md = fs::metadata(dir).map_err(|e| {
-        Error::io(
-            format!("cannot inspect registry directory `{}`", dir.display()),
-            e,
-        )
+        Error::io(format!("cannot inspect registry directory `{}`", dir.display()), e)
     })?;
     if !md.is_dir() {
         return Err(Error::permission(format!(

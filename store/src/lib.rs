@@ -51,7 +51,6 @@ pub mod fuzzing {
     /// Parses a config file's text; must never panic.
     pub fn parse_config(text: &str) -> bool {
         let mut c = crate::Config::default();
-        c.apply_file(std::path::Path::new("fuzz.toml"), text)
-            .is_ok()
+        c.apply_file(std::path::Path::new("fuzz.toml"), text).is_ok()
     }
 }

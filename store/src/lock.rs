@@ -54,9 +54,7 @@ pub fn acquire(dir: &Path, timeout: Duration) -> Result<LockGuard> {
 fn busy(file: &File, path: &Path, timeout: Duration) -> Error {
     let mut buf = [0u8; 16];
     let n = file.read_at(&mut buf, 0).unwrap_or(0);
-    let pid = std::str::from_utf8(&buf[..n])
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok());
+    let pid = std::str::from_utf8(&buf[..n]).ok().and_then(|s| s.trim().parse::<u32>().ok());
     let holder = match pid {
         Some(pid) => match portd_core::sys::proc_stat(pid) {
             Ok(st) => format!("pid {pid} ({})", st.comm),
@@ -87,11 +85,7 @@ mod tests {
         let err = acquire(dir.path(), Duration::from_millis(100)).unwrap_err();
         assert!(t.elapsed() >= Duration::from_millis(100));
         assert_eq!(err.kind(), ErrorKind::RegistryBusy);
-        assert!(
-            err.message()
-                .contains(&format!("pid {}", std::process::id())),
-            "{err}"
-        );
+        assert!(err.message().contains(&format!("pid {}", std::process::id())), "{err}");
         drop(held);
         acquire(dir.path(), Duration::from_millis(100)).unwrap();
     }
@@ -99,11 +93,8 @@ mod tests {
     #[test]
     fn refuses_a_symlinked_lock_file() {
         let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(
-            dir.path().join("elsewhere"),
-            dir.path().join("registry.lock"),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("registry.lock"))
+            .unwrap();
         assert!(acquire(dir.path(), Duration::from_millis(10)).is_err());
         assert!(!dir.path().join("elsewhere").exists());
     }

@@ -51,11 +51,7 @@ impl Entry {
 /// How a project key is shown.
 pub fn display_name(key: &str) -> &str {
     if key.starts_with('/') {
-        key.trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .filter(|s| !s.is_empty())
-            .unwrap_or(key)
+        key.trim_end_matches('/').rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or(key)
     } else {
         key
     }
@@ -187,12 +183,7 @@ mod tests {
             project: "myapp".into(),
             port: 4123,
             range: "primary".into(),
-            owner: Some(Owner {
-                pid: 42,
-                start_time: 7,
-                boot_id: u128::MAX,
-                uid: 1000,
-            }),
+            owner: Some(Owner { pid: 42, start_time: 7, boot_id: u128::MAX, uid: 1000 }),
             uid: 1000,
             created_ms: 1,
             last_used_ms: 2,
@@ -234,9 +225,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let len = (x % 48) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|i| (x >> (i % 8 * 8)) as u8 ^ i as u8)
-                .collect();
+            let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8 ^ i as u8).collect();
             let _ = decode("k", &bytes);
         }
     }

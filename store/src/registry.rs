@@ -38,10 +38,7 @@ impl Project {
         let canon = std::fs::canonicalize(path)
             .map_err(|e| Error::usage(format!("cannot use directory `{}`: {e}", path.display())))?;
         if !canon.is_dir() {
-            return Err(Error::usage(format!(
-                "`{}` is not a directory",
-                path.display()
-            )));
+            return Err(Error::usage(format!("`{}` is not a directory", path.display())));
         }
         let s = canon.to_str().ok_or_else(|| {
             Error::usage(format!("directory `{}` is not valid UTF-8", path.display()))
@@ -54,10 +51,7 @@ impl Project {
     pub fn current_dir() -> Result<Project> {
         let cwd = std::env::current_dir()
             .map_err(|e| Error::usage(format!("cannot read the current directory: {e}")))?;
-        let root = cwd
-            .ancestors()
-            .find(|d| d.join(".git").exists())
-            .unwrap_or(&cwd);
+        let root = cwd.ancestors().find(|d| d.join(".git").exists()).unwrap_or(&cwd);
         Project::dir(root)
     }
 
@@ -114,6 +108,15 @@ pub struct Allocation {
     pub fresh: bool,
     /// The port the project had before, when it was moved.
     pub moved_from: Option<u16>,
+}
+
+impl Allocation {
+    /// The port, bound and listening (`SO_REUSEADDR`, dual-stack `[::]`,
+    /// else `0.0.0.0`): a pre-bound listener to hand to a server, with no
+    /// window in which another process can take the port.
+    pub fn bind_tcp(&self) -> std::io::Result<std::net::TcpListener> {
+        portd_core::bind_listener(self.entry.port)
+    }
 }
 
 /// Whether an entry's lease is live.
@@ -199,18 +202,12 @@ pub struct Registry {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn unknown(key: &str) -> Error {
-    Error::new(
-        ErrorKind::UnknownProject,
-        format!("unknown project `{}`", display_name(key)),
-    )
-    .with_hint("`portd ls` lists the projects that have a port")
+    Error::new(ErrorKind::UnknownProject, format!("unknown project `{}`", display_name(key)))
+        .with_hint("`portd ls` lists the projects that have a port")
 }
 
 fn decode_err(e: record::DecodeError) -> Error {
@@ -225,12 +222,7 @@ impl Registry {
         home::prepare(&dir)?;
         home::check_file(&dir.join(home::REGISTRY_FILE))?;
         let exclusions = Exclusions::with_kernel(config.exclude.clone());
-        Ok(Registry {
-            dir,
-            config,
-            exclusions,
-            inproc: parking_lot::Mutex::new(()),
-        })
+        Ok(Registry { dir, config, exclusions, inproc: parking_lot::Mutex::new(()) })
     }
 
     /// Opens the registry named by the environment (`PORTD_HOME`, …) with
@@ -294,24 +286,16 @@ impl Registry {
 
     /// The port of the named project, allocating one on first use.
     pub fn get(&self, name: &str) -> Result<u16> {
-        Ok(self
-            .get_with(&Project::name(name)?, &GetOptions::default())?
-            .entry
-            .port)
+        Ok(self.get_with(&Project::name(name)?, &GetOptions::default())?.entry.port)
     }
 
     /// Ports for many named projects, in one transaction.
     pub fn get_many<S: AsRef<str>>(&self, names: &[S]) -> Result<Vec<u16>> {
-        let projects = names
-            .iter()
-            .map(|n| Project::name(n.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
+        let projects =
+            names.iter().map(|n| Project::name(n.as_ref())).collect::<Result<Vec<_>>>()?;
         let opts = GetOptions::default();
         self.write(|tx| {
-            projects
-                .iter()
-                .map(|p| tx.get(p.key(), &opts).map(|a| a.entry.port))
-                .collect()
+            projects.iter().map(|p| tx.get(p.key(), &opts).map(|a| a.entry.port)).collect()
         })
     }
 
@@ -330,11 +314,7 @@ impl Registry {
             if let Some(e) = hit
                 && now_ms().saturating_sub(e.last_used_ms) < TOUCH_EVERY_MS
             {
-                return Ok(Allocation {
-                    entry: e,
-                    fresh: false,
-                    moved_from: None,
-                });
+                return Ok(Allocation { entry: e, fresh: false, moved_from: None });
             }
         }
         self.write(|tx| tx.get(project.key(), opts))
@@ -342,25 +322,15 @@ impl Registry {
 
     /// An active lease for `project`, owned by `owner`.
     pub fn acquire(&self, name: &str, owner: Owner) -> Result<Allocation> {
-        let opts = GetOptions {
-            owner: Some(owner),
-            ..GetOptions::default()
-        };
+        let opts = GetOptions { owner: Some(owner), ..GetOptions::default() };
         self.get_with(&Project::name(name)?, &opts)
     }
 
     /// Whether an existing entry satisfies `opts` as it is.
     fn keeps(&self, e: &Entry, opts: &GetOptions) -> bool {
         let pinned = opts.port.or(self.config.pinned_port);
-        let want_range = opts
-            .range
-            .as_deref()
-            .or(self.config.default_range.as_deref());
-        let in_range = self
-            .config
-            .ranges
-            .by_name(&e.range)
-            .is_some_and(|r| r.contains(e.port));
+        let want_range = opts.range.as_deref().or(self.config.default_range.as_deref());
+        let in_range = self.config.ranges.by_name(&e.range).is_some_and(|r| r.contains(e.port));
         in_range && pinned.is_none_or(|p| p == e.port) && want_range.is_none_or(|r| r == e.range)
     }
 
@@ -379,6 +349,20 @@ impl Registry {
             e.owner = None;
             e.child_pid = None;
             e.last_used_ms = now_ms();
+            tx.put(&e, Some(&old))?;
+            Ok(true)
+        })
+    }
+
+    /// Records the child process started for an active lease.
+    pub fn set_child(&self, project: &Project, owner: Owner, child: u32) -> Result<bool> {
+        self.write(|tx| {
+            let Some(mut e) = tx.entry(project.key())? else { return Ok(false) };
+            if e.owner != Some(owner) {
+                return Ok(false);
+            }
+            let old = e.clone();
+            e.child_pid = Some(child);
             tx.put(&e, Some(&old))?;
             Ok(true)
         })
@@ -406,11 +390,8 @@ impl Registry {
     /// Frees every idle entry.
     pub fn release_idle(&self) -> Result<Vec<Entry>> {
         self.write(|tx| {
-            let idle: Vec<Entry> = tx
-                .all_entries()?
-                .into_iter()
-                .filter(|e| State::of(e) == State::Idle)
-                .collect();
+            let idle: Vec<Entry> =
+                tx.all_entries()?.into_iter().filter(|e| State::of(e) == State::Idle).collect();
             for e in &idle {
                 tx.remove(e)?;
             }
@@ -427,10 +408,7 @@ impl Registry {
                 .map_err(db_err)?
                 .ok_or_else(|| unknown(project.key()))?;
             let entry = record::decode(project.key(), v.value()).map_err(decode_err)?;
-            Ok(Listed {
-                state: State::of(&entry),
-                entry,
-            })
+            Ok(Listed { state: State::of(&entry), entry })
         })
     }
 
@@ -438,13 +416,7 @@ impl Registry {
     pub fn list(&self) -> Result<Vec<Listed>> {
         let mut all = self.read(read_entries)?;
         all.sort_by_key(|e| e.port);
-        Ok(all
-            .into_iter()
-            .map(|entry| Listed {
-                state: State::of(&entry),
-                entry,
-            })
-            .collect())
+        Ok(all.into_iter().map(|entry| Listed { state: State::of(&entry), entry }).collect())
     }
 
     /// Released projects and the port each had last (not currently entries).
@@ -473,15 +445,10 @@ impl Registry {
             let key = k.value().to_owned();
             let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
             let v = entries.get(key.as_str()).map_err(db_err)?.ok_or_else(|| {
-                Error::damaged(format!(
-                    "registry damaged: port {port} indexed for missing `{key}`"
-                ))
+                Error::damaged(format!("registry damaged: port {port} indexed for missing `{key}`"))
             })?;
             let entry = record::decode(&key, v.value()).map_err(decode_err)?;
-            Ok(Some(Listed {
-                state: State::of(&entry),
-                entry,
-            }))
+            Ok(Some(Listed { state: State::of(&entry), entry }))
         })
     }
 
@@ -489,10 +456,7 @@ impl Registry {
     /// entries past `idle_ttl`.
     pub fn cleanup(&self) -> Result<CleanupReport> {
         self.write(|tx| {
-            let mut report = CleanupReport {
-                expired: tx.expire()?,
-                ..Default::default()
-            };
+            let mut report = CleanupReport { expired: tx.expire()?, ..Default::default() };
             for e in tx.all_entries()? {
                 if e.owner.is_some_and(|o| o.liveness() == Liveness::Dead) {
                     let mut idle = e.clone();
@@ -516,9 +480,7 @@ impl Registry {
             .iter()
             .map(|r| RangeStatus {
                 range: r.clone(),
-                usable: (r.start..=r.end)
-                    .filter(|&p| self.exclusions.reason(p).is_none())
-                    .count(),
+                usable: (r.start..=r.end).filter(|&p| self.exclusions.reason(p).is_none()).count(),
                 active: 0,
                 idle: 0,
             })
@@ -531,11 +493,7 @@ impl Registry {
             }
         }
         let file_bytes = std::fs::metadata(self.path()).map(|m| m.len()).unwrap_or(0);
-        Ok(Status {
-            ranges,
-            outside,
-            file_bytes,
-        })
+        Ok(Status { ranges, outside, file_bytes })
     }
 
     /// Empties the registry, first moving the current file aside to
@@ -551,9 +509,7 @@ impl Registry {
         let mut backup = self.dir.join(format!("{}.bak-{secs}", home::REGISTRY_FILE));
         let mut n = 1;
         while backup.exists() {
-            backup = self
-                .dir
-                .join(format!("{}.bak-{secs}-{n}", home::REGISTRY_FILE));
+            backup = self.dir.join(format!("{}.bak-{secs}-{n}", home::REGISTRY_FILE));
             n += 1;
         }
         std::fs::rename(&path, &backup)
@@ -614,11 +570,7 @@ impl<'t> Tx<'t> {
     }
 
     fn port_holder(&self, port: u16) -> Result<Option<String>> {
-        Ok(self
-            .ports
-            .get(port)
-            .map_err(db_err)?
-            .map(|k| k.value().to_owned()))
+        Ok(self.ports.get(port).map_err(db_err)?.map(|k| k.value().to_owned()))
     }
 
     /// Writes `e`, replacing `old` (the same project's previous state).
@@ -638,46 +590,28 @@ impl<'t> Tx<'t> {
                 self.ports.remove(o.port).map_err(db_err)?;
             }
             if o.last_used_ms != e.last_used_ms {
-                self.lru
-                    .remove((o.last_used_ms, o.project.as_str()))
-                    .map_err(db_err)?;
+                self.lru.remove((o.last_used_ms, o.project.as_str())).map_err(db_err)?;
             }
         }
-        self.entries
-            .insert(e.project.as_str(), record::encode(e).as_slice())
-            .map_err(db_err)?;
-        self.ports
-            .insert(e.port, e.project.as_str())
-            .map_err(db_err)?;
-        self.lru
-            .insert((e.last_used_ms, e.project.as_str()), ())
-            .map_err(db_err)?;
-        self.history
-            .insert(e.project.as_str(), e.port)
-            .map_err(db_err)?;
+        self.entries.insert(e.project.as_str(), record::encode(e).as_slice()).map_err(db_err)?;
+        self.ports.insert(e.port, e.project.as_str()).map_err(db_err)?;
+        self.lru.insert((e.last_used_ms, e.project.as_str()), ()).map_err(db_err)?;
+        self.history.insert(e.project.as_str(), e.port).map_err(db_err)?;
         Ok(())
     }
 
     fn remove(&mut self, e: &Entry) -> Result<()> {
         self.entries.remove(e.project.as_str()).map_err(db_err)?;
         self.ports.remove(e.port).map_err(db_err)?;
-        self.lru
-            .remove((e.last_used_ms, e.project.as_str()))
-            .map_err(db_err)?;
+        self.lru.remove((e.last_used_ms, e.project.as_str())).map_err(db_err)?;
         Ok(())
     }
 
     /// Drops idle entries unused for longer than `idle_ttl`.
     fn expire(&mut self) -> Result<Vec<String>> {
-        let cutoff = self
-            .now
-            .saturating_sub(self.reg.config.idle_ttl.as_millis() as u64);
+        let cutoff = self.now.saturating_sub(self.reg.config.idle_ttl.as_millis() as u64);
         let mut old = Vec::new();
-        for row in self
-            .lru
-            .range::<(u64, &str)>(..(cutoff, ""))
-            .map_err(db_err)?
-        {
+        for row in self.lru.range::<(u64, &str)>(..(cutoff, "")).map_err(db_err)? {
             let (k, _) = row.map_err(db_err)?;
             old.push(k.value().1.to_owned());
         }
@@ -731,11 +665,7 @@ impl<'t> Tx<'t> {
                 if next != *e {
                     self.put(&next, Some(e))?;
                 }
-                return Ok(Allocation {
-                    entry: next,
-                    fresh: false,
-                    moved_from: None,
-                });
+                return Ok(Allocation { entry: next, fresh: false, moved_from: None });
             }
             if let Some(o) = e.owner
                 && o.liveness() != Liveness::Dead
@@ -773,18 +703,11 @@ impl<'t> Tx<'t> {
         };
         self.put(&e, None)?;
         let moved_from = existing.map(|x| x.port).filter(|&p| p != port);
-        Ok(Allocation {
-            entry: e,
-            fresh: true,
-            moved_from,
-        })
+        Ok(Allocation { entry: e, fresh: true, moved_from })
     }
 
     fn probe_opts(opts: &GetOptions, reuse: bool) -> ProbeOptions {
-        ProbeOptions {
-            udp: opts.udp,
-            reuse,
-        }
+        ProbeOptions { udp: opts.udp, reuse }
     }
 
     /// Grants exactly `port`, or says who has it.
@@ -794,11 +717,7 @@ impl<'t> Tx<'t> {
         let range = cfg.ranges.containing(port).ok_or_else(|| {
             Error::usage(format!(
                 "port {port} is outside every configured range ({})",
-                cfg.ranges
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                cfg.ranges.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
             ))
             .with_hint("pick a port inside a range, or add a `[[range]]` to the config file")
         })?;
@@ -824,10 +743,10 @@ impl<'t> Tx<'t> {
         let reuse = self.history_port(key)? == Some(port);
         match probe(port, Self::probe_opts(opts, reuse)) {
             Verdict::Free => Ok((port, range.name.clone())),
-            Verdict::Denied => Err(Error::usage(format!(
-                "port {port} cannot be bound by this user"
-            ))
-            .with_hint("pick a port above 1023")),
+            Verdict::Denied => {
+                Err(Error::usage(format!("port {port} cannot be bound by this user"))
+                    .with_hint("pick a port above 1023"))
+            }
             Verdict::Busy => Err(busy_error(port, opts.udp)),
         }
     }
@@ -875,11 +794,7 @@ impl<'t> Tx<'t> {
             ErrorKind::NoFreePort,
             format!(
                 "no free port: every port of {} is held by an active project, bound, or excluded",
-                eligible
-                    .iter()
-                    .map(|r| format!("`{r}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                eligible.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
             ),
         )
         .with_hint(
@@ -906,18 +821,12 @@ impl<'t> Tx<'t> {
             }
         }
         let cursor_key = format!("cursor:{}", r.name);
-        let cursor = self
-            .meta
-            .get(cursor_key.as_str())
-            .map_err(db_err)?
-            .map_or(0, |v| v.value());
+        let cursor = self.meta.get(cursor_key.as_str()).map_err(db_err)?.map_or(0, |v| v.value());
         bits.set_cursor(cursor as usize);
         while let Some(bit) = bits.claim_next() {
             let p = r.port_at(bit);
             if probe(p, *opts) == Verdict::Free {
-                self.meta
-                    .insert(cursor_key.as_str(), bits.cursor() as u64)
-                    .map_err(db_err)?;
+                self.meta.insert(cursor_key.as_str(), bits.cursor() as u64).map_err(db_err)?;
                 return Ok(Some(p));
             }
         }
@@ -963,10 +872,7 @@ pub fn bound_by_other(e: &Entry, udp: bool) -> bool {
     }
     let holders = portd_core::sys::holders(e.port, udp);
     let ours = |pid: u32| {
-        let owner = e
-            .owner
-            .filter(|o| o.liveness() != Liveness::Dead)
-            .map(|o| o.pid);
+        let owner = e.owner.filter(|o| o.liveness() != Liveness::Dead).map(|o| o.pid);
         let family: Vec<u32> = owner.into_iter().chain(e.child_pid).collect();
         family.contains(&pid)
             || portd_core::sys::proc_stat(pid).is_ok_and(|st| family.contains(&st.pgrp))
@@ -981,17 +887,10 @@ pub fn busy_error(port: u16, udp: bool) -> Error {
     let who = if holders.is_empty() {
         "another process".to_owned()
     } else {
-        holders
-            .iter()
-            .map(|h| format!("pid {} ({})", h.pid, h.name))
-            .collect::<Vec<_>>()
-            .join(", ")
+        holders.iter().map(|h| format!("pid {} ({})", h.pid, h.name)).collect::<Vec<_>>().join(", ")
     };
-    Error::new(
-        ErrorKind::PortBusy,
-        format!("port {port} is bound by {who}"),
-    )
-    .with_hint("stop that process, or take another port with `--move`")
+    Error::new(ErrorKind::PortBusy, format!("port {port} is bound by {who}"))
+        .with_hint("stop that process, or take another port with `--move`")
 }
 
 /// How long ago `ms` was, for display.

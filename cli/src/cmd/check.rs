@@ -40,14 +40,7 @@ pub fn check(ctx: &Ctx, ports: &[u16], udp: bool) -> Result<(), Error> {
         let excluded = reg.exclusions().reason(port).map(|r| r.to_string());
         let owner_pids: Vec<u32> = held
             .as_ref()
-            .map(|l| {
-                l.entry
-                    .owner
-                    .map(|o| o.pid)
-                    .into_iter()
-                    .chain(l.entry.child_pid)
-                    .collect()
-            })
+            .map(|l| l.entry.owner.map(|o| o.pid).into_iter().chain(l.entry.child_pid).collect())
             .unwrap_or_default();
         let bound_by = if verdict == Verdict::Busy {
             sys::holders(port, udp)
@@ -97,19 +90,13 @@ pub fn check(ctx: &Ctx, ports: &[u16], udp: bool) -> Result<(), Error> {
             "outside every range"
         };
         s.push_str(&format!("port {}: {summary}\n", c.port));
-        s.push_str(&format!(
-            "  range      {}\n",
-            c.range.as_deref().unwrap_or("none")
-        ));
+        s.push_str(&format!("  range      {}\n", c.range.as_deref().unwrap_or("none")));
         if let Some(x) = &c.excluded {
             s.push_str(&format!("  excluded   {x}\n"));
         }
         if let Some(p) = &c.project {
             let pid = c.owner_pid.map_or(String::new(), |p| format!(", pid {p}"));
-            s.push_str(&format!(
-                "  project    `{p}` ({}{pid})\n",
-                c.state.unwrap_or("-")
-            ));
+            s.push_str(&format!("  project    `{p}` ({}{pid})\n", c.state.unwrap_or("-")));
         }
         if c.bindable {
             s.push_str("  bound      no\n");
@@ -117,10 +104,7 @@ pub fn check(ctx: &Ctx, ports: &[u16], udp: bool) -> Result<(), Error> {
             s.push_str("  bound      yes, by a process portd cannot see (another user's?)\n");
         }
         for h in &c.bound_by {
-            let cmd = h
-                .command
-                .as_ref()
-                .map_or(String::new(), |c| format!(": {}", c.join(" ")));
+            let cmd = h.command.as_ref().map_or(String::new(), |c| format!(": {}", c.join(" ")));
             let who = if h.is_owner {
                 " (the project's owner)"
             } else if c.project.is_some() {
@@ -128,10 +112,7 @@ pub fn check(ctx: &Ctx, ports: &[u16], udp: bool) -> Result<(), Error> {
             } else {
                 ""
             };
-            s.push_str(&format!(
-                "  bound      by pid {} ({}){who}{cmd}\n",
-                h.pid, h.name
-            ));
+            s.push_str(&format!("  bound      by pid {} ({}){who}{cmd}\n", h.pid, h.name));
         }
         if c.in_ephemeral_range {
             s.push_str("  note       inside the kernel's ephemeral range: outgoing connections may take it\n");

@@ -23,13 +23,7 @@ pub fn config(ctx: &Ctx) -> Result<(), Error> {
     let exclude: Vec<String> = c
         .exclude
         .iter()
-        .map(|&(a, b)| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}-{b}")
-            }
-        })
+        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
         .collect();
     let file = ctx.config_file.as_ref().map(|p| {
         let state = if p.exists() { "" } else { " (not found)" };
@@ -56,31 +50,11 @@ pub fn config(ctx: &Ctx) -> Result<(), Error> {
     }
     let dash = |v: String| if v.is_empty() { "-".to_owned() } else { v };
     let rows = vec![
-        vec![
-            "home".into(),
-            ctx.home.display().to_string(),
-            ctx.home_source.to_string(),
-        ],
-        vec![
-            "config file".into(),
-            file.unwrap_or_else(|| "-".into()),
-            String::new(),
-        ],
-        vec![
-            "ranges".into(),
-            ranges.join(", "),
-            src("ranges").to_string(),
-        ],
-        vec![
-            "exclude".into(),
-            dash(exclude.join(", ")),
-            src("exclude").to_string(),
-        ],
-        vec![
-            "idle_ttl".into(),
-            format_duration(c.idle_ttl),
-            src("idle_ttl").to_string(),
-        ],
+        vec!["home".into(), ctx.home.display().to_string(), ctx.home_source.to_string()],
+        vec!["config file".into(), file.unwrap_or_else(|| "-".into()), String::new()],
+        vec!["ranges".into(), ranges.join(", "), src("ranges").to_string()],
+        vec!["exclude".into(), dash(exclude.join(", ")), src("exclude").to_string()],
+        vec!["idle_ttl".into(), format_duration(c.idle_ttl), src("idle_ttl").to_string()],
         vec![
             "lock_timeout".into(),
             format_duration(c.lock_timeout),

@@ -47,11 +47,7 @@ fn allocate(ctx: &Ctx, a: &GetArgs) -> Result<(Project, Allocation), Error> {
         ));
     } else if !alloc.fresh && !opts.require_free && bound_by_other(&alloc.entry, a.udp) {
         let err = busy_error(alloc.entry.port, a.udp);
-        ctx.out.warn(&format!(
-            "{}, not by `{}`'s owner",
-            err.message(),
-            project.display()
-        ));
+        ctx.out.warn(&format!("{}, not by `{}`'s owner", err.message(), project.display()));
     }
     Ok((project, alloc))
 }
@@ -88,9 +84,7 @@ pub fn env(ctx: &Ctx, a: &GetArgs) -> Result<(), Error> {
 
 /// Single-quotes `s` for POSIX shells when it needs it.
 fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "._:-/".contains(c))
-    {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "._:-/".contains(c)) {
         s.to_owned()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))

@@ -59,9 +59,7 @@ fn row(l: &Listed) -> Vec<String> {
         e.range.clone(),
         l.state.as_str().to_owned(),
         e.owner.map_or("-".into(), |o| o.pid.to_string()),
-        e.command
-            .as_ref()
-            .map_or("-".into(), |c| truncate(&c.join(" "), 40)),
+        e.command.as_ref().map_or("-".into(), |c| truncate(&c.join(" "), 40)),
         ago(e.last_used_ms),
     ]
 }
@@ -80,30 +78,23 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
     let history = if all { reg.history()? } else { Vec::new() };
     if ctx.out.json {
         let mut rows: Vec<EntryJson> = list.iter().map(EntryJson::of).collect();
-        rows.extend(history.iter().map(|(k, p)| {
-            EntryJson {
-                project: portd_store::display_name(k).to_owned(),
-                key: k.clone(),
-                port: *p,
-                range: reg
-                    .config()
-                    .ranges
-                    .containing(*p)
-                    .map_or("-".into(), |r| r.name.clone()),
-                state: Some("released"),
-                pid: None,
-                child_pid: None,
-                command: None,
-                created: None,
-                last_used: None,
-            }
+        rows.extend(history.iter().map(|(k, p)| EntryJson {
+            project: portd_store::display_name(k).to_owned(),
+            key: k.clone(),
+            port: *p,
+            range: reg.config().ranges.containing(*p).map_or("-".into(), |r| r.name.clone()),
+            state: Some("released"),
+            pid: None,
+            child_pid: None,
+            command: None,
+            created: None,
+            last_used: None,
         }));
         ctx.out.json(&rows);
         return Ok(());
     }
     if list.is_empty() && history.is_empty() {
-        ctx.out
-            .info("no projects yet: `portd get NAME` allocates one");
+        ctx.out.info("no projects yet: `portd get NAME` allocates one");
         return Ok(());
     }
     let mut rows: Vec<Vec<String>> = list.iter().map(row).collect();
@@ -119,18 +110,8 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
             "-".into(),
         ]);
     }
-    ctx.out.data(&table(
-        &[
-            "PROJECT",
-            "PORT",
-            "RANGE",
-            "STATE",
-            "PID",
-            "COMMAND",
-            "LAST USED",
-        ],
-        &rows,
-    ));
+    ctx.out
+        .data(&table(&["PROJECT", "PORT", "RANGE", "STATE", "PID", "COMMAND", "LAST USED"], &rows));
     Ok(())
 }
 
@@ -155,15 +136,9 @@ pub fn show(ctx: &Ctx, project: &ProjectArg) -> Result<(), Error> {
     if let Some(c) = e.child_pid {
         kv("child", c.to_string());
     }
-    kv(
-        "command",
-        e.command.as_ref().map_or("-".into(), |c| c.join(" ")),
-    );
+    kv("command", e.command.as_ref().map_or("-".into(), |c| c.join(" ")));
     kv("created", rfc3339(e.created_ms));
-    kv(
-        "last used",
-        format!("{} ({})", rfc3339(e.last_used_ms), ago(e.last_used_ms)),
-    );
+    kv("last used", format!("{} ({})", rfc3339(e.last_used_ms), ago(e.last_used_ms)));
     ctx.out.data(&s);
     Ok(())
 }

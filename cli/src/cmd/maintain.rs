@@ -7,8 +7,7 @@ use portd_store::Error;
 pub fn cleanup(ctx: &Ctx) -> Result<(), Error> {
     let r = ctx.registry()?.cleanup()?;
     if ctx.out.json {
-        ctx.out
-            .json(&serde_json::json!({ "reclaimed": r.reclaimed, "expired": r.expired }));
+        ctx.out.json(&serde_json::json!({ "reclaimed": r.reclaimed, "expired": r.expired }));
     } else {
         ctx.out.data(&format!(
             "reclaimed {} lease{} of dead processes, dropped {} expired idle entr{}",
@@ -23,11 +22,7 @@ pub fn cleanup(ctx: &Ctx) -> Result<(), Error> {
 
 fn bar(used: usize, total: usize) -> String {
     const W: usize = 20;
-    let filled = if total == 0 {
-        0
-    } else {
-        (used * W).div_ceil(total).min(W)
-    };
+    let filled = if total == 0 { 0 } else { (used * W).div_ceil(total).min(W) };
     format!("[{}{}]", "#".repeat(filled), ".".repeat(W - filled))
 }
 
@@ -64,23 +59,13 @@ pub fn status(ctx: &Ctx) -> Result<(), Error> {
                 bar(used, r.usable),
                 r.active.to_string(),
                 r.idle.to_string(),
-                if r.range.fallback {
-                    "auto".into()
-                } else {
-                    "on request".into()
-                },
+                if r.range.fallback { "auto".into() } else { "on request".into() },
             ]
         })
         .collect();
-    let mut s = table(
-        &["RANGE", "PORTS", "USED", "", "ACTIVE", "IDLE", "USE"],
-        &rows,
-    );
+    let mut s = table(&["RANGE", "PORTS", "USED", "", "ACTIVE", "IDLE", "USE"], &rows);
     if st.outside > 0 {
-        s.push_str(&format!(
-            "{} entries lie outside every configured range\n",
-            st.outside
-        ));
+        s.push_str(&format!("{} entries lie outside every configured range\n", st.outside));
     }
     s.push_str(&format!(
         "registry {} ({} KiB)\n",
@@ -93,20 +78,17 @@ pub fn status(ctx: &Ctx) -> Result<(), Error> {
 
 pub fn reset(ctx: &Ctx, yes: bool) -> Result<(), Error> {
     if !yes {
-        return Err(
-            super::usage("refusing to empty the registry without `--yes`")
-                .with_hint("run `portd reset --yes`; the old registry is kept as a backup"),
-        );
+        return Err(super::usage("refusing to empty the registry without `--yes`")
+            .with_hint("run `portd reset --yes`; the old registry is kept as a backup"));
     }
     let backup = ctx.registry()?.reset()?;
     if ctx.out.json {
         ctx.out.json(&serde_json::json!({ "backup": backup }));
     } else {
         match backup {
-            Some(b) => ctx.out.info(&format!(
-                "registry emptied; the old one is kept at `{}`",
-                b.display()
-            )),
+            Some(b) => {
+                ctx.out.info(&format!("registry emptied; the old one is kept at `{}`", b.display()))
+            }
             None => ctx.out.info("registry was already empty"),
         }
     }

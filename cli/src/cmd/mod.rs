@@ -6,6 +6,7 @@ pub mod get;
 pub mod ls;
 pub mod maintain;
 pub mod release;
+pub mod run;
 
 use crate::args::ProjectArg;
 use portd_store::{Error, ErrorKind, Project};
@@ -50,12 +51,7 @@ pub fn rfc3339(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// A short "how long ago" for tables.

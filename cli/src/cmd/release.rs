@@ -16,10 +16,8 @@ pub fn release(ctx: &Ctx, names: &[String], idle: bool) -> Result<(), Error> {
     let gone = if idle {
         reg.release_idle()?
     } else {
-        let projects = names
-            .iter()
-            .map(|n| super::project_of(n))
-            .collect::<Result<Vec<Project>, _>>()?;
+        let projects =
+            names.iter().map(|n| super::project_of(n)).collect::<Result<Vec<Project>, _>>()?;
         reg.release_many(&projects)?
     };
     if ctx.out.json {
@@ -36,11 +34,7 @@ pub fn release(ctx: &Ctx, names: &[String], idle: bool) -> Result<(), Error> {
         ctx.out.info("nothing to release");
     } else {
         for e in &gone {
-            ctx.out.info(&format!(
-                "released `{}` (port {})",
-                e.display_name(),
-                e.port
-            ));
+            ctx.out.info(&format!("released `{}` (port {})", e.display_name(), e.port));
         }
     }
     Ok(())

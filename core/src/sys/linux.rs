@@ -60,10 +60,7 @@ fn socket_inodes(table: &str, port: u16, tcp: bool, out: &mut HashSet<u64>) {
         if f.len() < 10 {
             continue;
         }
-        let local_port = f[1]
-            .rsplit(':')
-            .next()
-            .and_then(|p| u16::from_str_radix(p, 16).ok());
+        let local_port = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
         if local_port != Some(port) || (tcp && f[3] != "0A") {
             continue;
         }
@@ -113,11 +110,7 @@ pub fn holders(port: u16, udp: bool) -> Vec<Holder> {
         });
         if holds {
             let name = proc_stat(pid).map(|s| s.comm).unwrap_or_default();
-            out.push(Holder {
-                pid,
-                name,
-                cmdline: cmdline(pid),
-            });
+            out.push(Holder { pid, name, cmdline: cmdline(pid) });
         }
     }
     out
@@ -135,4 +128,145 @@ pub fn open_nofollow(path: &std::path::Path) -> io::Result<fs::File> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
+}
+
+pub use libc::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGTTOU, SIGUSR2};
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// Arranges for the child of `cmd` to receive `signal` when this thread
+/// dies (`prctl(PR_SET_PDEATHSIG)`, see prctl(2)), without the race in which
+/// the parent dies before the call: the child checks that its parent is
+/// still `parent` afterwards and fails to start otherwise.
+pub fn parent_death_signal(cmd: &mut std::process::Command, signal: i32) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe system calls (prctl, getppid); it allocates
+    // nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            cvt(libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0))?;
+            if libc::getppid() != parent {
+                return Err(io::Error::other("parent exited before the child started"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Passes `fd` to the child of `cmd` as file descriptor 3 (dup2(2)); the
+/// result has no close-on-exec flag, so it survives into the program.
+pub fn pass_fd3(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; dup2 and fcntl are
+    // async-signal-safe, and `fd` stays open in the parent until the child
+    // has been spawned (the caller holds the socket).
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                let flags = cvt(libc::fcntl(3, libc::F_GETFD))?;
+                cvt(libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC))?;
+            } else {
+                cvt(libc::dup2(fd, 3))?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A set of signals blocked in the calling thread, to be received
+/// synchronously with [`SignalSet::wait`] (sigwait(3)). The mask is
+/// inherited by children: start them through [`clear_signal_mask`].
+#[derive(Debug)]
+pub struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    /// Blocks `signals` in this thread (and threads it starts later).
+    pub fn block(signals: &[i32]) -> io::Result<SignalSet> {
+        // SAFETY: `set` is a valid, initialised sigset_t owned by this frame;
+        // pthread_sigmask only reads it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &s in signals {
+                libc::sigaddset(&mut set, s);
+            }
+            let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if r != 0 {
+                return Err(io::Error::from_raw_os_error(r));
+            }
+            Ok(SignalSet(set))
+        }
+    }
+
+    /// Waits for one of the blocked signals and returns its number.
+    pub fn wait(&self) -> io::Result<i32> {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: both pointers are valid for the duration of the call.
+        let r = unsafe { libc::sigwait(&self.0, &mut sig) };
+        if r != 0 { Err(io::Error::from_raw_os_error(r)) } else { Ok(sig) }
+    }
+}
+
+/// Sends `signal` to process `pid` (kill(2)); a negative pid names a
+/// process group.
+pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill takes plain integers and touches no memory.
+    cvt(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+/// This process's group id.
+pub fn pgrp() -> u32 {
+    // SAFETY: getpgrp cannot fail and touches no memory.
+    unsafe { libc::getpgrp() as u32 }
+}
+
+/// This process's parent.
+pub fn ppid() -> u32 {
+    // SAFETY: getppid cannot fail and touches no memory.
+    unsafe { libc::getppid() as u32 }
+}
+
+/// If stdin is a terminal whose foreground group is ours, makes `pgid`
+/// the foreground group and returns the group to give it back to.
+pub fn give_terminal(pgid: u32) -> Option<u32> {
+    // SAFETY: tcgetpgrp/tcsetpgrp take an fd and integers only.
+    unsafe {
+        if libc::isatty(0) != 1 || libc::tcgetpgrp(0) != libc::getpgrp() {
+            return None;
+        }
+        let ours = libc::getpgrp() as u32;
+        (libc::tcsetpgrp(0, pgid as libc::pid_t) == 0).then_some(ours)
+    }
+}
+
+/// Gives the terminal back to group `pgid` (from a background group, so
+/// SIGTTOU is blocked around the call by the caller's [`SignalSet`] or here).
+pub fn take_terminal(pgid: u32) {
+    if let Ok(_mask) = SignalSet::block(&[libc::SIGTTOU]) {
+        // SAFETY: tcsetpgrp takes an fd and an integer only.
+        unsafe {
+            libc::tcsetpgrp(0, pgid as libc::pid_t);
+        }
+    }
+}
+
+/// Starts the child of `cmd` with no blocked signals: the mask is inherited
+/// across fork and exec, and a server that starts with SIGTERM blocked
+/// could not be stopped.
+pub fn clear_signal_mask(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; sigemptyset and
+    // pthread_sigmask are async-signal-safe and use only this frame's set.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            let r = libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            if r != 0 { Err(io::Error::from_raw_os_error(r)) } else { Ok(()) }
+        });
+    }
 }

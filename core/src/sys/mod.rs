@@ -48,12 +48,7 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
     let _ppid = rest.next()?;
     let pgrp = rest.next()?.parse().ok()?;
     let start_time = rest.nth(16)?.parse().ok()?;
-    Some(ProcStat {
-        state,
-        start_time,
-        comm,
-        pgrp,
-    })
+    Some(ProcStat { state, start_time, comm, pgrp })
 }
 
 #[cfg(test)]

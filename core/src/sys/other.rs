@@ -6,10 +6,7 @@ use std::io;
 
 /// Not available here.
 pub fn proc_stat(_pid: u32) -> io::Result<ProcStat> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "no /proc on this platform",
-    ))
+    Err(io::Error::new(io::ErrorKind::Unsupported, "no /proc on this platform"))
 }
 /// Not available here.
 pub fn cmdline(_pid: u32) -> Option<Vec<String>> {
