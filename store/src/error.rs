@@ -68,7 +68,8 @@ impl Error {
         self.hint.as_deref()
     }
 
-    pub(crate) fn usage(m: impl Into<String>) -> Self {
+    /// A usage error.
+    pub fn usage(m: impl Into<String>) -> Self {
         Self::new(ErrorKind::Usage, m)
     }
     pub(crate) fn config(m: impl Into<String>) -> Self {

@@ -28,6 +28,7 @@ mod home;
 mod lock;
 mod record;
 mod registry;
+mod spawn;
 
 pub use config::{Config, Source, format_duration, parse_duration, parse_port, parse_port_span};
 pub use db::SCHEMA_VERSION;
@@ -39,6 +40,7 @@ pub use registry::{
     Allocation, CleanupReport, GetOptions, Listed, Project, RangeStatus, Registry, State, Status,
     age, bound_by_other, busy_error,
 };
+pub use spawn::{LeasedChild, lease_env, with_port};
 
 /// Entry points for the fuzz targets in `fuzz/`; not a stable API.
 #[doc(hidden)]

@@ -114,8 +114,7 @@ fn start(
     listener: Result<Option<std::net::TcpListener>, Error>,
 ) -> Result<(std::process::Child, SignalSet), Error> {
     let listener = listener?;
-    let p = port.to_string();
-    let args: Vec<String> = a.command.iter().map(|s| s.replace("{port}", &p)).collect();
+    let args: Vec<String> = a.command.iter().map(|s| portd_store::with_port(s, port)).collect();
     // Block before spawning, so no signal slips between spawn and wait.
     let signals =
         SignalSet::block(&[sys::SIGINT, sys::SIGTERM, sys::SIGHUP, sys::SIGQUIT, sys::SIGCHLD])
@@ -126,10 +125,7 @@ fn start(
         cmd.arg("--fd");
     }
     cmd.arg("--").args(&args);
-    cmd.env("PORT", &p).env("PORTD_PORT", &p).env("PORTD_PROJECT", name);
-    for v in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
-        cmd.env_remove(v);
-    }
+    portd_store::lease_env(&mut cmd, port, name);
     if let Some(h) = &a.host {
         cmd.env("HOST", h);
     }

@@ -1,0 +1,127 @@
+//! Running a command under an active lease, for launchers that use the
+//! library instead of `portd run`.
+//!
+//! The lease is owned by the calling process. The child gets `PORT`,
+//! `PORTD_PORT` and `PORTD_PROJECT`, `{port}` in its arguments is replaced,
+//! it runs in its own process group, starts with no blocked signals, and is
+//! sent SIGKILL by the kernel if the thread that spawned it dies (Linux
+//! parent-death signal: spawn from a thread that lives as long as the
+//! child). [`LeasedChild::wait`] ends the lease; dropping a `LeasedChild`
+//! that was not waited for kills its process group and ends the lease, so
+//! nothing is left behind.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::{Allocation, GetOptions, Project, Registry};
+use portd_core::{Owner, sys};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus};
+
+/// A child process holding a project's lease.
+#[derive(Debug)]
+pub struct LeasedChild<'r> {
+    registry: &'r Registry,
+    project: Project,
+    owner: Owner,
+    lease: Allocation,
+    child: Option<Child>,
+}
+
+impl Registry {
+    /// Takes an active lease for `project` (owned by this process, port
+    /// bindable now) and starts `argv` on it.
+    pub fn spawn<S: AsRef<str>>(
+        &self,
+        project: &Project,
+        argv: &[S],
+        opts: &GetOptions,
+    ) -> Result<LeasedChild<'_>> {
+        let (program, args) = argv.split_first().ok_or_else(|| {
+            Error::usage("no command to run").with_hint("pass the program and its arguments")
+        })?;
+        let owner = Owner::this_process();
+        let command: Vec<String> = argv.iter().map(|a| a.as_ref().to_owned()).collect();
+        let opts = GetOptions {
+            owner: Some(owner),
+            command: Some(command),
+            require_free: true,
+            ..opts.clone()
+        };
+        let lease = self.get_with(project, &opts)?;
+        let mut cmd = Command::new(program.as_ref());
+        cmd.args(args.iter().map(|a| with_port(a.as_ref(), lease.entry.port)));
+        lease_env(&mut cmd, lease.entry.port, project.display());
+        cmd.process_group(0);
+        sys::clear_signal_mask(&mut cmd);
+        sys::parent_death_signal(&mut cmd, sys::SIGKILL);
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.end_lease(project, owner);
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!("cannot start `{}`: {e}", program.as_ref()),
+                ));
+            }
+        };
+        let _ = self.set_child(project, owner, child.id());
+        Ok(LeasedChild {
+            registry: self,
+            project: project.clone(),
+            owner,
+            lease,
+            child: Some(child),
+        })
+    }
+}
+
+/// `arg` with every `{port}` replaced by `port`.
+pub fn with_port(arg: &str, port: u16) -> String {
+    arg.replace("{port}", &port.to_string())
+}
+
+/// Sets the lease's environment on `cmd`: `PORT`, `PORTD_PORT`,
+/// `PORTD_PROJECT`, and no inherited socket-activation variables.
+pub fn lease_env(cmd: &mut Command, port: u16, project: &str) {
+    cmd.env("PORT", port.to_string())
+        .env("PORTD_PORT", port.to_string())
+        .env("PORTD_PROJECT", project)
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES");
+}
+
+impl LeasedChild<'_> {
+    /// The leased port.
+    pub fn port(&self) -> u16 {
+        self.lease.entry.port
+    }
+
+    /// The child's pid (also its process group id).
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `signal` to the child's process group.
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        sys::kill(-(self.id() as i32), signal)
+    }
+
+    /// Waits for the child, then ends the lease (the entry goes idle and
+    /// keeps its port).
+    pub fn wait(mut self) -> Result<ExitStatus> {
+        let mut child = self.child.take().expect("present until wait or drop");
+        let status = child.wait().map_err(|e| Error::io("cannot wait for the child", e));
+        self.registry.end_lease(&self.project, self.owner)?;
+        status
+    }
+}
+
+impl Drop for LeasedChild<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = sys::kill(-(child.id() as i32), sys::SIGKILL);
+            let _ = child.wait();
+            let _ = self.registry.end_lease(&self.project, self.owner);
+        }
+    }
+}
