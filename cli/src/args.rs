@@ -153,7 +153,7 @@ status (128+N when killed by signal N). If portd is killed, the command dies wit
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Print `export PORT=…` lines for `eval \"$(portd env)\"`.
+    /// Print `export PORT=…` lines for `eval "$(portd env)"`.
     #[command(after_help = "Example:\n  eval \"$(portd env myapp)\" && npm start")]
     Env(GetArgs),
     /// List entries: project, port, range, state, pid, command, last used.

@@ -58,6 +58,9 @@ fn busy(file: &File, path: &Path, timeout: Duration) -> Error {
     let holder = match pid {
         Some(pid) => match portd_core::sys::proc_stat(pid) {
             Ok(st) => format!("pid {pid} ({})", st.comm),
+            // Left by an earlier holder that has exited: the one holding the
+            // lock now did not write its pid (yet), so it cannot be named.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "another process".to_owned(),
             Err(_) => format!("pid {pid}"),
         },
         None => "another process".to_owned(),

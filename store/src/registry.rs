@@ -853,7 +853,9 @@ impl<'t> Tx<'t> {
             if State::of(&e) != State::Idle
                 || Some(e.port) == avoid
                 || self.reg.exclusions.reason(e.port).is_some()
-                || probe(e.port, *opts) != Verdict::Free
+                // Probed as a server re-binding it would: TIME_WAIT left by
+                // the evicted project's server must not block the reclaim.
+                || probe(e.port, ProbeOptions { reuse: true, ..*opts }) != Verdict::Free
             {
                 continue;
             }

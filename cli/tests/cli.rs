@@ -1,0 +1,31 @@
+//! Integration tests of the `portd` binary, all in one test binary.
+//!
+//! Each test gets its own temporary directory, used as `PORTD_HOME` (its
+//! `home/` subdirectory) and as `XDG_CONFIG_HOME`, and runs `portd` with an
+//! otherwise empty environment, so that nothing of the user's setup leaks
+//! in. Every run is checked for its exit code, stdout and stderr together;
+//! `--json` output is parsed into the typed structs of `util` first.
+//!
+//! Ports are machine-wide while registries are per test, so tests that bind
+//! listeners use project names of their own, and ranges of their own where
+//! they need every port of a range.
+
+#[path = "cli/util.rs"]
+mod util;
+
+#[path = "cli/bad_input.rs"]
+mod bad_input;
+#[path = "cli/basics.rs"]
+mod basics;
+#[path = "cli/busy.rs"]
+mod busy;
+#[path = "cli/concurrency.rs"]
+mod concurrency;
+#[path = "cli/damaged.rs"]
+mod damaged;
+#[path = "cli/exhaustion.rs"]
+mod exhaustion;
+#[path = "cli/os_truth.rs"]
+mod os_truth;
+#[path = "cli/run.rs"]
+mod run;

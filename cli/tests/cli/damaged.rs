@@ -1,0 +1,236 @@
+//! A damaged registry file is reported (exit 7) and left exactly as it is;
+//! an unsafe registry location is refused (exit 9) and left as it is.
+
+use crate::util::*;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// Every command that opens the registry.
+const COMMANDS: &[&[&str]] = &[
+    &["get", "dmg-new"],
+    &["get", "dmg-seed"],
+    &["get", "dmg-seed", "--free"],
+    &["env", "dmg-seed"],
+    &["ls"],
+    &["ls", "--all", "--json"],
+    &["show", "dmg-seed"],
+    &["release", "dmg-seed"],
+    &["release", "--idle"],
+    &["cleanup"],
+    &["status", "--json"],
+    &["check", "4100"],
+];
+
+/// A deterministic stream of bytes that is not a redb file.
+fn garbage(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A registry with a few entries, closed; returns its bytes.
+fn seeded(env: &Env) -> Vec<u8> {
+    env.run(&["get", "dmg-seed"]).port();
+    env.run(&["get", "dmg-other"]).port();
+    fs::read(env.registry()).unwrap()
+}
+
+/// The names in a directory, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|d| d.unwrap().file_name().into_string().unwrap()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_damaged_registry_is_reported_and_left_alone() {
+    let real = seeded(&Env::new());
+    let damage: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage bytes", garbage(5000)),
+        ("truncated to a page", real[..4096].to_vec()),
+        ("truncated to half", real[..real.len() / 2].to_vec()),
+        ("truncated by one page", real[..real.len() - 4096].to_vec()),
+        ("empty", Vec::new()),
+        ("4096 zero bytes", vec![0; 4096]),
+    ];
+    for (what, bytes) in damage {
+        let env = Env::new();
+        seeded(&env);
+        fs::write(env.registry(), &bytes).unwrap();
+        let files = listing(&env.home());
+        for args in COMMANDS {
+            let out = env.run(args);
+            let err = out.error(7);
+            assert!(err.starts_with("error: registry damaged: "), "{what}, {args:?}: {err}");
+            assert!(
+                err.ends_with(
+                    "\nhint: run `portd doctor` to inspect `[ROOT]/home/registry.redb`; \
+                     the file is left as it is\n"
+                ),
+                "{what}, {args:?}: {err}"
+            );
+            assert!(fs::read(env.registry()).unwrap() == bytes, "{what}, {args:?}: file changed");
+            assert_eq!(listing(&env.home()), files, "{what}, {args:?}: files appeared");
+        }
+        // Commands that do not open the registry still work.
+        env.run(&["config", "--json"]).json::<ConfigJson>();
+        env.run(&["completions", "zsh"]).ok();
+    }
+}
+
+/// Damage found after the file was opened (here: a record's key bytes)
+/// must leave the file as it was, as the hint says. redb marks the file
+/// "recovery required" when it opens it for writing; portd then fails
+/// without closing the database cleanly, so the header stays modified and
+/// the next open runs redb's repair on a damaged file.
+#[test]
+#[ignore = "bug: exit 7 after opening leaves redb's recovery flag set in the file"]
+fn damage_found_after_opening_leaves_the_file_unchanged() {
+    let env = Env::new();
+    let real = seeded(&env);
+    let mut found = 0;
+    for at in real.windows(9).enumerate().filter(|(_, w)| w == b"dmg-other").map(|(i, _)| i) {
+        let mut bytes = real.clone();
+        bytes[at] = 0xff;
+        fs::write(env.registry(), &bytes).unwrap();
+        let out = env.run(&["ls", "--json"]);
+        if out.code == 7 {
+            found += 1;
+            out.error(7);
+            assert!(fs::read(env.registry()).unwrap() == bytes, "file changed ({out:?})");
+        }
+    }
+    assert!(found > 0, "no corruption of a key was detected");
+}
+
+/// Mode, owner, type and (for files) contents of a path, without following
+/// symlinks.
+fn snapshot(p: &Path) -> (u32, u32, bool, Option<Vec<u8>>) {
+    let md = fs::symlink_metadata(p).unwrap();
+    let bytes = md.is_file().then(|| fs::read(p).unwrap());
+    (md.mode(), md.uid(), md.file_type().is_symlink(), bytes)
+}
+
+#[test]
+fn an_unsafe_registry_location_is_refused() {
+    let root_user = is_root(&Env::new());
+    struct Setup {
+        what: &'static str,
+        /// Makes the location unsafe; returns the paths to compare after.
+        make: fn(&Env) -> Vec<std::path::PathBuf>,
+        says: &'static str,
+        root_only: bool,
+    }
+    let setups = [
+        Setup {
+            what: "a world-writable directory",
+            make: |env| {
+                fs::set_permissions(env.home(), fs::Permissions::from_mode(0o777)).unwrap();
+                vec![env.home(), env.registry()]
+            },
+            says: "is writable by other users (mode 777)\nhint: run `chmod 700 [ROOT]/home`",
+            root_only: false,
+        },
+        Setup {
+            what: "a group-writable directory",
+            make: |env| {
+                fs::set_permissions(env.home(), fs::Permissions::from_mode(0o770)).unwrap();
+                vec![env.home(), env.registry()]
+            },
+            says: "is writable by other users (mode 770)",
+            root_only: false,
+        },
+        Setup {
+            what: "a directory owned by another user",
+            make: |env| {
+                std::os::unix::fs::chown(env.home(), Some(65534), None).unwrap();
+                vec![env.home(), env.registry()]
+            },
+            says: "registry directory `[ROOT]/home` is owned by uid 65534, not by you",
+            root_only: true,
+        },
+        Setup {
+            what: "a regular file instead of the directory",
+            make: |env| {
+                fs::remove_dir_all(env.home()).unwrap();
+                fs::write(env.home(), b"not a directory").unwrap();
+                vec![env.home()]
+            },
+            says: "registry directory `[ROOT]/home` is not a directory",
+            root_only: false,
+        },
+        Setup {
+            what: "a symlinked registry file",
+            make: |env| {
+                let elsewhere = env.root().join("elsewhere.redb");
+                fs::rename(env.registry(), &elsewhere).unwrap();
+                std::os::unix::fs::symlink(&elsewhere, env.registry()).unwrap();
+                vec![env.registry(), elsewhere]
+            },
+            says: "registry file `[ROOT]/home/registry.redb` is a symbolic link",
+            root_only: false,
+        },
+        Setup {
+            what: "a dangling symlinked registry file",
+            make: |env| {
+                fs::remove_file(env.registry()).unwrap();
+                let target = env.root().join("missing.redb");
+                std::os::unix::fs::symlink(target, env.registry()).unwrap();
+                vec![env.registry()]
+            },
+            says: "registry file `[ROOT]/home/registry.redb` is a symbolic link",
+            root_only: false,
+        },
+        Setup {
+            what: "a world-writable registry file",
+            make: |env| {
+                fs::set_permissions(env.registry(), fs::Permissions::from_mode(0o666)).unwrap();
+                vec![env.registry()]
+            },
+            says: "registry file `[ROOT]/home/registry.redb` is writable by other users (mode 666)",
+            root_only: false,
+        },
+        Setup {
+            what: "a registry file owned by another user",
+            make: |env| {
+                std::os::unix::fs::chown(env.registry(), Some(65534), None).unwrap();
+                vec![env.registry()]
+            },
+            says: "registry file `[ROOT]/home/registry.redb` is owned by uid 65534, not by you",
+            root_only: true,
+        },
+        Setup {
+            what: "a directory where the registry file should be",
+            make: |env| {
+                fs::remove_file(env.registry()).unwrap();
+                fs::create_dir(env.registry()).unwrap();
+                vec![env.registry()]
+            },
+            says: "registry file `[ROOT]/home/registry.redb` is not a regular file",
+            root_only: false,
+        },
+    ];
+    for s in setups.iter().filter(|s| root_user || !s.root_only) {
+        let env = Env::new();
+        seeded(&env);
+        let watched = (s.make)(&env);
+        let snap: Vec<_> = watched.iter().map(|p| snapshot(p)).collect();
+        for args in COMMANDS {
+            let out = env.run(args);
+            let err = out.error(9);
+            assert!(err.contains(s.says), "{}, {args:?}: {err}", s.what);
+            let now: Vec<_> = watched.iter().map(|p| snapshot(p)).collect();
+            assert!(now == snap, "{}, {args:?}: the location was changed", s.what);
+        }
+        // Put things back so that the temporary directory can be removed.
+        let _ = fs::set_permissions(env.home(), fs::Permissions::from_mode(0o700));
+    }
+}

@@ -1,0 +1,335 @@
+//! `portd run`: real servers on the leased port, exit codes, signals,
+//! crash cleanup, concurrency and busy ports.
+
+use crate::util::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+#[track_caller]
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One HTTP/1.0 GET on 127.0.0.1:port; the whole response.
+fn http_get(port: u16) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn signal(pid: u32, sig: &str) {
+    let st =
+        std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    assert!(st.unwrap().success(), "kill -{sig} {pid}");
+}
+
+fn alive(pid: u32) -> bool {
+    portd_core::sys::proc_stat(pid).is_ok_and(|s| s.state != 'Z')
+}
+
+/// `portd run ARGS` in the background.
+fn spawn(env: &Env, args: &[&str]) -> Child {
+    env.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Waits for `child`, returning its exit code and stderr.
+fn finish(env: &Env, child: Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), env.scrub(&String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The entry of `name`, once `portd run` (running as `run`) has recorded
+/// its child. Fails at once, with its stderr, if `portd run` exits first.
+fn active(env: &Env, run: &mut Child, name: &str) -> EntryJson {
+    let mut found = None;
+    wait_for(&format!("`{name}` to be active"), Duration::from_secs(10), || {
+        if let Some(st) = run.try_wait().unwrap() {
+            let mut err = String::new();
+            run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("`portd run {name}` exited early ({st}): {err}");
+        }
+        found = env.ls().into_iter().find(|e| e.project == name && e.child_pid.is_some());
+        found.is_some()
+    });
+    let e = found.unwrap();
+    assert_eq!(e.state, "active");
+    e
+}
+
+fn serves(port: u16) -> String {
+    let mut last = None;
+    let mut body = String::new();
+    wait_for(&format!("a server on {port}"), Duration::from_secs(10), || match http_get(port) {
+        Ok(b) => {
+            body = b;
+            true
+        }
+        Err(e) => {
+            last = Some(e);
+            false
+        }
+    });
+    body
+}
+
+const PORT_SERVER: &str = "import os, http.server as h\n\
+    h.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), h.SimpleHTTPRequestHandler).serve_forever()";
+
+#[test]
+fn http_server_with_port_argument_serves_on_the_stable_port_twice() {
+    let env = Env::new();
+    let want = env.run(&["get", "run-web"]).port();
+    for round in 0..2 {
+        let mut child = spawn(
+            &env,
+            &[
+                "run",
+                "run-web",
+                "--",
+                "python3",
+                "-m",
+                "http.server",
+                "{port}",
+                "--bind",
+                "127.0.0.1",
+            ],
+        );
+        let e = active(&env, &mut child, "run-web");
+        assert_eq!(e.port, want, "round {round}: the run's port is `get`'s port");
+        for _ in 0..3 {
+            assert!(serves(want).starts_with("HTTP/1.0 200"), "round {round}");
+        }
+        assert_eq!(env.run(&["get", "run-web"]).port(), want);
+        signal(child.id(), "TERM");
+        let (code, stderr) = finish(&env, child);
+        assert_eq!(code, 143, "round {round}");
+        // The server's access log; nothing from portd itself.
+        assert!(stderr.lines().all(|l| l.contains("\"GET / HTTP/1.0\" 200")), "{stderr}");
+        let after = env.ls().into_iter().find(|e| e.project == "run-web").unwrap();
+        assert_eq!((after.state.as_str(), after.port, after.pid), ("idle", want, None));
+        // Round 2 starts at once, with the first round's connections in TIME_WAIT.
+    }
+}
+
+#[test]
+fn server_reading_port_from_the_environment() {
+    let env = Env::new();
+    let mut child = spawn(&env, &["run", "run-env", "--", "python3", "-c", PORT_SERVER]);
+    let e = active(&env, &mut child, "run-env");
+    assert!(serves(e.port).starts_with("HTTP/1.0 200"));
+    signal(child.id(), "INT");
+    let (code, _) = finish(&env, child);
+    // Python exits 1 after KeyboardInterrupt, or 130 if it died of SIGINT.
+    assert!(code == 1 || code == 130, "exit {code}");
+    assert_eq!(env.ls()[0].state, "idle");
+}
+
+#[test]
+fn fd3_socket_is_ready_before_the_server_is() {
+    let env = Env::new();
+    let report = env.root().join("fd-report");
+    // Sleeps before accepting: a client that connects first must wait in
+    // the backlog and still be served.
+    let script = format!(
+        "import os, socket, time, http.server as h\n\
+         open({r:?}, 'w').write('%s %s %s %s' % (os.environ['LISTEN_FDS'], os.environ['LISTEN_PID'], os.getpid(), os.environ['LISTEN_FDNAMES']))\n\
+         time.sleep(1)\n\
+         s = h.HTTPServer(('', 0), h.SimpleHTTPRequestHandler, bind_and_activate=False)\n\
+         s.socket = socket.socket(fileno=3)\n\
+         s.serve_forever()",
+        r = report.to_str().unwrap()
+    );
+    let t = Instant::now();
+    let mut child = spawn(&env, &["run", "run-fd", "--fd", "--", "python3", "-c", &script]);
+    let e = active(&env, &mut child, "run-fd");
+    let body = http_get(e.port).expect("connect succeeds at once: the socket is already listening");
+    assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+    assert!(t.elapsed() >= Duration::from_millis(900), "served before the server slept?");
+    let r = std::fs::read_to_string(&report).unwrap();
+    let f: Vec<&str> = r.split(' ').collect();
+    assert_eq!(f[0], "1");
+    assert_eq!(f[1], f[2], "LISTEN_PID is the server's own pid");
+    assert_eq!(f[3], "run-fd");
+    signal(child.id(), "TERM");
+    assert_eq!(finish(&env, child).0, 143);
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    let env = Env::new();
+    let out = env.run(&["run", "codes", "--", "sh", "-c", "exit 7"]);
+    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (7, "", ""));
+    let out = env.run(&["run", "codes", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (143, "", ""));
+    let out = env.run(&[
+        "run",
+        "codes",
+        "--",
+        "sh",
+        "-c",
+        "echo $PORT $PORTD_PORT $PORTD_PROJECT {port}:{port} ${LISTEN_FDS:-none}",
+    ]);
+    let port = env.run(&["get", "codes"]).port();
+    assert_eq!(out.ok(), format!("{port} {port} codes {port}:{port} none\n"));
+    let out = env.run(&["run", "codes", "--", "/nonexistent/server"]);
+    assert_eq!(out.code, 127, "{out:#?}");
+    assert!(out.stderr.starts_with("error: cannot run `/nonexistent/server`"), "{out:#?}");
+    assert_eq!(env.ls()[0].state, "idle");
+}
+
+#[test]
+fn inherited_listen_variables_are_cleared() {
+    let env = Env::new();
+    let out = env.run_env(
+        &[
+            "run",
+            "clean",
+            "--",
+            "sh",
+            "-c",
+            "echo ${LISTEN_FDS:-unset} ${LISTEN_PID:-unset} ${LISTEN_FDNAMES:-unset}",
+        ],
+        &[("LISTEN_FDS", "4"), ("LISTEN_PID", "1"), ("LISTEN_FDNAMES", "x")],
+    );
+    assert_eq!(out.ok(), "unset unset unset\n");
+}
+
+/// A child that records which signal reached it, then exits 42.
+fn trapping_child(env: &Env, name: &str, sig: &str) -> (Child, std::path::PathBuf) {
+    let file = env.root().join(format!("got-{sig}"));
+    let ready = env.root().join(format!("ready-{sig}"));
+    let script = format!(
+        "trap 'echo {sig} > {f}; exit 42' {sig}; touch {r}; while :; do sleep 0.05; done",
+        f = file.display(),
+        r = ready.display()
+    );
+    let child = spawn(env, &["run", name, "--", "sh", "-c", &script]);
+    wait_for("the child's trap", Duration::from_secs(10), || ready.exists());
+    (child, file)
+}
+
+#[test]
+fn sigterm_and_sigint_reach_the_child() {
+    let env = Env::new();
+    for sig in ["TERM", "INT", "HUP"] {
+        let (child, file) = trapping_child(&env, "sig", sig);
+        signal(child.id(), sig);
+        let (code, stderr) = finish(&env, child);
+        assert_eq!(code, 42, "{sig}");
+        // The shell may report its `sleep` killed by the same signal.
+        assert!(!stderr.contains("error"), "{sig}: {stderr}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{sig}\n"));
+    }
+}
+
+#[test]
+fn second_sigint_kills_a_child_that_ignores_the_first() {
+    let env = Env::new();
+    let ready = env.root().join("ready");
+    let script = format!("trap '' INT; touch {}; while :; do sleep 0.05; done", ready.display());
+    let child = spawn(&env, &["run", "stubborn", "--", "sh", "-c", &script]);
+    wait_for("the child", Duration::from_secs(10), || ready.exists());
+    signal(child.id(), "INT");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(child.id(), "INT");
+    let (code, _) = finish(&env, child);
+    assert_eq!(code, 137, "killed by SIGKILL after the second Ctrl-C");
+}
+
+#[test]
+fn sigkill_of_portd_run_takes_the_child_and_frees_the_port() {
+    let env = Env::new();
+    // A one-port range: the next project can only get this port by
+    // reclaiming the dead lease.
+    let port = (21700..21800)
+        // Free as a fresh allocation sees it: not even TIME_WAIT left by an
+        // earlier run of this test.
+        .find(|&p| {
+            portd_core::probe(p, portd_core::ProbeOptions::default()) == portd_core::Verdict::Free
+                && env.run(&["check", &p.to_string()]).code == 0
+        })
+        .unwrap();
+    env.write_config(format!("[[range]]\nname = \"one\"\nstart = {port}\nend = {port}\n"));
+    let pidfile = env.root().join("server.pid");
+    let script = format!(
+        "echo $$ > {}; exec python3 -m http.server {{port}} --bind 127.0.0.1",
+        pidfile.display()
+    );
+    let mut child = spawn(&env, &["run", "victim", "--", "sh", "-c", &script]);
+    active(&env, &mut child, "victim");
+    assert!(serves(port).starts_with("HTTP/1.0 200"));
+    let server: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    signal(child.id(), "KILL");
+    let (code, _) = finish(&env, child);
+    assert_eq!(code, -1, "portd run was killed");
+    let t = Instant::now();
+    wait_for("the server to die", Duration::from_secs(1), || !alive(server));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    let e = env.ls().into_iter().find(|e| e.project == "victim").unwrap();
+    assert_eq!(e.state, "idle", "a dead owner's lease is idle");
+    wait_for("the port to be bindable", Duration::from_secs(5), || {
+        portd_core::probe(port, portd_core::ProbeOptions { reuse: true, udp: false })
+            == portd_core::Verdict::Free
+    });
+    assert_eq!(env.run(&["get", "next"]).port(), port, "the dead lease was reclaimed");
+}
+
+#[test]
+fn fifty_concurrent_runs_serve_on_distinct_ports_and_go_idle() {
+    let env = Env::new();
+    let script = "import os, socket\n\
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(16)\n\
+        while True:\n\
+        \x20   c, _ = s.accept(); c.recv(1024)\n\
+        \x20   c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\n' + os.environ['PORTD_PROJECT'].encode()); c.close()";
+    let names: Vec<String> = (0..50).map(|i| format!("many-{i}")).collect();
+    let mut children: Vec<Child> =
+        names.iter().map(|n| spawn(&env, &["run", n, "--", "python3", "-c", script])).collect();
+    let mut ports = std::collections::BTreeSet::new();
+    for (n, c) in names.iter().zip(&mut children) {
+        let e = active(&env, c, n);
+        let body = serves(e.port);
+        assert!(body.starts_with("HTTP/1.0 200") && body.ends_with(n.as_str()), "{n}: {body}");
+        ports.insert(e.port);
+    }
+    assert_eq!(ports.len(), 50, "distinct ports");
+    for c in &children {
+        signal(c.id(), "TERM");
+    }
+    for c in children {
+        assert_eq!(finish(&env, c).0, 143);
+    }
+    let ls = env.ls();
+    assert_eq!(ls.len(), 50);
+    assert!(ls.iter().all(|e| e.state == "idle" && e.pid.is_none()), "{ls:#?}");
+}
+
+#[test]
+fn busy_port_refused_with_holder_named_and_move_takes_another() {
+    let env = Env::new();
+    let port = env.run(&["get", "squatted"]).port();
+    let squatter = bind_v4_loopback(port).unwrap();
+    let before = env.ls_raw();
+    let out = env.run(&["run", "squatted", "--", "true"]);
+    let err = out.error(5);
+    assert!(err.contains(&format!("port {port} is bound by pid {}", std::process::id())), "{err}");
+    assert_eq!(env.ls_raw(), before, "a refused run changes nothing");
+    let out = env.run(&["run", "squatted", "--move", "--", "sh", "-c", "echo $PORT"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let moved: u16 = out.stdout.trim().parse().unwrap();
+    assert_ne!(moved, port);
+    assert!(out.stderr.contains(&format!("moved `squatted` from port {port}")), "{out:#?}");
+    assert_eq!(env.run(&["get", "squatted"]).port(), moved);
+    drop(squatter);
+}

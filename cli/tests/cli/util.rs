@@ -1,0 +1,364 @@
+//! Shared helpers: a private registry per test, running `portd`, checking
+//! exit code, stdout and stderr together, and the JSON shapes of the
+//! output.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::ffi::OsStr;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_portd");
+
+/// What one `portd` run produced. Occurrences of the test's temporary
+/// directory are replaced by `[ROOT]`, so messages can be compared exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The exit code (`-1` if killed by a signal).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Asserts exit 0 with nothing on stderr, and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!((self.code, self.stderr.as_str()), (0, ""), "expected success: {self:#?}");
+        self.no_panic();
+        &self.stdout
+    }
+
+    /// Asserts exit 0, an empty stderr, and one port on stdout; returns it.
+    #[track_caller]
+    pub fn port(&self) -> u16 {
+        let out = self.ok();
+        assert!(out.ends_with('\n') && out.lines().count() == 1, "one line expected: {self:#?}");
+        out.trim_end().parse().unwrap_or_else(|_| panic!("not a port: {self:#?}"))
+    }
+
+    /// Asserts success and parses stdout as JSON.
+    #[track_caller]
+    pub fn json<T: DeserializeOwned>(&self) -> T {
+        let out = self.ok();
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("bad JSON ({e}): {self:#?}"))
+    }
+
+    /// Asserts a portd error: exit `code`, nothing on stdout, and on stderr
+    /// exactly one `error:` line, optionally followed by one `hint:` line.
+    /// Returns stderr.
+    #[track_caller]
+    pub fn error(&self, code: i32) -> &str {
+        assert_eq!((self.code, self.stdout.as_str()), (code, ""), "{self:#?}");
+        self.no_panic();
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert!(self.stderr.ends_with('\n'), "stderr must end with a newline: {self:#?}");
+        match lines.as_slice() {
+            [e] => assert!(e.starts_with("error: "), "{self:#?}"),
+            [e, h] => assert!(e.starts_with("error: ") && h.starts_with("hint: "), "{self:#?}"),
+            _ => panic!("expected an error line and at most a hint line: {self:#?}"),
+        }
+        &self.stderr
+    }
+
+    /// Asserts a clap usage error: exit 2, nothing on stdout, an `error:`
+    /// on stderr (clap may add usage lines). Returns stderr.
+    #[track_caller]
+    pub fn usage(&self) -> &str {
+        assert_eq!((self.code, self.stdout.as_str()), (2, ""), "{self:#?}");
+        self.no_panic();
+        assert!(self.stderr.starts_with("error: "), "{self:#?}");
+        &self.stderr
+    }
+
+    /// Asserts that neither stream shows a panic.
+    #[track_caller]
+    pub fn no_panic(&self) {
+        for s in [&self.stdout, &self.stderr] {
+            assert!(!s.contains("panicked") && !s.contains("internal error"), "panic: {self:#?}");
+        }
+    }
+}
+
+/// A test's private world: registry, configuration, scratch space.
+#[derive(Debug)]
+pub struct Env {
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env { tmp: tempfile::Builder::new().prefix("portd-cli-").tempdir().unwrap() }
+    }
+
+    /// The temporary directory (also `XDG_CONFIG_HOME` and `HOME`).
+    pub fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// `PORTD_HOME`, created by portd on first use.
+    pub fn home(&self) -> PathBuf {
+        self.root().join("home")
+    }
+
+    /// The registry file.
+    pub fn registry(&self) -> PathBuf {
+        self.home().join("registry.redb")
+    }
+
+    /// Where portd looks for its config file (`$XDG_CONFIG_HOME/portd/config.toml`).
+    pub fn config_path(&self) -> PathBuf {
+        self.root().join("portd").join("config.toml")
+    }
+
+    /// Writes the config file.
+    pub fn write_config(&self, text: impl AsRef<[u8]>) {
+        std::fs::create_dir_all(self.root().join("portd")).unwrap();
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Removes the config file.
+    pub fn remove_config(&self) {
+        let _ = std::fs::remove_file(self.config_path());
+    }
+
+    /// `portd ARGS` with a clean environment: only `PATH`, `HOME`,
+    /// `XDG_CONFIG_HOME` and `PORTD_HOME`, all pointing into the test's
+    /// directory (no `PORTD_*` of the user's).
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root())
+            .env("XDG_CONFIG_HOME", self.root())
+            .env("PORTD_HOME", self.home())
+            .current_dir(self.root())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `portd ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.output(self.command(args))
+    }
+
+    /// Runs `portd ARGS` with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        self.output(cmd)
+    }
+
+    /// Runs a prepared command and collects its output.
+    pub fn output(&self, mut cmd: Command) -> Output {
+        let out = cmd.output().expect("cannot run portd");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: self.scrub(&String::from_utf8_lossy(&out.stdout)),
+            stderr: self.scrub(&String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+
+    /// Replaces the temporary directory's path by `[ROOT]`.
+    pub fn scrub(&self, s: &str) -> String {
+        let mut s = s.to_owned();
+        let canon = std::fs::canonicalize(self.root()).unwrap();
+        for p in [canon.as_path(), self.root()] {
+            s = s.replace(p.to_str().unwrap(), "[ROOT]");
+        }
+        s
+    }
+
+    /// `ls --json`, raw, for before/after comparisons.
+    #[track_caller]
+    pub fn ls_raw(&self) -> String {
+        self.run(&["ls", "--json"]).ok().to_owned()
+    }
+
+    /// `ls --json`, parsed.
+    #[track_caller]
+    pub fn ls(&self) -> Vec<EntryJson> {
+        self.run(&["ls", "--json"]).json()
+    }
+}
+
+/// Binds `127.0.0.1:port` with std, retrying briefly: another test's portd
+/// may be probing the same port at this very microsecond.
+pub fn bind_v4_loopback(port: u16) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for _ in 0..20 {
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(last.unwrap())
+}
+
+/// Whether this process runs as root (files it creates are owned by uid 0).
+pub fn is_root(env: &Env) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let probe = env.root().join(".uid-probe");
+    std::fs::write(&probe, b"").unwrap();
+    let uid = std::fs::metadata(&probe).unwrap().uid();
+    std::fs::remove_file(probe).unwrap();
+    uid == 0
+}
+
+/// Whether IPv6 loopback can be bound here.
+pub fn ipv6_available() -> bool {
+    TcpListener::bind(("::1", 0)).is_ok()
+}
+
+// ---- JSON shapes --------------------------------------------------------
+
+/// An entry in `ls --json` and `show --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EntryJson {
+    pub project: String,
+    pub key: String,
+    pub port: u16,
+    pub range: String,
+    pub state: String,
+    pub pid: Option<u32>,
+    pub child_pid: Option<u32>,
+    pub command: Option<Vec<String>>,
+    pub created: Option<String>,
+    pub last_used: Option<String>,
+}
+
+/// `get --json`: the entry (without state) plus what this call did.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GetJson {
+    pub project: String,
+    pub key: String,
+    pub port: u16,
+    pub range: String,
+    pub pid: Option<u32>,
+    pub child_pid: Option<u32>,
+    pub command: Option<Vec<String>>,
+    pub created: Option<String>,
+    pub last_used: Option<String>,
+    pub fresh: bool,
+    pub moved_from: Option<u16>,
+}
+
+/// `env --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[allow(non_snake_case)]
+pub struct EnvJson {
+    pub PORT: String,
+    pub PORTD_PORT: String,
+    pub PORTD_PROJECT: String,
+}
+
+/// One range in `status --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RangeStatusJson {
+    pub name: String,
+    pub start: u16,
+    pub end: u16,
+    pub fallback: bool,
+    pub usable: usize,
+    pub used: usize,
+    pub active: usize,
+    pub idle: usize,
+}
+
+/// `status --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StatusJson {
+    pub registry: String,
+    pub file_bytes: u64,
+    pub ranges: Vec<RangeStatusJson>,
+    pub outside_ranges: usize,
+}
+
+/// A value of `config --json` and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub source: String,
+}
+
+/// A range in `config --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RangeJson {
+    pub name: String,
+    pub start: u16,
+    pub end: u16,
+    pub fallback: bool,
+}
+
+/// `config --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ConfigJson {
+    pub home: Sourced<String>,
+    pub config_file: Option<String>,
+    pub ranges: Sourced<Vec<RangeJson>>,
+    pub exclude: Sourced<Vec<String>>,
+    pub idle_ttl: Sourced<String>,
+    pub lock_timeout: Sourced<String>,
+    pub range: Sourced<Option<String>>,
+    pub port: Sourced<Option<u16>>,
+}
+
+/// A process bound to a port, in `check --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HolderJson {
+    pub pid: u32,
+    pub name: String,
+    pub command: Option<Vec<String>>,
+    pub is_owner: bool,
+}
+
+/// One port in `check --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CheckJson {
+    pub port: u16,
+    pub bindable: bool,
+    pub free: bool,
+    pub range: Option<String>,
+    pub excluded: Option<String>,
+    pub project: Option<String>,
+    pub state: Option<String>,
+    pub owner_pid: Option<u32>,
+    pub bound_by: Vec<HolderJson>,
+    pub in_ephemeral_range: bool,
+}
+
+/// `cleanup --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CleanupJson {
+    pub reclaimed: Vec<String>,
+    pub expired: Vec<String>,
+}
+
+/// One project in `release --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReleasedJson {
+    pub project: String,
+    pub key: String,
+    pub port: u16,
+}
+
+/// `release --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReleaseJson {
+    pub released: Vec<ReleasedJson>,
+}
+
+/// `reset --yes --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ResetJson {
+    pub backup: Option<String>,
+}
