@@ -90,3 +90,43 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// A command line for people to read on one line: arguments that need it
+/// are single-quoted as a shell would take them, control characters are
+/// escaped (a newline in an argument never breaks the output's lines).
+pub fn command_line(args: &[String]) -> String {
+    let plain = |a: &str| {
+        !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,{}".contains(c))
+    };
+    let quote = |a: &str| {
+        let inner: String = a
+            .chars()
+            .flat_map(|c| match c {
+                '\'' => "'\\''".chars().collect::<Vec<_>>(),
+                c if c.is_control() => c.escape_default().collect(),
+                c => vec![c],
+            })
+            .collect();
+        format!("'{inner}'")
+    };
+    args.iter().map(|a| if plain(a) { a.clone() } else { quote(a) }).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line;
+
+    #[test]
+    fn command_lines_stay_on_one_line_and_quote_what_needs_it() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            command_line(&args(&["python3", "-m", "http.server", "4100"])),
+            "python3 -m http.server 4100"
+        );
+        assert_eq!(
+            command_line(&args(&["sh", "-c", "echo hi; exit 7"])),
+            "sh -c 'echo hi; exit 7'"
+        );
+        assert_eq!(command_line(&args(&["a\nb", "it's", ""])), r"'a\nb' 'it'\''s' ''");
+    }
+}

@@ -52,6 +52,11 @@ pub struct Config {
     pub default_range: Option<String>,
     /// A port pinned for this call (`PORTD_PORT`).
     pub pinned_port: Option<u16>,
+    /// The project `PORTD_PORT` was exported for (`PORTD_PROJECT`, set
+    /// beside it by `portd env` and `portd run`): the pin applies to that
+    /// project only, so that a shell or a server running under one
+    /// project's lease can still ask portd for other projects' ports.
+    pub pinned_for: Option<String>,
     /// Where each key came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -69,6 +74,7 @@ impl Default for Config {
             lock_timeout: Duration::from_secs(10),
             default_range: None,
             pinned_port: None,
+            pinned_for: None,
             sources,
         }
     }
@@ -178,6 +184,49 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).unwrap_or(text).matches('\n').count() + 1
 }
 
+/// The key whose value holds `offset`: the nearest `key = …` at or above
+/// its line (a value may span lines). `None` where the error is not in a
+/// value (a syntax error, an unknown key, a table header).
+fn key_at(text: &str, offset: usize) -> Option<&str> {
+    let upto = text.get(..offset).unwrap_or(text);
+    let line_end = text[upto.len()..].find('\n').map_or(text.len(), |i| upto.len() + i);
+    let line = &text[upto.rfind('\n').map_or(0, |i| i + 1)..line_end];
+    if line.trim_start().starts_with('[') {
+        return None;
+    }
+    for line in text[..line_end].lines().rev() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            return None;
+        }
+        if let Some((k, _)) = t.split_once('=') {
+            let k = k.trim();
+            if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Some(k);
+            }
+        }
+    }
+    None
+}
+
+/// A type error's message, said in the terms of the key it is about.
+fn explain(key: &str, msg: &str) -> String {
+    let want = match key {
+        "idle_ttl" | "lock_timeout" => "a duration string such as \"7d\", \"12h\" or \"500ms\"",
+        "exclude" => "a list of ports and spans, such as [4100, \"4200-4210\"]",
+        "range" => "[[range]] tables with name, start and end",
+        "name" => "a string",
+        "start" | "end" => "a port number",
+        "fallback" => "true or false",
+        _ => return msg.to_owned(),
+    };
+    if msg.starts_with("unknown field") || msg.starts_with("missing field") {
+        return msg.to_owned();
+    }
+    format!("expected {want}")
+}
+
 impl Config {
     /// Applies a TOML config file's text on top of `self`.
     pub fn apply_file(&mut self, path: &Path, text: &str) -> Result<()> {
@@ -189,12 +238,16 @@ impl Config {
             ))
         };
         let raw: RawFile = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            let start = e.span().map_or(0, |s| s.start);
             let msg = e.message().trim().replace('\n', " ");
-            Error::config(format!(
-                "invalid configuration in `{}` line {line}: {msg}",
-                path.display()
-            ))
+            match key_at(text, start) {
+                Some(key) => at(start..start, key, &explain(key, &msg)),
+                None => Error::config(format!(
+                    "invalid configuration in `{}` line {}: {msg}",
+                    path.display(),
+                    line_of(text, start)
+                )),
+            }
         })?;
         let src = Source::File(path.to_owned());
         if let Some(v) = raw.idle_ttl {
@@ -262,9 +315,17 @@ impl Config {
         }
         if let Some(v) = get("PORTD_PORT") {
             self.pinned_port = Some(parse_port(&v).map_err(|m| bad("PORTD_PORT", m))?);
+            self.pinned_for = get("PORTD_PROJECT").filter(|p| !p.is_empty());
             self.sources.insert("port", Source::Env("PORTD_PORT"));
         }
         Ok(())
+    }
+
+    /// The port pinned by `PORTD_PORT` for the project stored as `key`, if
+    /// the pin is meant for it (see [`Config::pinned_for`]).
+    pub fn pinned_port_for(&self, key: &str) -> Option<u16> {
+        let meant = |p: &String| p == key || crate::record::display_name(key) == p;
+        self.pinned_port.filter(|_| self.pinned_for.as_ref().is_none_or(meant))
     }
 
     /// Sets the range used when none is asked for; it must exist.

@@ -95,7 +95,53 @@ pub(crate) fn open(dir: &Path) -> Result<Database> {
     Ok(db)
 }
 
-fn check_schema(db: &Database) -> Result<()> {
+/// A registry opened for reading only.
+pub(crate) enum Reader {
+    /// Opened read-only: nothing is ever written to the file.
+    Only(redb::ReadOnlyDatabase),
+    /// Opened for writing, because the file did not exist yet or was not
+    /// closed cleanly (a writer was killed) and redb must recover it.
+    Writer(Database),
+}
+
+impl Reader {
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        match self {
+            Reader::Only(db) => db.begin_read(),
+            Reader::Writer(db) => db.begin_read(),
+        }
+        .map_err(db_err)
+    }
+
+    pub(crate) fn close(self) -> Result<()> {
+        match self {
+            Reader::Only(db) => db.close(),
+            Reader::Writer(db) => db.close(),
+        }
+        .map_err(db_err)
+    }
+}
+
+/// Opens the registry for a read. A damaged file found this way is left
+/// byte for byte as it was, which an open for writing cannot promise (redb
+/// marks the file as in use when it opens it for writing). Must be called
+/// with `registry.lock` held.
+pub(crate) fn open_read(dir: &Path) -> Result<Reader> {
+    let path = dir.join(home::REGISTRY_FILE);
+    if !home::check_file(&path)? {
+        return open(dir).map(Reader::Writer);
+    }
+    match builder().open_read_only(&path) {
+        Ok(db) => {
+            check_schema(&db)?;
+            Ok(Reader::Only(db))
+        }
+        Err(redb::DatabaseError::RepairAborted) => open(dir).map(Reader::Writer),
+        Err(e) => Err(db_err(e)),
+    }
+}
+
+fn check_schema(db: &impl ReadableDatabase) -> Result<()> {
     let tx = db.begin_read().map_err(db_err)?;
     let meta = tx
         .open_table(META)

@@ -26,8 +26,14 @@ const MAX_WAIT: Duration = Duration::from_millis(4);
 /// Takes the lock in `dir`, waiting at most `timeout`.
 pub fn acquire(dir: &Path, timeout: Duration) -> Result<LockGuard> {
     let path = dir.join(crate::home::LOCK_FILE);
-    let file = portd_core::sys::open_nofollow(&path)
-        .map_err(|e| Error::io(format!("cannot open lock file `{}`", path.display()), e))?;
+    let file = portd_core::sys::open_nofollow(&path).map_err(|e| {
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            Error::permission(format!("lock file `{}` is a symbolic link", path.display()))
+                .with_hint(format!("remove it (`rm {}`); portd creates its own", path.display()))
+        } else {
+            Error::io(format!("cannot open lock file `{}`", path.display()), e)
+        }
+    })?;
     let start = Instant::now();
     let mut wait = FIRST_WAIT;
     loop {

@@ -12,7 +12,7 @@ use portd_core::{
     AtomicBitmap, Exclusions, Liveness, Owner, PortRange, ProbeOptions, Verdict, preferred_offset,
     probe, validate_name,
 };
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -278,9 +278,13 @@ impl Registry {
     }
 
     fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
-        self.locked(|db| {
-            let rtx = db.begin_read().map_err(db_err)?;
-            f(&rtx)
+        let _inproc = self.inproc.lock();
+        let _lock = lock::acquire(&self.dir, self.config.lock_timeout)?;
+        db::contain(&self.path(), || {
+            let db = db::open_read(&self.dir)?;
+            let out = f(&db.begin_read()?)?;
+            db.close()?;
+            Ok(out)
         })
     }
 
@@ -328,7 +332,7 @@ impl Registry {
 
     /// Whether an existing entry satisfies `opts` as it is.
     fn keeps(&self, e: &Entry, opts: &GetOptions) -> bool {
-        let pinned = opts.port.or(self.config.pinned_port);
+        let pinned = opts.port.or(self.config.pinned_port_for(&e.project));
         let want_range = opts.range.as_deref().or(self.config.default_range.as_deref());
         let in_range = self.config.ranges.by_name(&e.range).is_some_and(|r| r.contains(e.port));
         in_range && pinned.is_none_or(|p| p == e.port) && want_range.is_none_or(|r| r == e.range)
@@ -686,7 +690,7 @@ impl<'t> Tx<'t> {
         self.expire()?;
         // A move never lands back on the port it leaves.
         let avoid = existing.as_ref().filter(|_| opts.move_port).map(|e| e.port);
-        let (port, range) = match opts.port.or(cfg.pinned_port) {
+        let (port, range) = match opts.port.or(cfg.pinned_port_for(key)) {
             Some(p) => self.exact(key, p, opts)?,
             None => self.pick(key, opts, avoid)?,
         };

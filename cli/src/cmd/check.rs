@@ -1,6 +1,6 @@
 //! `portd check PORT…`: everything portd knows about a port.
 
-use crate::Ctx;
+use crate::{Ctx, printer};
 use portd_core::{ProbeOptions, Verdict, probe, sys};
 use portd_store::Error;
 use serde::Serialize;
@@ -104,7 +104,10 @@ pub fn check(ctx: &Ctx, ports: &[u16], udp: bool) -> Result<(), Error> {
             s.push_str("  bound      yes, by a process portd cannot see (another user's?)\n");
         }
         for h in &c.bound_by {
-            let cmd = h.command.as_ref().map_or(String::new(), |c| format!(": {}", c.join(" ")));
+            let cmd = h
+                .command
+                .as_ref()
+                .map_or(String::new(), |c| format!(": {}", printer::command_line(c)));
             let who = if h.is_owner {
                 " (the project's owner)"
             } else if c.project.is_some() {

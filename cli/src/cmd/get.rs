@@ -40,11 +40,7 @@ fn allocate(ctx: &Ctx, a: &GetArgs) -> Result<(Project, Allocation), Error> {
     };
     let alloc = reg.get_with(&project, &opts)?;
     if let Some(from) = alloc.moved_from {
-        ctx.out.info(&format!(
-            "moved `{}` from port {from} (bound by another process) to {}",
-            project.display(),
-            alloc.entry.port
-        ));
+        ctx.out.info(&super::moved(&project, from, alloc.entry.port, a.move_port));
     } else if !alloc.fresh && !opts.require_free && bound_by_other(&alloc.entry, a.udp) {
         let err = busy_error(alloc.entry.port, a.udp);
         ctx.out.warn(&format!("{}, not by `{}`'s owner", err.message(), project.display()));

@@ -3,7 +3,7 @@
 use super::{ago, rfc3339};
 use crate::Ctx;
 use crate::args::ProjectArg;
-use crate::printer::table;
+use crate::printer::{self, table};
 use portd_store::{Entry, Error, Listed};
 use serde::Serialize;
 
@@ -59,7 +59,7 @@ fn row(l: &Listed) -> Vec<String> {
         e.range.clone(),
         l.state.as_str().to_owned(),
         e.owner.map_or("-".into(), |o| o.pid.to_string()),
-        e.command.as_ref().map_or("-".into(), |c| truncate(&c.join(" "), 40)),
+        e.command.as_ref().map_or("-".into(), |c| truncate(&printer::command_line(c), 40)),
         ago(e.last_used_ms),
     ]
 }
@@ -136,7 +136,7 @@ pub fn show(ctx: &Ctx, project: &ProjectArg) -> Result<(), Error> {
     if let Some(c) = e.child_pid {
         kv("child", c.to_string());
     }
-    kv("command", e.command.as_ref().map_or("-".into(), |c| c.join(" ")));
+    kv("command", e.command.as_ref().map_or("-".into(), |c| printer::command_line(c)));
     kv("created", rfc3339(e.created_ms));
     kv("last used", format!("{} ({})", rfc3339(e.last_used_ms), ago(e.last_used_ms)));
     ctx.out.data(&s);

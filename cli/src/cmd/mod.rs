@@ -33,6 +33,13 @@ pub fn project_of(name: &str) -> Result<Project, Error> {
 }
 
 /// A usage error.
+/// The note printed when a project's port changed: with `--move`, because
+/// its old port was bound; otherwise because a pin or range asked for it.
+pub fn moved(project: &Project, from: u16, to: u16, because_bound: bool) -> String {
+    let why = if because_bound { " (bound by another process)" } else { "" };
+    format!("moved `{}` from port {from}{why} to {to}", project.display())
+}
+
 pub fn usage(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::Usage, msg)
 }

@@ -55,10 +55,7 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
     let lease = reg.get_with(&project, &opts)?;
     let port = lease.entry.port;
     if let Some(from) = lease.moved_from {
-        ctx.out.info(&format!(
-            "moved `{}` from port {from} (bound by another process) to {port}",
-            project.display()
-        ));
+        ctx.out.info(&super::moved(&project, from, port, a.move_port));
     }
     let started = start(ctx, a, project.display(), port, lease.bind_tcp_if(a.fd));
     let (child, signals) = match started {

@@ -339,14 +339,16 @@ fn bad_input_fails_cleanly_and_changes_nothing() {
 
 /// SPEC §5: a malformed value names the file, line and key.
 #[test]
-#[ignore = "bug: type errors in the config file do not name the key"]
 fn config_type_errors_name_the_key() {
     let env = Env::new();
     for (text, key) in [
         ("idle_ttl = 5\n", "`idle_ttl`"),
         ("exclude = [true]\n", "`exclude`"),
         ("range = 5\n", "`range`"),
-        ("[[range]]\nname = \"a\"\nstart = \"x\"\nend = 21010\n", "`start`"),
+        ("[[range]]\nname = \"a\"\nstart = \"x\"\nend = 21010\n", "line 3: `start`"),
+        ("lock_timeout = true\n", "line 1: `lock_timeout`: expected a duration"),
+        ("exclude = [\n  4100,\n  [1],\n]\n", "`exclude`: expected a list"),
+        ("[[range]]\nname = \"a\"\nstart = 21000\nend = 21010\nfallback = \"yes\"\n", "`fallback`"),
     ] {
         env.write_config(text);
         let out = env.run(&["get", "new-project"]);

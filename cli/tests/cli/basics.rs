@@ -130,6 +130,36 @@ fn env_prints_three_export_lines() {
     );
 }
 
+/// `PORTD_PORT` pins the port for the project `PORTD_PROJECT` names; the
+/// pair exported by `portd env web` must not pin other projects to web's
+/// port in that shell.
+#[test]
+fn portd_port_pins_only_the_project_it_was_exported_for() {
+    let env = Env::new();
+    let web = env.run(&["get", "pin-web"]).port();
+    let exported = [("PORTD_PORT", &*web.to_string()), ("PORTD_PROJECT", "pin-web")]
+        .map(|(k, v)| (k, v.to_owned()));
+    let vars: Vec<(&str, &str)> = exported.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let api = env.run_env(&["get", "pin-api"], &vars).port();
+    assert_ne!(api, web, "another project is not pinned to web's port");
+    assert_eq!(env.run_env(&["get", "pin-web"], &vars).port(), web);
+    // Set on its own, it pins whatever project the call is for.
+    let free = (14900..14999).find(|&p| env.run(&["check", &p.to_string()]).code == 0).unwrap();
+    let out = env.run_env(&["get", "pin-api"], &[("PORTD_PORT", &free.to_string())]);
+    let moved = format!("moved `pin-api` from port {api} to {free}\n");
+    assert_eq!((out.code, out.stdout, out.stderr), (0, format!("{free}\n"), moved));
+    assert_eq!(env.run(&["get", "pin-api"]).port(), free, "the pinned port is kept");
+    // And a pin for another port of web's own is refused as any --port would be.
+    let out = env.run_env(
+        &["get", "pin-web"],
+        &[("PORTD_PORT", &free.to_string()), ("PORTD_PROJECT", "pin-web")],
+    );
+    assert!(
+        out.error(5).contains(&format!("port {free} is held by project `pin-api`")),
+        "{out:#?}"
+    );
+}
+
 #[test]
 fn ls_prints_a_table_with_a_header() {
     let env = Env::new();

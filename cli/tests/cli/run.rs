@@ -37,6 +37,17 @@ fn alive(pid: u32) -> bool {
     portd_core::sys::proc_stat(pid).is_ok_and(|s| s.state != 'Z')
 }
 
+/// A test's own world with a range of its own, `len` ports from `start`
+/// (below the kernel's ephemeral range): ports are machine-wide, so
+/// servers of tests running side by side, each with its own registry,
+/// would otherwise sit on each other's stable ports.
+fn private_range(start: u16, len: u16) -> Env {
+    let env = Env::new();
+    let end = start + len - 1;
+    env.write_config(format!("[[range]]\nname = \"test\"\nstart = {start}\nend = {end}\n"));
+    env
+}
+
 /// `portd run ARGS` in the background.
 fn spawn(env: &Env, args: &[&str]) -> Child {
     env.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
@@ -87,7 +98,7 @@ const PORT_SERVER: &str = "import os, http.server as h\n\
 
 #[test]
 fn http_server_with_port_argument_serves_on_the_stable_port_twice() {
-    let env = Env::new();
+    let env = private_range(22000, 100);
     let want = env.run(&["get", "run-web"]).port();
     for round in 0..2 {
         let mut child = spawn(
@@ -123,7 +134,7 @@ fn http_server_with_port_argument_serves_on_the_stable_port_twice() {
 
 #[test]
 fn server_reading_port_from_the_environment() {
-    let env = Env::new();
+    let env = private_range(22100, 100);
     let mut child = spawn(&env, &["run", "run-env", "--", "python3", "-c", PORT_SERVER]);
     let e = active(&env, &mut child, "run-env");
     assert!(serves(e.port).starts_with("HTTP/1.0 200"));
@@ -136,7 +147,7 @@ fn server_reading_port_from_the_environment() {
 
 #[test]
 fn fd3_socket_is_ready_before_the_server_is() {
-    let env = Env::new();
+    let env = private_range(22200, 100);
     let report = env.root().join("fd-report");
     // Sleeps before accepting: a client that connects first must wait in
     // the backlog and still be served.
@@ -166,7 +177,7 @@ fn fd3_socket_is_ready_before_the_server_is() {
 
 #[test]
 fn exit_codes_pass_through() {
-    let env = Env::new();
+    let env = private_range(22300, 100);
     let out = env.run(&["run", "codes", "--", "sh", "-c", "exit 7"]);
     assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (7, "", ""));
     let out = env.run(&["run", "codes", "--", "sh", "-c", "kill -TERM $$"]);
@@ -189,7 +200,7 @@ fn exit_codes_pass_through() {
 
 #[test]
 fn inherited_listen_variables_are_cleared() {
-    let env = Env::new();
+    let env = private_range(22400, 100);
     let out = env.run_env(
         &[
             "run",
@@ -220,7 +231,7 @@ fn trapping_child(env: &Env, name: &str, sig: &str) -> (Child, std::path::PathBu
 
 #[test]
 fn sigterm_and_sigint_reach_the_child() {
-    let env = Env::new();
+    let env = private_range(22500, 100);
     for sig in ["TERM", "INT", "HUP"] {
         let (child, file) = trapping_child(&env, "sig", sig);
         signal(child.id(), sig);
@@ -234,7 +245,7 @@ fn sigterm_and_sigint_reach_the_child() {
 
 #[test]
 fn second_sigint_kills_a_child_that_ignores_the_first() {
-    let env = Env::new();
+    let env = private_range(22600, 100);
     let ready = env.root().join("ready");
     let script = format!("trap '' INT; touch {}; while :; do sleep 0.05; done", ready.display());
     let child = spawn(&env, &["run", "stubborn", "--", "sh", "-c", &script]);
@@ -286,7 +297,10 @@ fn sigkill_of_portd_run_takes_the_child_and_frees_the_port() {
 
 #[test]
 fn fifty_concurrent_runs_serve_on_distinct_ports_and_go_idle() {
-    let env = Env::new();
+    // Room for runs of this test in quick succession: the servers close
+    // their connections first, and a fresh allocation does not take a
+    // port in TIME_WAIT.
+    let env = private_range(23000, 1000);
     let script = "import os, socket\n\
         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
         s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(16)\n\
@@ -317,7 +331,7 @@ fn fifty_concurrent_runs_serve_on_distinct_ports_and_go_idle() {
 
 #[test]
 fn busy_port_refused_with_holder_named_and_move_takes_another() {
-    let env = Env::new();
+    let env = private_range(22800, 100);
     let port = env.run(&["get", "squatted"]).port();
     let squatter = bind_v4_loopback(port).unwrap();
     let before = env.ls_raw();
