@@ -1,0 +1,131 @@
+//! The registry against a plain model, and reclaim of dead owners.
+
+use portd_store::{Config, ErrorKind, Owner, Ranges, Registry, State};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A registry in a fresh directory whose only range is `start..=end`.
+fn registry(start: u16, end: u16) -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.ranges = Ranges::from_raw(&[("test".into(), start.into(), end.into(), true)]).unwrap();
+    let reg = Registry::open(dir.path().join("portd"), config).unwrap();
+    (dir, reg)
+}
+
+/// xorshift64*: a seeded, reproducible sequence.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+    }
+}
+
+/// Random get / get_many / release / cleanup sequences against a
+/// `BTreeMap` of project → port. After every step the registry lists
+/// exactly the model's entries, no port twice; a project keeps its port
+/// while it exists and gets its last port back after a release when no one
+/// else took it.
+#[test]
+fn random_operations_match_a_plain_model() {
+    let names: Vec<String> = (0..24).map(|i| format!("model-{i}")).collect();
+    for seed in 1..=4u64 {
+        // 48 ports for 24 projects: never full, so nothing is evicted.
+        let (_dir, reg) = registry(26_000, 26_047);
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut model: BTreeMap<String, u16> = BTreeMap::new();
+        let mut last: BTreeMap<String, u16> = BTreeMap::new();
+        for step in 0..300 {
+            let ctx = format!("seed {seed}, step {step}");
+            match rng.below(10) {
+                0..=4 => {
+                    let n = &names[rng.below(names.len())];
+                    let port = reg.get(n).unwrap();
+                    check_get(&model, &last, n, port, &ctx);
+                    model.insert(n.clone(), port);
+                }
+                5 => {
+                    let batch: Vec<&String> =
+                        (0..4).map(|_| &names[rng.below(names.len())]).collect();
+                    let ports = reg.get_many(&batch).unwrap();
+                    for (n, port) in batch.into_iter().zip(ports) {
+                        if let Some(&had) = model.get(n) {
+                            assert_eq!(port, had, "{ctx}: {n} in a batch");
+                        }
+                        check_get(&model, &last, n, port, &ctx);
+                        model.insert(n.clone(), port);
+                    }
+                }
+                6..=8 => {
+                    let n = &names[rng.below(names.len())];
+                    match (reg.release(n), model.remove(n)) {
+                        (Ok(()), Some(port)) => {
+                            last.insert(n.clone(), port);
+                        }
+                        (Err(e), None) => assert_eq!(e.kind(), ErrorKind::UnknownProject, "{ctx}"),
+                        (r, m) => panic!("{ctx}: release {n}: registry {r:?}, model {m:?}"),
+                    }
+                }
+                _ => {
+                    // No owners, nothing past idle_ttl: cleanup changes nothing.
+                    let report = reg.cleanup().unwrap();
+                    assert!(report.reclaimed.is_empty() && report.expired.is_empty(), "{ctx}");
+                }
+            }
+            let listed: BTreeMap<String, u16> =
+                reg.list().unwrap().into_iter().map(|l| (l.entry.project, l.entry.port)).collect();
+            assert_eq!(listed, model, "{ctx}");
+            let ports: BTreeSet<u16> = model.values().copied().collect();
+            assert_eq!(ports.len(), model.len(), "{ctx}: a port held twice");
+            assert!(ports.iter().all(|p| (26_000..=26_047).contains(p)), "{ctx}");
+        }
+    }
+}
+
+fn check_get(
+    model: &BTreeMap<String, u16>,
+    last: &BTreeMap<String, u16>,
+    name: &str,
+    port: u16,
+    ctx: &str,
+) {
+    if let Some(&had) = model.get(name) {
+        assert_eq!(port, had, "{ctx}: {name} keeps its port");
+    } else if let Some(&prev) = last.get(name)
+        && !model.values().any(|&p| p == prev)
+    {
+        assert_eq!(port, prev, "{ctx}: {name} gets its last port back");
+    } else {
+        assert!(!model.values().any(|&p| p == port), "{ctx}: {name} got a held port");
+    }
+}
+
+/// A full range: a lease whose owner's pid now belongs to another process
+/// (same pid, other start time) is dead and its port is reclaimed; a live
+/// owner's lease is never taken.
+#[test]
+fn a_reused_pid_counts_as_dead_and_its_port_is_reclaimed() {
+    let (_dir, reg) = registry(26_100, 26_101);
+    let me = Owner::this_process();
+    let before_me = Owner { start_time: me.start_time - 1, ..me };
+    let stale = reg.acquire("stale", before_me).unwrap().entry.port;
+    let live = reg.acquire("live", me).unwrap().entry.port;
+    assert_ne!(stale, live);
+    assert_eq!(
+        reg.show(&portd_store::Project::name("live").unwrap()).unwrap().state,
+        State::Active
+    );
+
+    let next = reg.acquire("next", me).unwrap().entry.port;
+    assert_eq!(next, stale, "the reused pid's lease was reclaimed");
+    let projects: BTreeSet<String> =
+        reg.list().unwrap().into_iter().map(|l| l.entry.project).collect();
+    assert_eq!(projects, BTreeSet::from(["live".to_owned(), "next".to_owned()]));
+
+    let err = reg.get("one-more").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoFreePort, "live owners keep their ports: {err}");
+    assert_eq!(reg.list().unwrap().len(), 2, "a failed allocation changes nothing");
+}
