@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// A registry in a fresh directory whose only range is `start..=end`.
 fn registry(start: u16, end: u16) -> (tempfile::TempDir, Registry) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.ranges = Ranges::from_raw(&[("test".into(), start.into(), end.into(), true)]).unwrap();
+    let ranges = Ranges::from_raw(&[("test".into(), start.into(), end.into(), true)]).unwrap();
+    let config = Config { ranges, ..Config::default() };
     let reg = Registry::open(dir.path().join("portd"), config).unwrap();
     (dir, reg)
 }
