@@ -24,6 +24,7 @@
 mod config;
 mod db;
 mod error;
+mod group;
 mod home;
 mod lock;
 mod record;

@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::db::{self, ENTRIES, HISTORY, LRU, META, PORTS, db_err};
 use crate::error::{Error, ErrorKind, Result};
+use crate::group::{Group, Request};
 use crate::home;
 use crate::lock;
 use crate::record::{self, Entry, display_name};
@@ -199,6 +200,7 @@ pub struct Registry {
     config: Config,
     exclusions: Exclusions,
     inproc: parking_lot::Mutex<()>,
+    group: Group,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -222,7 +224,8 @@ impl Registry {
         home::prepare(&dir)?;
         home::check_file(&dir.join(home::REGISTRY_FILE))?;
         let exclusions = Exclusions::with_kernel(config.exclude.clone());
-        Ok(Registry { dir, config, exclusions, inproc: parking_lot::Mutex::new(()) })
+        let inproc = parking_lot::Mutex::new(());
+        Ok(Registry { dir, config, exclusions, inproc, group: Group::default() })
     }
 
     /// Opens the registry named by the environment (`PORTD_HOME`, …) with
@@ -321,7 +324,58 @@ impl Registry {
                 return Ok(Allocation { entry: e, fresh: false, moved_from: None });
             }
         }
-        self.write(|tx| tx.get(project.key(), opts))
+        // Concurrent callers of this process share one transaction.
+        self.group.submit(project.key(), opts, |leader| {
+            self.locked(|db| {
+                loop {
+                    let batch = leader.take();
+                    if batch.is_empty() {
+                        return Ok(());
+                    }
+                    leader.answer(self.run_batch(db, batch)?);
+                }
+            })
+        })
+    }
+
+    /// Runs `batch` in one write transaction. A request that fails gets its
+    /// error, and the transaction is run again without it, so that the
+    /// others' allocations never include its partial changes.
+    fn run_batch(
+        &self,
+        db: &redb::Database,
+        mut batch: Vec<Request>,
+    ) -> Result<Vec<(u64, Result<Allocation>)>> {
+        let mut answers = Vec::with_capacity(batch.len());
+        while !batch.is_empty() {
+            let wtx = db.begin_write().map_err(db_err)?;
+            let mut done = Vec::with_capacity(batch.len());
+            let mut failed = None;
+            {
+                let mut tx = Tx::new(&wtx, self)?;
+                for (i, r) in batch.iter().enumerate() {
+                    match tx.get(&r.key, &r.opts) {
+                        Ok(a) => done.push((r.id, Ok(a))),
+                        Err(e) => {
+                            failed = Some((i, e));
+                            break;
+                        }
+                    }
+                }
+            }
+            match failed {
+                None => {
+                    wtx.commit().map_err(db_err)?;
+                    answers.extend(done);
+                    break;
+                }
+                Some((i, e)) => {
+                    wtx.abort().map_err(db_err)?;
+                    answers.push((batch.remove(i).id, Err(e)));
+                }
+            }
+        }
+        Ok(answers)
     }
 
     /// An active lease for `project`, owned by `owner`.
@@ -806,8 +860,10 @@ impl<'t> Tx<'t> {
         ))
     }
 
-    /// Scans `r` from its persisted cursor; the bitmap marks what is held,
-    /// excluded or found busy, so each port is probed at most once.
+    /// Scans `r` from its persisted cursor; the bitmap marks each port as
+    /// it is visited, so each is looked at once. Candidates are checked one
+    /// by one (index lookup, exclusions, probe), so the cost grows with the
+    /// number of candidates tried, not with the size of the registry.
     fn scan(
         &mut self,
         r: &PortRange,
@@ -815,21 +871,12 @@ impl<'t> Tx<'t> {
         opts: &ProbeOptions,
     ) -> Result<Option<u16>> {
         let bits = AtomicBitmap::new(r.len());
-        for row in self.ports.range(r.start..=r.end).map_err(db_err)? {
-            let (p, _) = row.map_err(db_err)?;
-            bits.claim(usize::from(p.value() - r.start));
-        }
-        for p in r.start..=r.end {
-            if Some(p) == avoid || self.reg.exclusions.reason(p).is_some() {
-                bits.claim(usize::from(p - r.start));
-            }
-        }
         let cursor_key = format!("cursor:{}", r.name);
         let cursor = self.meta.get(cursor_key.as_str()).map_err(db_err)?.map_or(0, |v| v.value());
         bits.set_cursor(cursor as usize);
         while let Some(bit) = bits.claim_next() {
             let p = r.port_at(bit);
-            if probe(p, *opts) == Verdict::Free {
+            if self.usable(p, avoid, opts)? {
                 self.meta.insert(cursor_key.as_str(), bits.cursor() as u64).map_err(db_err)?;
                 return Ok(Some(p));
             }

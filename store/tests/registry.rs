@@ -129,3 +129,53 @@ fn a_reused_pid_counts_as_dead_and_its_port_is_reclaimed() {
     assert_eq!(err.kind(), ErrorKind::NoFreePort, "live owners keep their ports: {err}");
     assert_eq!(reg.list().unwrap().len(), 2, "a failed allocation changes nothing");
 }
+
+/// Threads of one process share transactions (group commit): every answer
+/// is committed, ports are distinct, and a request that fails in a shared
+/// batch does not undo the others.
+#[test]
+fn concurrent_callers_in_one_process_share_transactions_safely() {
+    let (_dir, reg) = registry(26_200, 26_999);
+    let held = reg.get("held").unwrap();
+    let results: Vec<(String, portd_store::Result<u16>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|t| {
+                let reg = &reg;
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for i in 0..40 {
+                        let name = format!("t{t}-{i}");
+                        // Every fourth asks for a port another project holds.
+                        let opts = portd_store::GetOptions {
+                            port: i.is_multiple_of(4).then_some(held),
+                            ..Default::default()
+                        };
+                        let p = portd_store::Project::name(&name).unwrap();
+                        out.push((name, reg.get_with(&p, &opts).map(|a| a.entry.port)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    let mut want: BTreeMap<String, u16> = BTreeMap::from([("held".to_owned(), held)]);
+    for (name, r) in results {
+        let i: usize = name.rsplit('-').next().unwrap().parse().unwrap();
+        match r {
+            Ok(port) => {
+                assert!(!i.is_multiple_of(4), "{name} was given {port}, held by `held`");
+                want.insert(name, port);
+            }
+            Err(e) => {
+                assert_eq!((i % 4, e.kind()), (0, ErrorKind::PortBusy), "{name}: {e}");
+            }
+        }
+    }
+    assert_eq!(want.len(), 1 + 8 * 30);
+    let listed: BTreeMap<String, u16> =
+        reg.list().unwrap().into_iter().map(|l| (l.entry.project, l.entry.port)).collect();
+    assert_eq!(listed, want, "exactly the answered allocations are committed");
+    let ports: BTreeSet<u16> = listed.values().copied().collect();
+    assert_eq!(ports.len(), listed.len(), "no port twice");
+}
