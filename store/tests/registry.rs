@@ -143,7 +143,7 @@ fn concurrent_callers_in_one_process_share_transactions_safely() {
                 let reg = &reg;
                 s.spawn(move || {
                     let mut out = Vec::new();
-                    for i in 0..40 {
+                    for i in 0..40usize {
                         let name = format!("t{t}-{i}");
                         // Every fourth asks for a port another project holds.
                         let opts = portd_store::GetOptions {
