@@ -9,7 +9,7 @@
 //! answered with its error and the rest of its batch is run again without
 //! it, so one caller's error never undoes another's allocation.
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::registry::{Allocation, GetOptions};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
@@ -18,6 +18,13 @@ use std::time::{Duration, Instant};
 /// How long a leader keeps the registry for batches that arrive after its
 /// own, before it lets other processes in.
 const SLICE: Duration = Duration::from_millis(10);
+
+/// How long a leader whose last batch had other callers' requests waits for
+/// the next one before it closes the file: those callers are typically
+/// about to ask again, and a batch in the open file costs a commit where a
+/// new leader costs an open, a commit and a close. A lone caller never
+/// waits.
+const LINGER: Duration = Duration::from_micros(300);
 
 /// One queued allocation.
 pub(crate) struct Request {
@@ -39,6 +46,7 @@ struct Queue {
 pub(crate) struct Group {
     queue: Mutex<Queue>,
     answered: Condvar,
+    queued: Condvar,
 }
 
 impl std::fmt::Debug for Group {
@@ -51,19 +59,27 @@ impl std::fmt::Debug for Group {
 /// to publish answers.
 pub(crate) struct Leader<'g> {
     group: &'g Group,
-    started: Instant,
+    id: u64,
+    started: Option<Instant>,
     in_flight: Vec<u64>,
+    shared: bool,
 }
 
 impl Leader<'_> {
     /// The requests queued now (empty: nothing more to do, or the slice is
     /// over).
     pub(crate) fn take(&mut self) -> Vec<Request> {
-        if self.started.elapsed() > SLICE && !self.in_flight.is_empty() {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        if started.elapsed() > SLICE {
             return Vec::new();
         }
-        let batch = std::mem::take(&mut self.group.queue.lock().pending);
+        let mut q = self.group.queue.lock();
+        if q.pending.is_empty() && self.shared {
+            self.group.queued.wait_for(&mut q, LINGER);
+        }
+        let batch = std::mem::take(&mut q.pending);
         self.in_flight = batch.iter().map(|r| r.id).collect();
+        self.shared = batch.iter().any(|r| r.id != self.id);
         batch
     }
 
@@ -86,46 +102,45 @@ impl Group {
         &self,
         key: &str,
         opts: &GetOptions,
-        lead: impl FnOnce(&mut Leader<'_>) -> Result<()>,
+        mut lead: impl FnMut(&mut Leader<'_>) -> Result<()>,
     ) -> Result<Allocation> {
         let mut q = self.queue.lock();
         let id = q.next_id;
         q.next_id += 1;
         q.pending.push(Request { id, key: key.to_owned(), opts: opts.clone() });
+        self.queued.notify_one();
         loop {
             if let Some(a) = q.answers.remove(&id) {
                 return a;
             }
-            if !q.leading {
-                q.leading = true;
-                break;
+            if q.leading {
+                self.answered.wait(&mut q);
+                continue;
             }
-            self.answered.wait(&mut q);
+            q.leading = true;
+            drop(q);
+            let mut leader =
+                Leader { group: self, id, started: None, in_flight: Vec::new(), shared: false };
+            let outcome = lead(&mut leader);
+            q = self.queue.lock();
+            q.leading = false;
+            if let Err(e) = outcome {
+                // Requests taken but not answered share the failure (the
+                // lock was lost, the file is damaged, a commit failed). If
+                // it came before this leader took anything, only its own
+                // request fails: the others' callers try for themselves.
+                for i in leader.in_flight.drain(..) {
+                    q.answers.insert(i, Err(e.clone()));
+                }
+                if let Some(at) = q.pending.iter().position(|r| r.id == id) {
+                    q.pending.remove(at);
+                    q.answers.insert(id, Err(e));
+                }
+            }
+            // Wakes the answered, and a waiter to lead what is still
+            // queued. This caller's own request was answered, or is still
+            // queued and led again.
+            self.answered.notify_all();
         }
-        drop(q);
-        let mut leader = Leader { group: self, started: Instant::now(), in_flight: Vec::new() };
-        let outcome = lead(&mut leader);
-        let mut q = self.queue.lock();
-        q.leading = false;
-        if let Err(e) = outcome {
-            // Requests taken but not answered share the failure (the lock
-            // was lost, the file is damaged, a commit failed). If it came
-            // before this leader took anything, only its own request fails:
-            // the others' callers try for themselves.
-            for i in leader.in_flight.drain(..) {
-                q.answers.insert(i, Err(e.clone()));
-            }
-            if let Some(at) = q.pending.iter().position(|r| r.id == id) {
-                q.pending.remove(at);
-                q.answers.insert(id, Err(e));
-            }
-        }
-        drop(q);
-        // Wakes the answered, and a waiter to lead what is still queued.
-        self.answered.notify_all();
-        // The leader's own request was in its first batch, or failed above.
-        self.queue.lock().answers.remove(&id).unwrap_or_else(|| {
-            Err(Error::new(ErrorKind::Other, "internal error: an allocation went unanswered"))
-        })
     }
 }
