@@ -20,8 +20,9 @@ fn main() {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
         .unwrap_or_default();
-    eprintln!(
-        "fill: {listed} entries; library peak RSS {}",
+    let line = format!(
+        "fill: {listed} entries; library peak RSS {}\n",
         hwm.trim_start_matches("VmHWM:").trim()
     );
+    std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes()).expect("stderr");
 }

@@ -24,5 +24,8 @@ fn main() {
     }
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    println!("inproc50 median_ms={:.3} p10_ms={:.3} p90_ms={:.3}", at(0.5), at(0.1), at(0.9));
+    let line =
+        format!("inproc50 median_ms={:.3} p10_ms={:.3} p90_ms={:.3}", at(0.5), at(0.1), at(0.9));
+    std::io::Write::write_all(&mut std::io::stdout(), format!("{line}\n").as_bytes())
+        .expect("stdout");
 }
