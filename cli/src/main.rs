@@ -116,6 +116,7 @@ fn main() -> ExitCode {
     if std::env::var_os("PORTD_BACKTRACE").is_none() {
         std::panic::set_hook(Box::new(|_| {}));
     }
+    portd_core::sys::ignore_file_size_signal();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

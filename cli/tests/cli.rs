@@ -25,6 +25,8 @@ mod concurrency;
 mod damaged;
 #[path = "cli/exhaustion.rs"]
 mod exhaustion;
+#[path = "cli/faults.rs"]
+mod faults;
 #[path = "cli/os_truth.rs"]
 mod os_truth;
 #[path = "cli/run.rs"]

@@ -34,8 +34,19 @@ pub(crate) fn db_err(e: impl Into<redb::Error>) -> Error {
             std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData => {
                 Error::damaged(format!("registry damaged: {io}"))
             }
+            std::io::ErrorKind::StorageFull
+            | std::io::ErrorKind::FileTooLarge
+            | std::io::ErrorKind::QuotaExceeded => Error::io("cannot write the registry", io)
+                .with_hint("free disk space (or raise the file-size limit) and try again; nothing was committed"),
             _ => Error::io("registry I/O error", io),
         },
+        // An earlier write of this operation failed; that failure is the
+        // cause, not the file's contents.
+        redb::Error::PreviousIo => Error::new(
+            ErrorKind::Other,
+            "registry I/O error: a write failed (disk full or file-size limit?)",
+        )
+        .with_hint("free disk space (or raise the file-size limit) and try again; nothing was committed"),
         redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => Error::new(
             ErrorKind::RegistryBusy,
             "registry busy: the file is open in a process that does not use `registry.lock`",
@@ -160,6 +171,19 @@ fn check_schema(db: &impl ReadableDatabase) -> Result<()> {
 /// Builds a new, empty registry beside `path` and renames it into place, so
 /// that a crash never leaves a half-made (e.g. empty) registry file behind.
 fn create_fresh(dir: &Path, path: &Path) -> Result<()> {
+    replace_with_fresh(dir, path, |_| Ok(()))
+}
+
+/// Builds a new, empty registry in a temporary file, runs `before_swap`
+/// (e.g. keeping the old file as a backup), then renames the new file over
+/// `path` in one step: at every moment `path` is the old registry or the
+/// new one. On any failure the temporary file is removed and `path` is as
+/// it was.
+pub(crate) fn replace_with_fresh(
+    dir: &Path,
+    path: &Path,
+    before_swap: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let tmp = dir.join(format!("{}.new-{}", home::REGISTRY_FILE, std::process::id()));
     let _ = fs::remove_file(&tmp);
     {
@@ -184,6 +208,7 @@ fn create_fresh(dir: &Path, path: &Path) -> Result<()> {
         }
         tx.commit().map_err(db_err)?;
         db.close().map_err(db_err)?;
+        before_swap(path)?;
         fs::rename(&tmp, path)
             .map_err(|e| Error::io(format!("cannot create `{}`", path.display()), e))?;
         // Make the new name durable too.

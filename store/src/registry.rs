@@ -570,10 +570,24 @@ impl Registry {
             backup = self.dir.join(format!("{}.bak-{secs}-{n}", home::REGISTRY_FILE));
             n += 1;
         }
-        std::fs::rename(&path, &backup)
-            .map_err(|e| Error::io(format!("cannot move `{}` aside", path.display()), e))?;
-        // Re-create at once so the next caller finds a valid registry.
-        db::contain(&path, || db::open(&self.dir)?.close().map_err(db_err))?;
+        // The backup is a second name of the old file, made before the new
+        // registry replaces it in one rename: a failure or a crash at any
+        // point leaves the old registry in place or the new one.
+        let mut backed_up = false;
+        let swapped = db::contain(&path, || {
+            db::replace_with_fresh(&self.dir, &path, |old| {
+                std::fs::hard_link(old, &backup).map_err(|e| {
+                    Error::io(format!("cannot keep a backup at `{}`", backup.display()), e)
+                })?;
+                backed_up = true;
+                Ok(())
+            })
+        });
+        if swapped.is_err() && backed_up {
+            // The old registry is still in place: drop its second name.
+            let _ = std::fs::remove_file(&backup);
+        }
+        swapped?;
         Ok(Some(backup))
     }
 }

@@ -215,12 +215,14 @@ pub fn supervise(name: &str, fd: bool, command: &[String]) -> u8 {
 /// `portd __exec`: sets the systemd socket-activation variables for fd 3
 /// with this process's own pid, then becomes the command.
 pub fn exec(name: &str, command: &[String]) -> u8 {
-    let err = Command::new(&command[0])
-        .args(&command[1..])
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
         .env("LISTEN_FDS", "1")
         .env("LISTEN_PID", std::process::id().to_string())
-        .env("LISTEN_FDNAMES", name)
-        .exec();
+        .env("LISTEN_FDNAMES", name);
+    // This process's main ignored SIGXFSZ; the server gets the default.
+    sys::clear_signal_mask(&mut cmd);
+    let err = cmd.exec();
     exec_failed(&command[0], &err)
 }
 

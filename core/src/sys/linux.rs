@@ -254,15 +254,27 @@ pub fn take_terminal(pgid: u32) {
     }
 }
 
+/// Makes a write past `RLIMIT_FSIZE` fail with `EFBIG` instead of killing
+/// the process with SIGXFSZ, so that a full quota is reported as an error.
+/// [`clear_signal_mask`] restores the default for children.
+pub fn ignore_file_size_signal() {
+    // SAFETY: sets one signal's disposition; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// Starts the child of `cmd` with no blocked signals: the mask is inherited
 /// across fork and exec, and a server that starts with SIGTERM blocked
-/// could not be stopped.
+/// could not be stopped. SIGXFSZ gets its default action back (see
+/// [`ignore_file_size_signal`]).
 pub fn clear_signal_mask(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: runs in the forked child before exec; sigemptyset and
+    // SAFETY: runs in the forked child before exec; signal, sigemptyset and
     // pthread_sigmask are async-signal-safe and use only this frame's set.
     unsafe {
         cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             let r = libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
