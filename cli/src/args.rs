@@ -192,6 +192,24 @@ status (128+N when killed by signal N). If portd is killed, the command dies wit
     Cleanup,
     /// Per range: ports used, active and idle, and the registry's size.
     Status,
+    /// Check the registry's health, permissions, configuration and ranges; print each fix.
+    #[command(after_help = "\
+Checks: configuration, ranges against the kernel's ephemeral range, the
+registry directory (owner, mode, network file system), the lock, redb's
+integrity check on a private copy of the file, every record and index row,
+entries outside the ranges, leases of dead processes, ports bound by others.
+Exits 0 when nothing is broken (warnings included), else with the exit code
+of the first error. The registry file is never changed, except by --repair.
+
+Examples:
+  portd doctor
+  portd doctor --repair    # a damaged registry: move it aside, start afresh")]
+    Doctor {
+        /// Move a damaged registry aside (`registry.redb.damaged-<time>`) and start
+        /// a fresh one, rebuilding the entries of running processes.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Empty the registry (the old file is kept as a backup).
     Reset {
         /// Really do it.

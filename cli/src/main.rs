@@ -34,7 +34,7 @@ impl Ctx {
 }
 
 /// The exit code of each error kind (SPEC §4).
-fn exit_code(kind: ErrorKind) -> u8 {
+pub fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Usage => 2,
         ErrorKind::NoFreePort => 3,
@@ -52,7 +52,14 @@ fn context(cli: &Cli, out: Printer) -> Result<Ctx, Error> {
     let env = |k: &str| std::env::var(k).ok();
     let config = Config::load(&env)?;
     let config_file = Config::file_path(&env).map(|(p, _)| p);
-    let (home, home_source) = match &cli.home {
+    let (home, home_source) = home(cli)?;
+    Ok(Ctx { out, home, home_source, config, config_file })
+}
+
+/// The registry directory and where it came from.
+pub fn home(cli: &Cli) -> Result<(PathBuf, Source), Error> {
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(match &cli.home {
         Some(h) => (std::path::absolute(h).unwrap_or_else(|_| h.clone()), Source::Flag("--home")),
         None => {
             let src = if env("PORTD_HOME").is_some_and(|h| !h.is_empty()) {
@@ -62,8 +69,7 @@ fn context(cli: &Cli, out: Printer) -> Result<Ctx, Error> {
             };
             (portd_store::default_home(&env)?, src)
         }
-    };
-    Ok(Ctx { out, home, home_source, config, config_file })
+    })
 }
 
 /// Runs the command; `Ok(code)` is the exit code of a command that
@@ -82,6 +88,8 @@ fn run(cli: Cli) -> Result<u8, Error> {
             return Ok(cmd::run::supervise(name, *fd, command));
         }
         Command::Exec { name, command } => return Ok(cmd::run::exec(name, command)),
+        // Doctor reports a broken configuration instead of stopping at it.
+        Command::Doctor { repair } => return cmd::doctor::doctor(&cli, out, *repair),
         _ => {}
     }
     let ctx = context(&cli, out)?;
@@ -102,7 +110,8 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Command::Run(_)
         | Command::Completions { .. }
         | Command::Supervise { .. }
-        | Command::Exec { .. } => {
+        | Command::Exec { .. }
+        | Command::Doctor { .. } => {
             unreachable!("handled above")
         }
     }

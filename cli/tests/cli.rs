@@ -23,6 +23,8 @@ mod busy;
 mod concurrency;
 #[path = "cli/damaged.rs"]
 mod damaged;
+#[path = "cli/doctor.rs"]
+mod doctor;
 #[path = "cli/exhaustion.rs"]
 mod exhaustion;
 #[path = "cli/faults.rs"]

@@ -105,19 +105,23 @@ pub(crate) fn open(dir: &Path) -> Result<Database> {
     // first through a read-only open (≈ 40 µs): a registry written by a
     // newer portd is refused with its bytes untouched. A file that needs
     // recovery cannot be opened read-only; it is checked after recovery.
-    let peeked = match builder().open_read_only(&path) {
-        Ok(ro) => {
-            check_schema(&ro)?;
-            true
-        }
-        Err(redb::DatabaseError::RepairAborted) => false,
-        Err(e) => return Err(db_err(e)),
-    };
+    let peeked = peek_schema(&path)?;
     let db = builder().open(&path).map_err(db_err)?;
     if !peeked {
         check_schema(&db)?;
     }
     Ok(db)
+}
+
+/// Checks the schema through a read-only open, which changes nothing.
+/// `Ok(false)` when the file needs recovery first and so cannot be opened
+/// read-only.
+pub(crate) fn peek_schema(path: &Path) -> Result<bool> {
+    match builder().open_read_only(path) {
+        Ok(ro) => check_schema(&ro).map(|()| true),
+        Err(redb::DatabaseError::RepairAborted) => Ok(false),
+        Err(e) => Err(db_err(e)),
+    }
 }
 
 /// A registry opened for reading only.

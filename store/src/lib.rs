@@ -23,6 +23,7 @@
 
 mod config;
 mod db;
+pub mod doctor;
 mod error;
 mod group;
 mod home;

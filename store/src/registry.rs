@@ -291,6 +291,26 @@ impl Registry {
         })
     }
 
+    /// Fills a fresh registry with what `doctor --repair` salvaged: each
+    /// entry with `true` is written back as it was, each with `false` is
+    /// only remembered as history. The caller holds `registry.lock`.
+    pub(crate) fn rebuild(&self, salvaged: &[(Entry, bool)]) -> Result<()> {
+        let db = db::open(&self.dir)?;
+        let wtx = db.begin_write().map_err(db_err)?;
+        {
+            let mut tx = Tx::new(&wtx, self)?;
+            for (e, keep) in salvaged {
+                if *keep {
+                    tx.put(e, None)?;
+                } else {
+                    tx.history.insert(e.project.as_str(), e.port).map_err(db_err)?;
+                }
+            }
+        }
+        wtx.commit().map_err(db_err)?;
+        db.close().map_err(db_err)
+    }
+
     /// The port of the named project, allocating one on first use.
     pub fn get(&self, name: &str) -> Result<u16> {
         Ok(self.get_with(&Project::name(name)?, &GetOptions::default())?.entry.port)

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod config;
+pub mod doctor;
 pub mod get;
 pub mod ls;
 pub mod maintain;

@@ -282,3 +282,31 @@ pub fn clear_signal_mask(cmd: &mut std::process::Command) {
         });
     }
 }
+
+/// The name of the network or FUSE file system `path` lives on, if it is
+/// one: there, file locks may not be shared between machines (or at all).
+pub fn network_fs(path: &std::path::Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is a properly
+    // sized, writable statfs buffer that lives across the call.
+    let st = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut st) == 0).then_some(st)
+    }?;
+    // Magic numbers from linux/magic.h and the file systems' sources.
+    match st.f_type as u64 {
+        0x6969 => Some("NFS"),
+        0x517b => Some("SMB"),
+        0xff53_4d42 => Some("CIFS"),
+        0xfe53_4d42 => Some("SMB2"),
+        0x6573_5546 => Some("FUSE"),
+        0x0102_1997 => Some("9p"),
+        0x00c3_6400 => Some("Ceph"),
+        0x5346_414f => Some("AFS"),
+        0x0116_1970 => Some("GFS2"),
+        0x7461_636f => Some("OCFS2"),
+        0x0bd0_0bd0 => Some("Lustre"),
+        _ => None,
+    }
+}

@@ -48,3 +48,7 @@ pub fn open_nofollow(path: &std::path::Path) -> io::Result<std::fs::File> {
 
 /// No-op here: see the Linux version.
 pub fn ignore_file_size_signal() {}
+/// Not known here.
+pub fn network_fs(_path: &std::path::Path) -> Option<&'static str> {
+    None
+}

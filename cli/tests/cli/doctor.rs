@@ -1,0 +1,242 @@
+//! `portd doctor [--repair]`: each finding with its fix, the exit code of
+//! the first error, the registry file untouched unless `--repair` is asked
+//! for a damaged one.
+
+use crate::util::*;
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+
+/// `doctor --json`, with its exit code.
+fn doctor(env: &Env, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["doctor", "--json"];
+    args.extend_from_slice(extra);
+    let out = env.run(&args);
+    out.no_panic();
+    (out.code, serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}")))
+}
+
+/// The finding of `check` (the last one of that name), as (status, message, fix).
+fn finding(report: &Value, check: &str) -> (String, String, Option<String>) {
+    let f = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|f| f["check"] == check)
+        .unwrap_or_else(|| panic!("no `{check}` finding in {report:#}"));
+    (
+        f["status"].as_str().unwrap().to_owned(),
+        f["message"].as_str().unwrap().to_owned(),
+        f["fix"].as_str().map(str::to_owned),
+    )
+}
+
+fn statuses(report: &Value) -> Vec<(String, String)> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (f["check"].as_str().unwrap().to_owned(), f["status"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+fn sleeper() -> Child {
+    Command::new("sleep").arg("60").stdout(Stdio::null()).spawn().unwrap()
+}
+
+/// The names in the registry directory, sorted.
+fn listing(env: &Env) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(env.home())
+        .unwrap()
+        .map(|d| d.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_healthy_registry_passes_every_check_and_is_left_unchanged() {
+    let env = Env::new();
+    let (code, r) = doctor(&env, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(finding(&r, "location").1, "no registry at `[ROOT]/home` yet (made on first use)");
+    env.run(&["get", "doc-a"]).port();
+    env.run(&["get", "doc-b"]).port();
+    let before = fs::read(env.registry()).unwrap();
+    let files = listing(&env);
+    let (code, r) = doctor(&env, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    let want = [
+        "config",
+        "ephemeral",
+        "location",
+        "filesystem",
+        "integrity",
+        "records",
+        "ranges",
+        "stale",
+        "bound",
+    ];
+    assert_eq!(
+        statuses(&r),
+        want.iter().map(|c| (c.to_string(), "ok".to_string())).collect::<Vec<_>>(),
+        "{r:#}"
+    );
+    assert_eq!(finding(&r, "records").1, "2 entries decoded; index and entries agree");
+    assert_eq!(r["damaged"], false);
+    assert!(fs::read(env.registry()).unwrap() == before, "doctor changed the registry");
+    assert_eq!(listing(&env), files, "doctor left files behind");
+    let human = env.run(&["doctor"]);
+    assert!(human.ok().ends_with("no problems found\n"), "{human:?}");
+}
+
+#[test]
+fn damage_is_found_reported_with_its_fix_and_left_alone() {
+    let env = Env::new();
+    env.run(&["get", "doc-seed"]).port();
+    env.run(&["get", "doc-other"]).port();
+    let real = fs::read(env.registry()).unwrap();
+    let mut flipped = real.clone();
+    let at = real.windows(9).position(|w| w == b"doc-other").expect("key bytes in the file");
+    flipped[at + 4] = 0xff;
+    for (what, bytes) in [
+        ("garbage", (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()),
+        ("truncated", real[..real.len() / 2].to_vec()),
+        ("empty", Vec::new()),
+        ("a flipped key byte", flipped),
+    ] {
+        fs::write(env.registry(), &bytes).unwrap();
+        let files = listing(&env);
+        let (code, r) = doctor(&env, &[]);
+        assert_eq!(code, 7, "{what}: {r:#}");
+        let (status, msg, fix) = finding(&r, "integrity");
+        assert_eq!(status, "error", "{what}");
+        assert!(msg.starts_with("registry damaged: "), "{what}: {msg}");
+        assert!(fix.unwrap().starts_with("run `portd doctor --repair`"), "{what}");
+        assert_eq!(r["damaged"], true);
+        assert!(fs::read(env.registry()).unwrap() == bytes, "{what}: file changed");
+        assert_eq!(listing(&env), files, "{what}: files appeared");
+    }
+}
+
+/// redb checksums its pages, so damage inside a page makes the whole file
+/// unreadable: repair keeps it aside byte for byte and starts afresh. (The
+/// salvage of readable files, with live leases rebuilt, is tested in
+/// `store/tests/faults.rs`, where a record can be damaged on its own.)
+#[test]
+fn repair_moves_an_unreadable_file_aside_and_starts_afresh() {
+    let env = Env::new();
+    env.run(&["get", "doc-idle"]).port();
+    env.run(&["get", "doc-other"]).port();
+    let mut bytes = fs::read(env.registry()).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"doc-other").unwrap();
+    bytes[at + 4] = 0xff;
+    fs::write(env.registry(), &bytes).unwrap();
+    assert_eq!(doctor(&env, &[]).0, 7);
+
+    let out = env.run(&["doctor", "--repair"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("\nerror   integrity   registry damaged: "), "{out:?}");
+    assert!(
+        out.stderr.starts_with("moved the damaged registry to `[ROOT]/home/registry.redb.damaged-"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.ends_with(
+            "fresh registry: 0 running leases rebuilt, 0 idle projects remembered \
+             (they get their old port back when it is free), \
+             the file could not be read: its entries are lost\n"
+        ),
+        "{out:?}"
+    );
+    let aside: Vec<String> =
+        listing(&env).into_iter().filter(|f| f.starts_with("registry.redb.damaged-")).collect();
+    assert_eq!(aside.len(), 1, "{:?}", listing(&env));
+    assert!(fs::read(env.home().join(&aside[0])).unwrap() == bytes, "the damaged file changed");
+
+    // The fresh registry is healthy and empty; a second repair has nothing to do.
+    assert_eq!(doctor(&env, &[]).0, 0);
+    assert_eq!(env.ls().len(), 0);
+    let out = env.run(&["doctor", "--repair"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("nothing to repair"), "{out:?}");
+    assert_eq!(listing(&env).len(), 3, "{:?}", listing(&env));
+}
+
+#[test]
+fn repair_leaves_a_healthy_registry_alone() {
+    let env = Env::new();
+    env.run(&["get", "doc-ok"]).port();
+    let before = fs::read(env.registry()).unwrap();
+    let out = env.run(&["doctor", "--repair"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(fs::read(env.registry()).unwrap() == before);
+    assert_eq!(listing(&env), ["registry.lock", "registry.redb"]);
+}
+
+#[test]
+fn stale_leases_and_foreign_listeners_are_warnings_with_fixes() {
+    let env = Env::new();
+    let mut gone = sleeper();
+    env.run(&["get", "doc-dead", "--pid", &gone.id().to_string()]).port();
+    gone.kill().unwrap();
+    gone.wait().unwrap();
+    let bound = env.run(&["get", "doc-bound"]).port();
+    let _listener = bind_v4_loopback(bound).unwrap();
+    let (code, r) = doctor(&env, &[]);
+    assert_eq!(code, 0, "warnings alone exit 0: {r:#}");
+    let (status, msg, fix) = finding(&r, "stale");
+    assert_eq!(status, "warn");
+    assert!(msg.starts_with("1 lease of dead processes (doc-dead)"), "{msg}");
+    assert!(fix.unwrap().starts_with("run `portd cleanup`"));
+    let (status, msg, _) = finding(&r, "bound");
+    assert_eq!(status, "warn");
+    assert_eq!(
+        msg,
+        format!("port {bound} (doc-bound) bound by a process that is not the project's")
+    );
+    let human = env.run(&["doctor"]).ok().to_owned();
+    assert!(human.ends_with("0 problems, 2 warnings\n"), "{human}");
+}
+
+#[test]
+fn configuration_ranges_and_permissions() {
+    // A broken config is a finding (exit 8), and the other checks still run.
+    let env = Env::new();
+    env.run(&["get", "doc-c"]).port();
+    env.write_config("idle_ttl = 12\n");
+    let (code, r) = doctor(&env, &[]);
+    assert_eq!(code, 8, "{r:#}");
+    assert_eq!(finding(&r, "config").0, "error");
+    assert_eq!(finding(&r, "records").0, "ok");
+
+    // A range inside the kernel's ephemeral range, and entries outside
+    // every range after a change of ranges.
+    if let Ok(s) = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") {
+        let lo: u16 = s.split_whitespace().next().unwrap().parse().unwrap();
+        env.write_config(format!("[[range]]\nname = \"high\"\nstart = {lo}\nend = {}\n", lo + 99));
+        let (code, r) = doctor(&env, &[]);
+        assert_eq!(code, 0, "{r:#}");
+        let (status, msg, fix) = finding(&r, "ephemeral");
+        assert_eq!(status, "warn");
+        assert!(msg.starts_with("range `high` ("), "{msg}");
+        assert!(fix.unwrap().starts_with(&format!("move the range below {lo}")));
+        let (status, msg, _) = finding(&r, "ranges");
+        assert_eq!(status, "warn");
+        assert_eq!(msg, "1 entry outside every configured range: doc-c");
+    }
+    env.remove_config();
+
+    // An unsafe directory: exit 9 with the fix, nothing else is opened.
+    fs::set_permissions(env.home(), fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, r) = doctor(&env, &[]);
+    assert_eq!(code, 9, "{r:#}");
+    let (status, msg, fix) = finding(&r, "location");
+    assert_eq!(status, "error");
+    assert!(msg.ends_with("is writable by other users (mode 777)"), "{msg}");
+    assert_eq!(fix.unwrap(), "run `chmod 700 [ROOT]/home`");
+    assert!(!statuses(&r).iter().any(|(c, _)| c == "integrity"));
+}

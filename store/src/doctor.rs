@@ -1,0 +1,507 @@
+//! `doctor`: a health check of the registry and its surroundings, and the
+//! one repair portd makes on request (a damaged file moved aside).
+//!
+//! The registry file is examined through a private copy: redb's integrity
+//! check needs a writable open, and a writable open may change the file,
+//! so the user's file stays byte for byte as it was whatever is found.
+
+use crate::db::{self, ENTRIES, HISTORY, LRU, PORTS, db_err};
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::{self, Entry};
+use crate::registry::{Registry, State, bound_by_other, now_ms};
+use crate::{Config, home, lock};
+use portd_core::{Liveness, sys};
+use redb::{ReadableDatabase, ReadableTable};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// All is well.
+    Ok,
+    /// Works, but something deserves attention.
+    Warn,
+    /// Broken: portd refuses (or would refuse) to work this way.
+    Error,
+}
+
+impl Severity {
+    /// Lower-case name for output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Warn => "warn",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// One thing `doctor` checked, and what it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Which check: `config`, `location`, `filesystem`, `lock`, `integrity`,
+    /// `records`, `ranges`, `ephemeral`, `stale`, `bound`.
+    pub check: &'static str,
+    /// How serious it is.
+    pub severity: Severity,
+    /// For errors, the kind an operation would fail with.
+    pub kind: Option<ErrorKind>,
+    /// What was found.
+    pub message: String,
+    /// How to fix it, when something needs fixing.
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    fn ok(check: &'static str, message: impl Into<String>) -> Self {
+        Finding { check, severity: Severity::Ok, kind: None, message: message.into(), fix: None }
+    }
+
+    fn warn(check: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Finding {
+            check,
+            severity: Severity::Warn,
+            kind: None,
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// An error finding from the error an operation would report.
+    pub fn error(check: &'static str, e: &Error) -> Self {
+        Finding {
+            check,
+            severity: Severity::Error,
+            kind: Some(e.kind()),
+            message: e.message().to_owned(),
+            fix: e.hint().map(str::to_owned),
+        }
+    }
+}
+
+/// Everything `doctor` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// In the order checked.
+    pub findings: Vec<Finding>,
+    /// Whether the registry file is damaged (what `--repair` repairs).
+    pub damaged: bool,
+}
+
+impl Report {
+    /// The first error, if any: its kind gives the exit code.
+    pub fn first_error(&self) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.severity == Severity::Error)
+    }
+}
+
+/// What `repair` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// Where the damaged file now is.
+    pub moved_to: PathBuf,
+    /// Entries rebuilt in the fresh registry: their owner is alive.
+    pub rebuilt: Vec<String>,
+    /// Idle entries kept as history: they get their old port back on
+    /// their next `get` when it is still free.
+    pub remembered: Vec<String>,
+    /// Entries that could not be read back (when they could be counted).
+    pub lost: usize,
+    /// Whether the damaged file could be read at all; when not, every
+    /// entry in it is lost (and `lost` counts none).
+    pub readable: bool,
+}
+
+/// Examines the registry in `dir` under `config` (`config_error` is how
+/// loading the configuration failed, if it did). Changes nothing.
+pub fn examine(dir: &Path, config: &Config, config_error: Option<&Error>) -> Report {
+    let mut r = Report::default();
+    r.findings.push(match config_error {
+        Some(e) => Finding::error("config", e),
+        None => Finding::ok("config", "configuration is valid"),
+    });
+    ephemeral(config, &mut r);
+    if !location(dir, &mut r) {
+        return r;
+    }
+    let _lock = match lock::acquire(dir, config.lock_timeout) {
+        Ok(l) => l,
+        Err(e) => {
+            r.findings.push(Finding::error("lock", &e));
+            return r;
+        }
+    };
+    let path = dir.join(home::REGISTRY_FILE);
+    match home::check_file(&path) {
+        Ok(true) => {}
+        Ok(false) => {
+            r.findings.push(Finding::ok("integrity", "no registry file yet (made on first use)"));
+            return r;
+        }
+        Err(e) => {
+            r.findings.push(Finding::error("location", &e));
+            return r;
+        }
+    }
+    match examine_file(dir, &path) {
+        Ok((entries, notes)) => {
+            r.findings.extend(notes);
+            contents(&entries, config, &mut r);
+        }
+        Err(e) => {
+            r.damaged = e.kind() == ErrorKind::Damaged && !newer_schema(&e);
+            let mut f = Finding::error("integrity", &e);
+            if r.damaged {
+                f.fix = Some(format!(
+                    "run `portd doctor --repair` to move it aside and start a fresh registry \
+                     (entries of running processes are rebuilt); the file is kept as `{}.damaged-<time>`",
+                    path.display()
+                ));
+            }
+            r.findings.push(f);
+        }
+    }
+    r
+}
+
+fn newer_schema(e: &Error) -> bool {
+    e.message().contains("newer portd")
+}
+
+/// Directory and file: where, whose, which mode, which file system.
+/// Returns whether the registry itself can be looked at.
+fn location(dir: &Path, r: &mut Report) -> bool {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            r.findings.push(Finding::ok(
+                "location",
+                format!("no registry at `{}` yet (made on first use)", dir.display()),
+            ));
+            return false;
+        }
+        _ => {}
+    }
+    if let Err(e) = home::check_dir(dir) {
+        r.findings.push(Finding::error("location", &e));
+        return false;
+    }
+    let mode = fs::metadata(dir).map(|m| m.mode() & 0o777).unwrap_or(0o700);
+    if mode & 0o077 != 0 {
+        r.findings.push(Finding::warn(
+            "location",
+            format!("registry directory `{}` is readable by others (mode {mode:o})", dir.display()),
+            format!("run `chmod 700 {}`", dir.display()),
+        ));
+    } else {
+        r.findings.push(Finding::ok(
+            "location",
+            format!("registry directory `{}` is yours, mode {mode:o}", dir.display()),
+        ));
+    }
+    let path = dir.join(home::REGISTRY_FILE);
+    if let Ok(md) = fs::symlink_metadata(&path)
+        && md.is_file()
+        && md.mode() & 0o077 != 0
+    {
+        r.findings.push(Finding::warn(
+            "location",
+            format!("registry file is readable by others (mode {:o})", md.mode() & 0o777),
+            format!("run `chmod 600 {}`", path.display()),
+        ));
+    }
+    match sys::network_fs(dir) {
+        Some(fs) => r.findings.push(Finding::warn(
+            "filesystem",
+            format!("the registry is on a network file system ({fs}): file locks there may not keep two machines (or processes) apart"),
+            "point `PORTD_HOME` at a local disk",
+        )),
+        None => r.findings.push(Finding::ok("filesystem", "the registry is on a local file system")),
+    }
+    true
+}
+
+/// A private copy of the registry file, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn of(dir: &Path, path: &Path) -> Result<Scratch> {
+        let copy = dir.join(format!("{}.doctor-{}", home::REGISTRY_FILE, std::process::id()));
+        let _ = fs::remove_file(&copy);
+        let s = Scratch(copy);
+        fs::copy(path, &s.0)
+            .map_err(|e| Error::io(format!("cannot copy `{}` to examine it", path.display()), e))?;
+        Ok(s)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Opens a copy of the file, runs redb's integrity check and validates
+/// every record and index row. Returns the entries and what was noticed.
+fn examine_file(dir: &Path, path: &Path) -> Result<(Vec<Entry>, Vec<Finding>)> {
+    if fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
+        return Err(Error::damaged(format!("registry damaged: `{}` is empty", path.display())));
+    }
+    // The schema first, read-only, so that a newer portd's file is named as
+    // such rather than as damage.
+    db::peek_schema(path)?;
+    let scratch = Scratch::of(dir, path)?;
+    db::contain(path, || {
+        let mut notes = Vec::new();
+        let mut database = redb::Database::builder().open(&scratch.0).map_err(db_err)?;
+        match database.check_integrity() {
+            Ok(true) => notes.push(Finding::ok("integrity", "redb integrity check passed")),
+            Ok(false) => notes.push(Finding::ok(
+                "integrity",
+                "redb integrity check passed after recovery (the last writer did not close the file; the next operation recovers it)",
+            )),
+            Err(e) => return Err(db_err(e)),
+        }
+        let entries = validate(&database)?;
+        notes.push(Finding::ok(
+            "records",
+            format!(
+                "{} entr{} decoded; index and entries agree",
+                entries.len(),
+                plural_y(entries.len())
+            ),
+        ));
+        Ok((entries, notes))
+    })
+}
+
+fn plural_y(n: usize) -> &'static str {
+    if n == 1 { "y" } else { "ies" }
+}
+
+fn damaged(msg: String) -> Error {
+    Error::damaged(format!("registry damaged: {msg}"))
+}
+
+/// Every entry decodes; the port index, the LRU index and the entries
+/// describe the same set: one port ↔ at most one entry.
+fn validate(database: &redb::Database) -> Result<Vec<Entry>> {
+    let rtx = database.begin_read().map_err(db_err)?;
+    let mut entries = Vec::new();
+    for row in rtx.open_table(ENTRIES).map_err(db_err)?.iter().map_err(db_err)? {
+        let (k, v) = row.map_err(db_err)?;
+        entries.push(
+            record::decode(k.value(), v.value())
+                .map_err(|e| damaged(format!("entry `{}`: {}", k.value(), e.0)))?,
+        );
+    }
+    let by_port: BTreeMap<u16, &str> =
+        entries.iter().map(|e| (e.port, e.project.as_str())).collect();
+    if by_port.len() != entries.len() {
+        return Err(damaged("two entries hold the same port".into()));
+    }
+    let mut indexed = BTreeMap::new();
+    for row in rtx.open_table(PORTS).map_err(db_err)?.iter().map_err(db_err)? {
+        let (p, k) = row.map_err(db_err)?;
+        indexed.insert(p.value(), k.value().to_owned());
+    }
+    for (port, key) in &by_port {
+        if indexed.get(port).map(String::as_str) != Some(*key) {
+            return Err(damaged(format!("port {port} of `{key}` is missing from the port index")));
+        }
+    }
+    if let Some((port, key)) = indexed.iter().find(|(p, _)| !by_port.contains_key(p)) {
+        return Err(damaged(format!(
+            "port index names `{key}` for port {port}, which no entry holds"
+        )));
+    }
+    let mut lru = BTreeSet::new();
+    for row in rtx.open_table(LRU).map_err(db_err)?.iter().map_err(db_err)? {
+        let (k, _) = row.map_err(db_err)?;
+        let (ms, key) = k.value();
+        lru.insert((ms, key.to_owned()));
+    }
+    let want: BTreeSet<(u64, String)> =
+        entries.iter().map(|e| (e.last_used_ms, e.project.clone())).collect();
+    if lru != want {
+        return Err(damaged("the last-used index does not match the entries".into()));
+    }
+    for row in rtx.open_table(HISTORY).map_err(db_err)?.iter().map_err(db_err)? {
+        let (k, _) = row.map_err(db_err)?;
+        if !record::valid_key(k.value()) {
+            return Err(damaged(format!("history holds a malformed project key `{}`", k.value())));
+        }
+    }
+    Ok(entries)
+}
+
+/// Findings about the entries themselves: ranges, stale owners, ports
+/// bound by someone else.
+fn contents(entries: &[Entry], config: &Config, r: &mut Report) {
+    let outside: Vec<&Entry> =
+        entries.iter().filter(|e| config.ranges.containing(e.port).is_none()).collect();
+    if outside.is_empty() {
+        r.findings.push(Finding::ok("ranges", "every entry's port is in a configured range"));
+    } else {
+        r.findings.push(Finding::warn(
+            "ranges",
+            format!(
+                "{} entr{} outside every configured range: {}",
+                outside.len(),
+                plural_y(outside.len()),
+                names(outside.iter().map(|e| e.display_name()))
+            ),
+            "they keep working; `portd get NAME --move` gives one a port in range, `portd release NAME` drops it",
+        ));
+    }
+    let dead: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.owner.is_some_and(|o| o.liveness() == Liveness::Dead))
+        .collect();
+    let cutoff = now_ms().saturating_sub(config.idle_ttl.as_millis() as u64);
+    let expired =
+        entries.iter().filter(|e| State::of(e) == State::Idle && e.last_used_ms < cutoff).count();
+    if dead.is_empty() && expired == 0 {
+        r.findings.push(Finding::ok("stale", "no leases of dead processes, no expired entries"));
+    } else {
+        r.findings.push(Finding::warn(
+            "stale",
+            format!(
+                "{} lease{} of dead processes ({}), {expired} idle entr{} past `idle_ttl`",
+                dead.len(),
+                if dead.len() == 1 { "" } else { "s" },
+                names(dead.iter().map(|e| e.display_name())),
+                plural_y(expired)
+            ),
+            "run `portd cleanup` (allocations also reclaim them when they need the ports)",
+        ));
+    }
+    let bound: Vec<&Entry> = entries.iter().filter(|e| bound_by_other(e, false)).collect();
+    if bound.is_empty() {
+        r.findings.push(Finding::ok("bound", "no entry's port is bound by a foreign process"));
+    } else {
+        r.findings.push(Finding::warn(
+            "bound",
+            format!(
+                "port{} {} bound by a process that is not the project's",
+                if bound.len() == 1 { "" } else { "s" },
+                names(bound.iter().map(|e| format!("{} ({})", e.port, e.display_name())))
+            ),
+            "`portd check PORT` names the process; `portd get NAME --move` moves the project",
+        ));
+    }
+}
+
+fn names<S: AsRef<str>>(it: impl Iterator<Item = S>) -> String {
+    let all: Vec<String> = it.map(|s| s.as_ref().to_owned()).collect();
+    if all.len() > 5 {
+        format!("{}, … ({} in all)", all[..5].join(", "), all.len())
+    } else {
+        all.join(", ")
+    }
+}
+
+/// The configured ranges against the kernel's ephemeral range.
+fn ephemeral(config: &Config, r: &mut Report) {
+    let Some((lo, hi)) = sys::ephemeral_range() else {
+        return;
+    };
+    let overlap: Vec<String> = config
+        .ranges
+        .iter()
+        .filter(|x| x.start <= hi && lo <= x.end)
+        .map(|x| format!("`{}` ({}-{})", x.name, x.start, x.end))
+        .collect();
+    if overlap.is_empty() {
+        r.findings.push(Finding::ok(
+            "ephemeral",
+            format!("no range overlaps the kernel's ephemeral range {lo}-{hi}"),
+        ));
+    } else {
+        r.findings.push(Finding::warn(
+            "ephemeral",
+            format!(
+                "range{} {} overlap{} the kernel's ephemeral range {lo}-{hi}: outgoing connections may take those ports",
+                if overlap.len() == 1 { "" } else { "s" },
+                overlap.join(", "),
+                if overlap.len() == 1 { "s" } else { "" }
+            ),
+            format!("move the range below {lo} in the config file, or reserve it with `sysctl net.ipv4.ip_local_reserved_ports`"),
+        ));
+    }
+}
+
+/// Moves a damaged registry aside to `registry.redb.damaged-<secs>` and
+/// starts a fresh one holding what can be proven from the old file:
+/// entries whose owner is alive are rebuilt; idle ones are remembered as
+/// history. Refuses when the file is not damaged (or is a newer portd's).
+pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
+    let report = examine(dir, config, None);
+    if !report.damaged {
+        return Err(Error::new(ErrorKind::Usage, "the registry is not damaged: nothing to repair")
+            .with_hint("`portd doctor` lists what it found and how to fix each finding"));
+    }
+    let reg = Registry::open(dir, config.clone())?;
+    let _lock = lock::acquire(dir, config.lock_timeout)?;
+    let path = dir.join(home::REGISTRY_FILE);
+    let salvaged = {
+        let scratch = Scratch::of(dir, &path)?;
+        salvage(&scratch.0)
+    };
+    let secs = now_ms() / 1000;
+    let mut moved_to = dir.join(format!("{}.damaged-{secs}", home::REGISTRY_FILE));
+    let mut n = 1;
+    while moved_to.exists() {
+        moved_to = dir.join(format!("{}.damaged-{secs}-{n}", home::REGISTRY_FILE));
+        n += 1;
+    }
+    fs::rename(&path, &moved_to)
+        .map_err(|e| Error::io(format!("cannot move `{}` aside", path.display()), e))?;
+    let (entries, lost, readable) = match salvaged {
+        Some((entries, lost)) => (entries, lost, true),
+        None => (Vec::new(), 0, false),
+    };
+    let mut taken = BTreeSet::new();
+    let (mut rebuilt, mut remembered) = (Vec::new(), Vec::new());
+    let mut keep = Vec::new();
+    for e in entries {
+        if !taken.insert(e.port) {
+            continue;
+        }
+        if State::of(&e) == State::Active {
+            rebuilt.push(e.display_name().to_owned());
+            keep.push((e, true));
+        } else {
+            remembered.push(e.display_name().to_owned());
+            keep.push((e, false));
+        }
+    }
+    reg.rebuild(&keep)?;
+    Ok(Repaired { moved_to, rebuilt, remembered, lost, readable })
+}
+
+/// Reads what it can from a damaged file: the entries that decode, and
+/// how many did not. `None` when the file cannot be read at all.
+fn salvage(copy: &Path) -> Option<(Vec<Entry>, usize)> {
+    catch_unwind(AssertUnwindSafe(|| {
+        let database = redb::Database::builder().open(copy).ok()?;
+        let rtx = database.begin_read().ok()?;
+        let table = rtx.open_table(ENTRIES).ok()?;
+        let (mut ok, mut lost) = (Vec::new(), 0);
+        for row in table.iter().ok()? {
+            match row {
+                Ok((k, v)) => match record::decode(k.value(), v.value()) {
+                    Ok(e) => ok.push(e),
+                    Err(_) => lost += 1,
+                },
+                Err(_) => lost += 1,
+            }
+        }
+        Some((ok, lost))
+    }))
+    .ok()
+    .flatten()
+}
