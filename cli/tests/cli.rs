@@ -33,3 +33,5 @@ mod faults;
 mod os_truth;
 #[path = "cli/run.rs"]
 mod run;
+#[path = "cli/shared.rs"]
+mod shared;

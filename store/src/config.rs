@@ -57,13 +57,18 @@ pub struct Config {
     /// project only, so that a shell or a server running under one
     /// project's lease can still ask portd for other projects' ports.
     pub pinned_for: Option<String>,
+    /// A registry shared between users (`shared = true`, `PORTD_SHARED=1`):
+    /// the directory and files may belong to another user and be writable
+    /// by their group; each entry can be released or moved only by the
+    /// user who made it (or root).
+    pub shared: bool,
     /// Where each key came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let sources = ["ranges", "exclude", "idle_ttl", "lock_timeout", "range", "port"]
+        let sources = ["ranges", "exclude", "idle_ttl", "lock_timeout", "range", "port", "shared"]
             .into_iter()
             .map(|k| (k, Source::Default))
             .collect();
@@ -75,6 +80,7 @@ impl Default for Config {
             default_range: None,
             pinned_port: None,
             pinned_for: None,
+            shared: false,
             sources,
         }
     }
@@ -157,6 +163,7 @@ struct RawFile {
     lock_timeout: Option<toml::Spanned<String>>,
     exclude: Option<Vec<toml::Spanned<RawExclude>>>,
     range: Option<Vec<toml::Spanned<RawRange>>>,
+    shared: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -218,7 +225,7 @@ fn explain(key: &str, msg: &str) -> String {
         "range" => "[[range]] tables with name, start and end",
         "name" => "a string",
         "start" | "end" => "a port number",
-        "fallback" => "true or false",
+        "fallback" | "shared" => "true or false",
         _ => return msg.to_owned(),
     };
     if msg.starts_with("unknown field") || msg.starts_with("missing field") {
@@ -259,6 +266,10 @@ impl Config {
             self.lock_timeout =
                 parse_duration(v.get_ref()).map_err(|m| at(v.span(), "lock_timeout", &m))?;
             self.sources.insert("lock_timeout", src.clone());
+        }
+        if let Some(v) = raw.shared {
+            self.shared = v;
+            self.sources.insert("shared", src.clone());
         }
         if let Some(list) = raw.exclude {
             let mut out = Vec::new();
@@ -312,6 +323,14 @@ impl Config {
         if let Some(v) = get("PORTD_RANGE") {
             self.set_default_range(&v).map_err(|e| bad("PORTD_RANGE", e.message().to_owned()))?;
             self.sources.insert("range", Source::Env("PORTD_RANGE"));
+        }
+        if let Some(v) = get("PORTD_SHARED") {
+            self.shared = match v.trim() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" | "" => false,
+                _ => return Err(bad("PORTD_SHARED", format!("`{v}` is not 1 or 0"))),
+            };
+            self.sources.insert("shared", Source::Env("PORTD_SHARED"));
         }
         if let Some(v) = get("PORTD_PORT") {
             self.pinned_port = Some(parse_port(&v).map_err(|m| bad("PORTD_PORT", m))?);

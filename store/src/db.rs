@@ -90,10 +90,10 @@ fn builder() -> redb::Builder {
 
 /// Opens the registry file, creating it first if it does not exist. Must
 /// be called with `registry.lock` held.
-pub(crate) fn open(dir: &Path) -> Result<Database> {
+pub(crate) fn open(dir: &Path, shared: bool) -> Result<Database> {
     let path = dir.join(home::REGISTRY_FILE);
-    if !home::check_file(&path)? {
-        create_fresh(dir, &path)?;
+    if !home::check_file(&path, shared)? {
+        create_fresh(dir, &path, shared)?;
     }
     let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     if len == 0 {
@@ -155,17 +155,17 @@ impl Reader {
 /// byte for byte as it was, which an open for writing cannot promise (redb
 /// marks the file as in use when it opens it for writing). Must be called
 /// with `registry.lock` held.
-pub(crate) fn open_read(dir: &Path) -> Result<Reader> {
+pub(crate) fn open_read(dir: &Path, shared: bool) -> Result<Reader> {
     let path = dir.join(home::REGISTRY_FILE);
-    if !home::check_file(&path)? {
-        return open(dir).map(Reader::Writer);
+    if !home::check_file(&path, shared)? {
+        return open(dir, shared).map(Reader::Writer);
     }
     match builder().open_read_only(&path) {
         Ok(db) => {
             check_schema(&db)?;
             Ok(Reader::Only(db))
         }
-        Err(redb::DatabaseError::RepairAborted) => open(dir).map(Reader::Writer),
+        Err(redb::DatabaseError::RepairAborted) => open(dir, shared).map(Reader::Writer),
         Err(e) => Err(db_err(e)),
     }
 }
@@ -188,8 +188,8 @@ fn check_schema(db: &impl ReadableDatabase) -> Result<()> {
 
 /// Builds a new, empty registry beside `path` and renames it into place, so
 /// that a crash never leaves a half-made (e.g. empty) registry file behind.
-fn create_fresh(dir: &Path, path: &Path) -> Result<()> {
-    replace_with_fresh(dir, path, |_| Ok(()))
+fn create_fresh(dir: &Path, path: &Path, shared: bool) -> Result<()> {
+    replace_with_fresh(dir, path, shared, |_| Ok(()))
 }
 
 /// Builds a new, empty registry in a temporary file, runs `before_swap`
@@ -200,18 +200,21 @@ fn create_fresh(dir: &Path, path: &Path) -> Result<()> {
 pub(crate) fn replace_with_fresh(
     dir: &Path,
     path: &Path,
+    shared: bool,
     before_swap: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
     let tmp = dir.join(format!("{}.new-{}", home::REGISTRY_FILE, std::process::id()));
     let _ = fs::remove_file(&tmp);
     {
         use std::os::unix::fs::OpenOptionsExt;
-        fs::OpenOptions::new()
+        let f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(home::file_mode(shared))
             .open(&tmp)
             .map_err(|e| Error::io(format!("cannot create `{}`", tmp.display()), e))?;
+        home::set_mode(&f, shared)
+            .map_err(|e| Error::io(format!("cannot share `{}`", tmp.display()), e))?;
     }
     let made = (|| {
         let db = builder().create(&tmp).map_err(db_err)?;

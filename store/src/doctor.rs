@@ -125,10 +125,10 @@ pub fn examine(dir: &Path, config: &Config, config_error: Option<&Error>) -> Rep
         None => Finding::ok("config", "configuration is valid"),
     });
     ephemeral(config, &mut r);
-    if !location(dir, &mut r) {
+    if !location(dir, config.shared, &mut r) {
         return r;
     }
-    let _lock = match lock::acquire(dir, config.lock_timeout) {
+    let _lock = match lock::acquire(dir, config.lock_timeout, config.shared) {
         Ok(l) => l,
         Err(e) => {
             r.findings.push(Finding::error("lock", &e));
@@ -136,7 +136,7 @@ pub fn examine(dir: &Path, config: &Config, config_error: Option<&Error>) -> Rep
         }
     };
     let path = dir.join(home::REGISTRY_FILE);
-    match home::check_file(&path) {
+    match home::check_file(&path, config.shared) {
         Ok(true) => {}
         Ok(false) => {
             r.findings.push(Finding::ok("integrity", "no registry file yet (made on first use)"));
@@ -174,7 +174,7 @@ fn newer_schema(e: &Error) -> bool {
 
 /// Directory and file: where, whose, which mode, which file system.
 /// Returns whether the registry itself can be looked at.
-fn location(dir: &Path, r: &mut Report) -> bool {
+fn location(dir: &Path, shared: bool, r: &mut Report) -> bool {
     match fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             r.findings.push(Finding::ok(
@@ -185,12 +185,17 @@ fn location(dir: &Path, r: &mut Report) -> bool {
         }
         _ => {}
     }
-    if let Err(e) = home::check_dir(dir) {
+    if let Err(e) = home::check_dir(dir, shared) {
         r.findings.push(Finding::error("location", &e));
         return false;
     }
-    let mode = fs::metadata(dir).map(|m| m.mode() & 0o777).unwrap_or(0o700);
-    if mode & 0o077 != 0 {
+    let mode = fs::metadata(dir).map(|m| m.mode() & 0o7777).unwrap_or(0o700);
+    if shared {
+        r.findings.push(Finding::ok(
+            "location",
+            format!("shared registry directory `{}`, mode {mode:o}", dir.display()),
+        ));
+    } else if mode & 0o077 != 0 {
         r.findings.push(Finding::warn(
             "location",
             format!("registry directory `{}` is readable by others (mode {mode:o})", dir.display()),
@@ -205,6 +210,7 @@ fn location(dir: &Path, r: &mut Report) -> bool {
     let path = dir.join(home::REGISTRY_FILE);
     if let Ok(md) = fs::symlink_metadata(&path)
         && md.is_file()
+        && !shared
         && md.mode() & 0o077 != 0
     {
         r.findings.push(Finding::warn(
@@ -445,7 +451,7 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
             .with_hint("`portd doctor` lists what it found and how to fix each finding"));
     }
     let reg = Registry::open(dir, config.clone())?;
-    let _lock = lock::acquire(dir, config.lock_timeout)?;
+    let _lock = lock::acquire(dir, config.lock_timeout, config.shared)?;
     let path = dir.join(home::REGISTRY_FILE);
     let salvaged = {
         let scratch = Scratch::of(dir, &path)?;

@@ -43,8 +43,21 @@ fn absolute(var: &str, p: &str) -> Result<PathBuf> {
     }
 }
 
-/// Creates the directory (0700) if it is missing, then checks it.
-pub fn prepare(dir: &Path) -> Result<()> {
+/// The mode of the files portd creates: private, or shared with the
+/// directory's group in a shared registry.
+pub(crate) fn file_mode(shared: bool) -> u32 {
+    if shared { 0o660 } else { 0o600 }
+}
+
+/// Gives a file portd just created its mode, whatever the umask.
+pub(crate) fn set_mode(file: &fs::File, shared: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if shared { file.set_permissions(fs::Permissions::from_mode(file_mode(true))) } else { Ok(()) }
+}
+
+/// Creates the directory if it is missing (0700; a shared one 2770, so
+/// that files inherit its group), then checks it.
+pub fn prepare(dir: &Path, shared: bool) -> Result<()> {
     match fs::symlink_metadata(dir) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -53,6 +66,11 @@ pub fn prepare(dir: &Path) -> Result<()> {
                     .map_err(|e| Error::io(format!("cannot create `{}`", parent.display()), e))?;
             }
             match fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) if shared => {
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::set_permissions(dir, fs::Permissions::from_mode(0o2770))
+                        .map_err(|e| Error::io(format!("cannot share `{}`", dir.display()), e))?;
+                }
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => {
@@ -65,12 +83,18 @@ pub fn prepare(dir: &Path) -> Result<()> {
         }
         Err(e) => return Err(Error::io(format!("cannot inspect `{}`", dir.display()), e)),
     }
-    check_dir(dir)
+    check_dir(dir, shared)
 }
 
-/// Refuses a registry directory that is not a directory, not ours, or
-/// writable by others.
-pub fn check_dir(dir: &Path) -> Result<()> {
+/// The mode bits that make a location unsafe: anyone else's write access,
+/// or, in a shared registry, write access for users outside its group.
+fn unsafe_bits(shared: bool) -> u32 {
+    if shared { 0o002 } else { 0o022 }
+}
+
+/// Refuses a registry directory that is not a directory, not ours (unless
+/// shared), or writable by others (by other groups, when shared).
+pub fn check_dir(dir: &Path, shared: bool) -> Result<()> {
     let md = fs::metadata(dir).map_err(|e| {
         Error::io(format!("cannot inspect registry directory `{}`", dir.display()), e)
     })?;
@@ -82,28 +106,39 @@ pub fn check_dir(dir: &Path) -> Result<()> {
         .with_hint("move that file away, or point `PORTD_HOME` at a directory"));
     }
     let me = sys::euid();
-    if md.uid() != me {
+    if md.uid() != me && !shared {
         return Err(Error::permission(format!(
             "registry directory `{}` is owned by uid {}, not by you (uid {me})",
             dir.display(),
             md.uid()
         ))
-        .with_hint("use your own directory: set `PORTD_HOME`"));
+        .with_hint(
+            "use your own directory (set `PORTD_HOME`), or opt in to a shared registry with `PORTD_SHARED=1`",
+        ));
     }
-    if md.mode() & 0o022 != 0 {
+    if md.mode() & unsafe_bits(shared) != 0 {
         return Err(Error::permission(format!(
             "registry directory `{}` is writable by other users (mode {:o})",
             dir.display(),
             md.mode() & 0o7777
         ))
-        .with_hint(format!("run `chmod 700 {}`", dir.display())));
+        .with_hint(if shared {
+            format!("run `chmod o-w {}`", dir.display())
+        } else if md.mode() & 0o002 == 0 {
+            format!(
+                "run `chmod 700 {}`, or opt in to a registry shared by its group with `PORTD_SHARED=1`",
+                dir.display()
+            )
+        } else {
+            format!("run `chmod 700 {}`", dir.display())
+        }));
     }
     Ok(())
 }
 
 /// Refuses a registry file that is a symlink, not ours, or writable by others.
 /// A missing file is fine (it will be created).
-pub fn check_file(path: &Path) -> Result<bool> {
+pub fn check_file(path: &Path, shared: bool) -> Result<bool> {
     let md = match fs::symlink_metadata(path) {
         Ok(md) => md,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -123,7 +158,7 @@ pub fn check_file(path: &Path) -> Result<bool> {
         ))
         .with_hint("move it away; portd will create a fresh registry"));
     }
-    if md.uid() != sys::euid() {
+    if md.uid() != sys::euid() && !shared {
         return Err(Error::permission(format!(
             "registry file `{}` is owned by uid {}, not by you",
             path.display(),
@@ -131,13 +166,13 @@ pub fn check_file(path: &Path) -> Result<bool> {
         ))
         .with_hint("use your own registry: set `PORTD_HOME`"));
     }
-    if md.mode() & 0o022 != 0 {
+    if md.mode() & unsafe_bits(shared) != 0 {
         return Err(Error::permission(format!(
             "registry file `{}` is writable by other users (mode {:o})",
             path.display(),
             md.mode() & 0o7777
         ))
-        .with_hint(format!("run `chmod 600 {}`", path.display())));
+        .with_hint(format!("run `chmod {:o} {}`", file_mode(shared), path.display())));
     }
     Ok(true)
 }

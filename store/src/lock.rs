@@ -8,7 +8,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::{File, TryLockError};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ const FIRST_WAIT: Duration = Duration::from_micros(50);
 const MAX_WAIT: Duration = Duration::from_millis(4);
 
 /// Takes the lock in `dir`, waiting at most `timeout`.
-pub fn acquire(dir: &Path, timeout: Duration) -> Result<LockGuard> {
+pub fn acquire(dir: &Path, timeout: Duration, shared: bool) -> Result<LockGuard> {
     let path = dir.join(crate::home::LOCK_FILE);
     let file = portd_core::sys::open_nofollow(&path).map_err(|e| {
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -34,6 +34,10 @@ pub fn acquire(dir: &Path, timeout: Duration) -> Result<LockGuard> {
             Error::io(format!("cannot open lock file `{}`", path.display()), e)
         }
     })?;
+    // In a shared registry the other users must be able to open it too.
+    if shared && file.metadata().is_ok_and(|m| m.uid() == portd_core::sys::euid()) {
+        let _ = crate::home::set_mode(&file, true);
+    }
     let start = Instant::now();
     let mut wait = FIRST_WAIT;
     loop {
@@ -89,14 +93,14 @@ mod tests {
     #[test]
     fn second_taker_times_out_naming_the_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let held = acquire(dir.path(), Duration::from_secs(1)).unwrap();
+        let held = acquire(dir.path(), Duration::from_secs(1), false).unwrap();
         let t = Instant::now();
-        let err = acquire(dir.path(), Duration::from_millis(100)).unwrap_err();
+        let err = acquire(dir.path(), Duration::from_millis(100), false).unwrap_err();
         assert!(t.elapsed() >= Duration::from_millis(100));
         assert_eq!(err.kind(), ErrorKind::RegistryBusy);
         assert!(err.message().contains(&format!("pid {}", std::process::id())), "{err}");
         drop(held);
-        acquire(dir.path(), Duration::from_millis(100)).unwrap();
+        acquire(dir.path(), Duration::from_millis(100), false).unwrap();
     }
 
     #[test]
@@ -104,7 +108,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("registry.lock"))
             .unwrap();
-        assert!(acquire(dir.path(), Duration::from_millis(10)).is_err());
+        assert!(acquire(dir.path(), Duration::from_millis(10), false).is_err());
         assert!(!dir.path().join("elsewhere").exists());
     }
 }

@@ -221,8 +221,8 @@ impl Registry {
     /// Checks the location; the file itself is opened per operation.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Registry> {
         let dir = dir.as_ref().to_owned();
-        home::prepare(&dir)?;
-        home::check_file(&dir.join(home::REGISTRY_FILE))?;
+        home::prepare(&dir, config.shared)?;
+        home::check_file(&dir.join(home::REGISTRY_FILE), config.shared)?;
         let exclusions = Exclusions::with_kernel(config.exclude.clone());
         let inproc = parking_lot::Mutex::new(());
         Ok(Registry { dir, config, exclusions, inproc, group: Group::default() })
@@ -258,10 +258,10 @@ impl Registry {
 
     fn locked<T>(&self, f: impl FnOnce(&redb::Database) -> Result<T>) -> Result<T> {
         let _inproc = self.inproc.lock();
-        let _lock = lock::acquire(&self.dir, self.config.lock_timeout)?;
+        let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
         let path = self.path();
         db::contain(&path, || {
-            let db = db::open(&self.dir)?;
+            let db = db::open(&self.dir, self.config.shared)?;
             let out = f(&db)?;
             db.close().map_err(db_err)?;
             Ok(out)
@@ -282,9 +282,9 @@ impl Registry {
 
     fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
         let _inproc = self.inproc.lock();
-        let _lock = lock::acquire(&self.dir, self.config.lock_timeout)?;
+        let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
         db::contain(&self.path(), || {
-            let db = db::open_read(&self.dir)?;
+            let db = db::open_read(&self.dir, self.config.shared)?;
             let out = f(&db.begin_read()?)?;
             db.close()?;
             Ok(out)
@@ -295,7 +295,7 @@ impl Registry {
     /// entry with `true` is written back as it was, each with `false` is
     /// only remembered as history. The caller holds `registry.lock`.
     pub(crate) fn rebuild(&self, salvaged: &[(Entry, bool)]) -> Result<()> {
-        let db = db::open(&self.dir)?;
+        let db = db::open(&self.dir, self.config.shared)?;
         let wtx = db.begin_write().map_err(db_err)?;
         {
             let mut tx = Tx::new(&wtx, self)?;
@@ -458,6 +458,7 @@ impl Registry {
             let mut out = Vec::new();
             for p in projects {
                 let e = tx.entry(p.key())?.ok_or_else(|| unknown(p.key()))?;
+                guard(&e, "release")?;
                 tx.remove(&e)?;
                 out.push(e);
             }
@@ -468,8 +469,12 @@ impl Registry {
     /// Frees every idle entry.
     pub fn release_idle(&self) -> Result<Vec<Entry>> {
         self.write(|tx| {
-            let idle: Vec<Entry> =
-                tx.all_entries()?.into_iter().filter(|e| State::of(e) == State::Idle).collect();
+            // Only the caller's own (all of them, for root).
+            let idle: Vec<Entry> = tx
+                .all_entries()?
+                .into_iter()
+                .filter(|e| State::of(e) == State::Idle && guard(e, "release").is_ok())
+                .collect();
             for e in &idle {
                 tx.remove(e)?;
             }
@@ -578,10 +583,19 @@ impl Registry {
     /// `registry.redb.bak-<unix seconds>`. Returns the backup's path.
     pub fn reset(&self) -> Result<Option<PathBuf>> {
         let _inproc = self.inproc.lock();
-        let _lock = lock::acquire(&self.dir, self.config.lock_timeout)?;
+        let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
         let path = self.path();
-        if !home::check_file(&path)? {
+        if !home::check_file(&path, self.config.shared)? {
             return Ok(None);
+        }
+        if self.config.shared {
+            // Emptying a shared registry releases everyone's entries.
+            db::contain(&path, || {
+                let db = db::open_read(&self.dir, true)?;
+                let entries = read_entries(&db.begin_read()?)?;
+                db.close()?;
+                entries.iter().try_for_each(|e| guard(e, "reset"))
+            })?;
         }
         let secs = now_ms() / 1000;
         let mut backup = self.dir.join(format!("{}.bak-{secs}", home::REGISTRY_FILE));
@@ -595,7 +609,7 @@ impl Registry {
         // point leaves the old registry in place or the new one.
         let mut backed_up = false;
         let swapped = db::contain(&path, || {
-            db::replace_with_fresh(&self.dir, &path, |old| {
+            db::replace_with_fresh(&self.dir, &path, self.config.shared, |old| {
                 std::fs::hard_link(old, &backup).map_err(|e| {
                     Error::io(format!("cannot keep a backup at `{}`", backup.display()), e)
                 })?;
@@ -726,6 +740,9 @@ impl<'t> Tx<'t> {
         }
         let existing = self.entry(key)?;
         if let Some(e) = &existing {
+            if opts.owner.is_some() {
+                guard(e, "lease")?;
+            }
             if let (Some(cur), Some(new)) = (e.owner, opts.owner)
                 && cur != new
                 && cur.liveness() != Liveness::Dead
@@ -773,6 +790,7 @@ impl<'t> Tx<'t> {
                 )
                 .with_hint("stop it first, then ask again"));
             }
+            guard(e, "move")?;
             self.remove(e)?;
         }
         self.expire()?;
@@ -949,6 +967,21 @@ impl<'t> Tx<'t> {
         }
         Ok(None)
     }
+}
+
+/// Refuses to `action` (release, move, lease) an entry another user made:
+/// only that user, or root, may (this matters in a shared registry).
+fn guard(e: &Entry, action: &str) -> Result<()> {
+    let me = portd_core::sys::euid();
+    if e.uid == me || me == 0 {
+        return Ok(());
+    }
+    Err(Error::permission(format!(
+        "project `{}` belongs to uid {}; only that user or root can {action} it",
+        e.display_name(),
+        e.uid
+    ))
+    .with_hint("ask its owner, or use a project name of your own"))
 }
 
 /// Whether `e`'s port is bound by a process other than its owner (or the

@@ -44,6 +44,7 @@ pub fn config(ctx: &Ctx) -> Result<(), Error> {
             "lock_timeout": { "value": format_duration(c.lock_timeout), "source": src("lock_timeout").to_string() },
             "range": { "value": c.default_range, "source": src("range").to_string() },
             "port": { "value": c.pinned_port, "source": src("port").to_string() },
+            "shared": { "value": c.shared, "source": src("shared").to_string() },
         });
         ctx.out.json(&v);
         return Ok(());
@@ -70,6 +71,7 @@ pub fn config(ctx: &Ctx) -> Result<(), Error> {
             c.pinned_port.map_or("-".into(), |p| p.to_string()),
             src("port").to_string(),
         ],
+        vec!["shared".into(), c.shared.to_string(), src("shared").to_string()],
     ];
     ctx.out.data(&table(&["KEY", "VALUE", "SOURCE"], &rows));
     Ok(())

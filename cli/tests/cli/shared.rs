@@ -1,0 +1,119 @@
+//! A registry shared between users (`PORTD_SHARED=1`): group-writable
+//! files created that way, and each entry released, moved or leased only
+//! by the user who made it, or by root. Needs root to act as other users;
+//! elsewhere the test says so and checks only what one user can.
+
+use crate::util::*;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+
+const GROUP: u32 = 65534;
+const ALICE: u32 = 65534;
+const BOB: u32 = 65533;
+
+/// `portd ARGS` as `uid` (root when `None`), in the shared registry.
+fn as_user(env: &Env, uid: Option<u32>, args: &[&str]) -> Output {
+    let mut cmd = env.command(args);
+    cmd.env("PORTD_SHARED", "1");
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(GROUP);
+    }
+    env.output(cmd)
+}
+
+fn projects(env: &Env) -> Vec<String> {
+    let out = as_user(env, None, &["ls", "--json"]);
+    let mut v: Vec<String> = out.json::<Vec<EntryJson>>().into_iter().map(|e| e.project).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn shared_registry_entries_belong_to_their_users() {
+    let env = Env::new();
+    if !is_root(&env) {
+        // Acting as two users needs root; a private registry still refuses
+        // a group-writable directory (see `damaged.rs`).
+        return;
+    }
+    // The tree must be traversable by the other users; the registry
+    // directory is made the way an administrator would: root's, shared
+    // with a group, setgid so that files inherit that group.
+    fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(env.home()).unwrap();
+    std::os::unix::fs::chown(env.home(), Some(0), Some(GROUP)).unwrap();
+    fs::set_permissions(env.home(), fs::Permissions::from_mode(0o2770)).unwrap();
+
+    // Without the opt-in, another user's directory is refused.
+    let mut plain = env.command(["get", "alice-app"]);
+    plain.uid(ALICE).gid(GROUP);
+    let err = env.output(plain).error(9).to_owned();
+    assert!(err.contains("is owned by uid 0, not by you"), "{err}");
+    assert!(err.contains("`PORTD_SHARED=1`"), "{err}");
+
+    let alice = as_user(&env, Some(ALICE), &["get", "alice-app"]).port();
+    as_user(&env, Some(BOB), &["get", "bob-app"]).port();
+    as_user(&env, None, &["get", "root-app"]).port();
+    for f in ["registry.redb", "registry.lock"] {
+        let md = fs::metadata(env.home().join(f)).unwrap();
+        assert_eq!((md.mode() & 0o777, md.gid()), (0o660, GROUP), "{f}");
+    }
+
+    // Bob cannot release, move or lease Alice's project; nothing changes.
+    let before = as_user(&env, None, &["ls", "--json"]).ok().to_owned();
+    let free = alice + 1;
+    for (args, action) in [
+        (&["release", "alice-app"][..], "release"),
+        (&["get", "alice-app", "--port", &free.to_string()], "move"),
+        (&["run", "alice-app", "--", "true"], "lease"),
+    ] {
+        let err = as_user(&env, Some(BOB), args).error(9).to_owned();
+        assert_eq!(
+            err,
+            format!(
+                "error: project `alice-app` belongs to uid {ALICE}; only that user or root can {action} it\n\
+                 hint: ask its owner, or use a project name of your own\n"
+            ),
+            "{args:?}"
+        );
+        assert_eq!(as_user(&env, None, &["ls", "--json"]).ok(), before, "{args:?}");
+    }
+    // Reading is fine.
+    assert_eq!(as_user(&env, Some(BOB), &["get", "alice-app"]).port(), alice);
+    // Emptying the registry would release everyone's entries.
+    let err = as_user(&env, Some(BOB), &["reset", "--yes"]).error(9).to_owned();
+    assert!(err.contains("only that user or root can reset it"), "{err}");
+    assert_eq!(as_user(&env, None, &["ls", "--json"]).ok(), before);
+
+    // `release --idle` releases only the caller's own entries.
+    let out = as_user(&env, Some(BOB), &["release", "--idle"]);
+    assert_eq!((out.code, out.stderr.lines().count()), (0, 1), "{out:?}");
+    assert!(out.stderr.starts_with("released `bob-app` (port "), "{out:?}");
+    assert_eq!(projects(&env), ["alice-app", "root-app"]);
+    // The owner and root can.
+    assert_eq!(as_user(&env, Some(ALICE), &["release", "alice-app"]).code, 0);
+    as_user(&env, Some(BOB), &["get", "bob-app"]).port();
+    assert_eq!(as_user(&env, None, &["release", "bob-app"]).code, 0);
+    assert_eq!(projects(&env), ["root-app"]);
+
+    // A shared directory writable by everyone is still refused.
+    fs::set_permissions(env.home(), fs::Permissions::from_mode(0o2777)).unwrap();
+    let err = as_user(&env, Some(ALICE), &["get", "alice-app"]).error(9).to_owned();
+    assert!(err.ends_with("hint: run `chmod o-w [ROOT]/home`\n"), "{err}");
+}
+
+#[test]
+fn a_private_registry_is_created_0700_and_0600_whatever_the_umask() {
+    let env = Env::new();
+    let cmd = env.wrapped(&["sh", "-c", "umask 000; exec \"$0\" \"$@\""], ["get", "modes"]);
+    env.output(cmd).port();
+    let mode = |p: std::path::PathBuf| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(env.home()), 0o700);
+    assert_eq!(mode(env.registry()), 0o600);
+    assert_eq!(mode(env.home().join("registry.lock")), 0o600);
+    // Also after a reset, which writes a new file.
+    let cmd = env.wrapped(&["sh", "-c", "umask 000; exec \"$0\" \"$@\""], ["reset", "--yes"]);
+    assert_eq!(env.output(cmd).code, 0);
+    assert_eq!(mode(env.registry()), 0o600);
+}
