@@ -34,6 +34,9 @@ pub(crate) fn db_err(e: impl Into<redb::Error>) -> Error {
             std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData => {
                 Error::damaged(format!("registry damaged: {io}"))
             }
+            std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied => {
+Error::io("cannot write the registry", io).with_hint(crate::error::READ_ONLY_HINT)
+            }
             std::io::ErrorKind::StorageFull
             | std::io::ErrorKind::FileTooLarge
             | std::io::ErrorKind::QuotaExceeded => Error::io("cannot write the registry", io)

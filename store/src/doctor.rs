@@ -219,6 +219,19 @@ fn location(dir: &Path, shared: bool, r: &mut Report) -> bool {
             format!("run `chmod 600 {}`", path.display()),
         ));
     }
+    if !writable(dir) {
+        r.findings.push(Finding::error(
+            "location",
+            &Error::new(
+                ErrorKind::Permission,
+                format!(
+                    "registry directory `{}` cannot be written: ports can be read, not allocated",
+                    dir.display()
+                ),
+            )
+            .with_hint(crate::error::READ_ONLY_HINT),
+        ));
+    }
     match sys::network_fs(dir) {
         Some(fs) => r.findings.push(Finding::warn(
             "filesystem",
@@ -230,17 +243,34 @@ fn location(dir: &Path, shared: bool, r: &mut Report) -> bool {
     true
 }
 
+/// Whether this process may create files in `dir` (a read-only mount
+/// says no even to root).
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: `c` is a valid NUL-terminated path; access(2) only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
 /// A private copy of the registry file, removed on drop.
 struct Scratch(PathBuf);
 
 impl Scratch {
+    /// Beside the registry, or in the temporary directory when the
+    /// registry's directory cannot be written.
     fn of(dir: &Path, path: &Path) -> Result<Scratch> {
-        let copy = dir.join(format!("{}.doctor-{}", home::REGISTRY_FILE, std::process::id()));
-        let _ = fs::remove_file(&copy);
-        let s = Scratch(copy);
-        fs::copy(path, &s.0)
-            .map_err(|e| Error::io(format!("cannot copy `{}` to examine it", path.display()), e))?;
-        Ok(s)
+        let name = format!("{}.doctor-{}", home::REGISTRY_FILE, std::process::id());
+        let mut last = None;
+        for place in [dir.to_owned(), std::env::temp_dir()] {
+            let s = Scratch(place.join(&name));
+            let _ = fs::remove_file(&s.0);
+            match fs::copy(path, &s.0) {
+                Ok(_) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.unwrap_or_else(|| std::io::Error::other("no place to copy to"));
+        Err(Error::io(format!("cannot copy `{}` to examine it", path.display()), e))
     }
 }
 

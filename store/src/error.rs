@@ -90,9 +90,18 @@ impl Error {
             }
             _ => ErrorKind::Other,
         };
-        Self::new(kind, format!("{what}: {e}"))
+        let err = Self::new(kind, format!("{what}: {e}"));
+        if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+            err.with_hint(READ_ONLY_HINT)
+        } else {
+            err
+        }
     }
 }
+
+/// The fix for a registry that cannot be written.
+pub(crate) const READ_ONLY_HINT: &str =
+    "make the registry directory and file writable, or point `PORTD_HOME` at a writable directory";
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -23,10 +23,29 @@ pub struct LockGuard {
 const FIRST_WAIT: Duration = Duration::from_micros(50);
 const MAX_WAIT: Duration = Duration::from_millis(4);
 
+/// Opens the lock file for writing (creating it), or, in a read-only
+/// place, an existing one for reading: `flock` works on either, so reads
+/// of a read-only registry still take part in the protocol (and writes
+/// fail later, when the registry itself is opened for writing).
+fn open(path: &Path) -> std::io::Result<File> {
+    use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
+    use std::os::unix::fs::OpenOptionsExt;
+    match portd_core::sys::open_nofollow(path) {
+        Err(e) if matches!(e.kind(), ReadOnlyFilesystem | PermissionDenied) => {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|_| e)
+        }
+        r => r,
+    }
+}
+
 /// Takes the lock in `dir`, waiting at most `timeout`.
 pub fn acquire(dir: &Path, timeout: Duration, shared: bool) -> Result<LockGuard> {
     let path = dir.join(crate::home::LOCK_FILE);
-    let file = portd_core::sys::open_nofollow(&path).map_err(|e| {
+    let file = open(&path).map_err(|e| {
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
             Error::permission(format!("lock file `{}` is a symbolic link", path.display()))
                 .with_hint(format!("remove it (`rm {}`); portd creates its own", path.display()))

@@ -329,6 +329,7 @@ impl Registry {
     /// The project's port, allocating or moving as `opts` asks.
     pub fn get_with(&self, project: &Project, opts: &GetOptions) -> Result<Allocation> {
         // The common case, an existing entry asked for as it is, is a read.
+        let mut known = None;
         if opts.owner.is_none() && !opts.require_free {
             let hit = self.read(|rtx| {
                 let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
@@ -338,14 +339,15 @@ impl Registry {
                 let e = record::decode(project.key(), v.value()).map_err(decode_err)?;
                 Ok(self.keeps(&e, opts).then_some(e))
             })?;
-            if let Some(e) = hit
-                && now_ms().saturating_sub(e.last_used_ms) < TOUCH_EVERY_MS
-            {
-                return Ok(Allocation { entry: e, fresh: false, moved_from: None });
+            if let Some(e) = hit {
+                if now_ms().saturating_sub(e.last_used_ms) < TOUCH_EVERY_MS {
+                    return Ok(Allocation { entry: e, fresh: false, moved_from: None });
+                }
+                known = Some(e);
             }
         }
         // Concurrent callers of this process share one transaction.
-        self.group.submit(project.key(), opts, |leader| {
+        let done = self.group.submit(project.key(), opts, |leader| {
             self.locked(|db| {
                 loop {
                     let batch = leader.take();
@@ -355,7 +357,15 @@ impl Registry {
                     leader.answer(self.run_batch(db, batch)?);
                 }
             })
-        })
+        });
+        match (done, known) {
+            // A read-only registry still answers for the projects it holds;
+            // only their `last_used` stays as it was.
+            (Err(e), Some(entry)) if e.kind() == ErrorKind::Permission => {
+                Ok(Allocation { entry, fresh: false, moved_from: None })
+            }
+            (done, _) => done,
+        }
     }
 
     /// Runs `batch` in one write transaction. A request that fails gets its

@@ -1,6 +1,7 @@
-//! Faults: a full disk (as a file-size limit), a registry directory whose
-//! parent vanished, and the child's signal dispositions. Each gives a
-//! clear error and a distinct exit code, and data that was there stays.
+//! Faults: a full disk (as a file-size limit), a read-only registry, a
+//! registry directory whose parent vanished, and the child's signal
+//! dispositions. Each gives a clear error and a distinct exit code, and
+//! data that was there stays.
 
 use crate::util::*;
 
@@ -67,4 +68,56 @@ fn run_children_get_default_signal_dispositions() {
             u64::from_str_radix(out.ok().trim().trim_start_matches("SigIgn:").trim(), 16).unwrap();
         assert_eq!(mask & (1 << (25 - 1)), 0, "SIGXFSZ ignored in the child ({fd:?}): {mask:x}");
     }
+}
+
+/// The registry directory on a read-only mount (a private mount namespace
+/// with a read-only bind of it: read-only even for root). Reads answer;
+/// every write is refused with exit 9 and the fix; nothing changes.
+#[test]
+fn a_read_only_registry_answers_reads_and_refuses_writes() {
+    let env = Env::new();
+    let a = env.run(&["get", "ro-a"]).port();
+    env.run(&["get", "ro-b"]).port();
+    let before = env.ls_raw();
+    let bytes = std::fs::read(env.registry()).unwrap();
+    let read_only = |args: &[&str]| {
+        let mut cmd = env.wrapped(
+            &[
+                "unshare",
+                "-m",
+                "sh",
+                "-c",
+                "mount --bind \"$H\" \"$H\" && mount -o remount,bind,ro \"$H\" && exec \"$0\" \"$@\"",
+            ],
+            args,
+        );
+        cmd.env("H", env.home());
+        env.output(cmd)
+    };
+    let probe = read_only(&["ls", "--json"]);
+    if probe.code != 0 && probe.stderr.contains("unshare") {
+        // No mount namespaces here (not root, or a sandbox without them).
+        return;
+    }
+    assert_eq!(probe.ok(), before);
+    assert_eq!(read_only(&["get", "ro-a"]).port(), a);
+    const FIX: &str = "hint: make the registry directory and file writable, \
+                       or point `PORTD_HOME` at a writable directory\n";
+    for args in [&["get", "ro-new"][..], &["release", "ro-a"], &["cleanup"], &["release", "--idle"]]
+    {
+        let err = read_only(args).error(9).to_owned();
+        assert_eq!(
+            err,
+            format!("error: cannot write the registry: Read-only file system (os error 30)\n{FIX}"),
+            "{args:?}"
+        );
+    }
+    let err = read_only(&["reset", "--yes"]).error(9).to_owned();
+    assert!(err.starts_with("error: cannot create `[ROOT]/home/registry.redb.new-"), "{err}");
+    assert!(err.ends_with(FIX), "{err}");
+    let out = read_only(&["doctor"]);
+    assert_eq!(out.code, 9, "{out:?}");
+    assert!(out.stdout.contains("cannot be written: ports can be read, not allocated"), "{out:?}");
+    assert_eq!(env.ls_raw(), before);
+    assert!(std::fs::read(env.registry()).unwrap() == bytes, "the registry changed");
 }
