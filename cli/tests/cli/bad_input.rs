@@ -335,6 +335,11 @@ fn bad_input_fails_cleanly_and_changes_nothing() {
         }
         assert_eq!(env.ls_raw(), before, "{}: the registry changed", c.what);
     }
+    let line = format!(
+        "bad input: {} cases, each its error and exit code, registry unchanged\n",
+        cases.len()
+    );
+    std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes()).unwrap();
 }
 
 /// SPEC §5: a malformed value names the file, line and key.
