@@ -1,7 +1,13 @@
-//! Arbitrary bytes as a stored record: decoding must never panic or abort.
+//! Arbitrary bytes as a stored record: decoding never panics or aborts,
+//! allocates no more than a small multiple of the input, and what decodes
+//! re-encodes to the same entry.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = portd_store::fuzzing::decode_record("myapp", data);
-});
+#[path = "../alloc_meter.rs"]
+mod alloc_meter;
+
+#[global_allocator]
+static METER: alloc_meter::Meter = alloc_meter::Meter;
+
+fuzz_target!(|data: &[u8]| alloc_meter::check_record(data));

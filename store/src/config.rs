@@ -470,6 +470,14 @@ mod tests {
         let e = file("[[range]]\nname=\"a\"\nstart=10\nend=20\ncolour=1\n").unwrap_err();
         assert!(e.message().contains("colour"), "{e}");
         assert!(file("not toml at all [").is_err());
+        // A newline inside a value stays escaped: an error is one line.
+        let e = file("idle_ttl = \"1\\nx\"\n").unwrap_err();
+        assert!(
+            e.message().ends_with("`1\\nx` has an unknown unit (use ms, s, m, h, d or w)"),
+            "{e}"
+        );
+        let e = file("[[range]]\nname = \"a\\nb\"\nstart = 1\nend = 2\n").unwrap_err();
+        assert!(e.message().contains("range name `a\\nb` is invalid"), "{e}");
     }
 
     #[test]

@@ -44,12 +44,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), hint: None }
+        Error { kind, message: one_line(message.into()), hint: None }
     }
 
     /// Adds the hint line.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.hint = Some(one_line(hint.into()));
         self
     }
 
@@ -103,6 +103,18 @@ impl Error {
 pub(crate) const READ_ONLY_HINT: &str =
     "make the registry directory and file writable, or point `PORTD_HOME` at a writable directory";
 
+/// Keeps a message on one line: control characters that came in with
+/// user input (a newline in a config value or a variable, say) are shown
+/// escaped, as `\n`.
+fn one_line(s: String) -> String {
+    if !s.contains(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
@@ -110,3 +122,16 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_stay_on_one_line() {
+        let e = Error::usage("`1\nx` has an unknown unit").with_hint("a\r\tb");
+        assert_eq!(e.message(), "`1\\nx` has an unknown unit");
+        assert_eq!(e.hint(), Some("a\\r\\tb"));
+        assert_eq!(Error::usage("café `ok`").message(), "café `ok`");
+    }
+}

@@ -1,0 +1,76 @@
+//! The fuzz targets' saved corpus (`fuzz/corpus/<target>/`), replayed as
+//! plain tests through the same checks the targets run
+//! (`portd_store::fuzzing`), so that every seed and every fixed crash stays
+//! covered without cargo-fuzz.
+
+#[path = "../../fuzz/alloc_meter.rs"]
+mod alloc_meter;
+
+#[global_allocator]
+static METER: alloc_meter::Meter = alloc_meter::Meter;
+
+use std::path::PathBuf;
+
+/// Every file of a target's corpus, by name.
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|f| {
+            let path = f.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no corpus in {}", dir.display());
+    files
+}
+
+/// Runs `check` on each file of `target`'s corpus, naming the file that fails.
+fn replay(target: &str, check: impl Fn(&[u8])) {
+    for (name, bytes) in corpus(target) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&bytes)));
+        if let Err(p) = r {
+            let msg = p.downcast_ref::<String>().cloned().unwrap_or_default();
+            panic!("fuzz/corpus/{target}/{name}: {msg}");
+        }
+    }
+}
+
+#[test]
+fn record_decode() {
+    replay("record_decode", alloc_meter::check_record);
+}
+
+#[test]
+fn config_parse() {
+    replay("config_parse", portd_store::fuzzing::config);
+}
+
+#[test]
+fn project_name() {
+    replay("project_name", portd_store::fuzzing::project_name);
+}
+
+#[test]
+fn arguments() {
+    replay("arguments", portd_store::fuzzing::arguments);
+}
+
+#[test]
+fn registry_model() {
+    replay("registry_model", |bytes| {
+        let dir = tempfile::tempdir().unwrap();
+        portd_store::fuzzing::registry(dir.path(), bytes);
+    });
+}
+
+/// The meter works: a record test that measured nothing would pass vacuously.
+#[test]
+fn the_allocation_meter_counts() {
+    let peak = alloc_meter::peak_bytes(|| {
+        std::hint::black_box(vec![0u8; 100_000]);
+    });
+    assert!(peak >= 100_000, "{peak}");
+}
