@@ -22,6 +22,8 @@ pub struct LockGuard {
 /// typically finishes in well under a millisecond.
 const FIRST_WAIT: Duration = Duration::from_micros(50);
 const MAX_WAIT: Duration = Duration::from_millis(4);
+/// How many lock timeouts a waiter waits in all while the lock changes hands.
+const PATIENCE: u32 = 6;
 
 /// Opens the lock file for writing (creating it), or, in a read-only
 /// place, an existing one for reading: `flock` works on either, so reads
@@ -57,7 +59,13 @@ pub fn acquire(dir: &Path, timeout: Duration, shared: bool) -> Result<LockGuard>
     if shared && file.metadata().is_ok_and(|m| m.uid() == portd_core::sys::euid()) {
         let _ = crate::home::set_mode(&file, true);
     }
-    let start = Instant::now();
+    // `timeout` bounds how long one holder keeps the lock, so that a hung
+    // holder is named within it; while holders come and go (the registry
+    // makes progress, e.g. hundreds of processes queueing) a waiter waits
+    // on, up to `PATIENCE` times the timeout in all.
+    let started = Instant::now();
+    let mut since = started;
+    let mut seen = holder_pid(&file);
     let mut wait = FIRST_WAIT;
     loop {
         match file.try_lock() {
@@ -67,11 +75,16 @@ pub fn acquire(dir: &Path, timeout: Duration, shared: bool) -> Result<LockGuard>
                 return Err(Error::io(format!("cannot lock `{}`", path.display()), e));
             }
         }
-        let elapsed = start.elapsed();
-        if elapsed >= timeout {
-            return Err(busy(&file, &path, timeout));
+        let holder = holder_pid(&file);
+        if holder != seen {
+            (seen, since) = (holder, Instant::now());
         }
-        std::thread::sleep(wait.min(timeout - elapsed));
+        let held = since.elapsed();
+        let waited = started.elapsed();
+        if held >= timeout || waited >= timeout * PATIENCE {
+            return Err(busy(holder, &path, timeout, (held < timeout).then_some(waited)));
+        }
+        std::thread::sleep(wait.min(timeout - held));
         wait = (wait * 2).min(MAX_WAIT);
     }
     // Fixed width, so no truncate is needed; a failure here only costs the
@@ -80,10 +93,16 @@ pub fn acquire(dir: &Path, timeout: Duration, shared: bool) -> Result<LockGuard>
     Ok(LockGuard { _file: file })
 }
 
-fn busy(file: &File, path: &Path, timeout: Duration) -> Error {
+/// The pid the current (or last) holder wrote into the lock file.
+fn holder_pid(file: &File) -> Option<u32> {
     let mut buf = [0u8; 16];
     let n = file.read_at(&mut buf, 0).unwrap_or(0);
-    let pid = std::str::from_utf8(&buf[..n]).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    std::str::from_utf8(&buf[..n]).ok().and_then(|s| s.trim().parse::<u32>().ok())
+}
+
+/// "registry busy": one holder kept it for `timeout`, or (`queued`) the
+/// lock changed hands for that long without coming to this process.
+fn busy(pid: Option<u32>, path: &Path, timeout: Duration, queued: Option<Duration>) -> Error {
     let holder = match pid {
         Some(pid) => match portd_core::sys::proc_stat(pid) {
             Ok(st) => format!("pid {pid} ({})", st.comm),
@@ -94,15 +113,21 @@ fn busy(file: &File, path: &Path, timeout: Duration) -> Error {
         },
         None => "another process".to_owned(),
     };
-    Error::new(
-        ErrorKind::RegistryBusy,
-        format!(
+    let d = crate::config::format_duration;
+    let msg = match queued {
+        None => format!(
             "registry busy: `{}` is held by {holder} for more than {}",
             path.display(),
-            crate::config::format_duration(timeout)
+            d(timeout)
         ),
-    )
-    .with_hint("is another portd running? wait for it, or raise `PORTD_LOCK_TIMEOUT`")
+        Some(w) => format!(
+            "registry busy: `{}` has been taken by other processes for {} (now by {holder})",
+            path.display(),
+            d(Duration::from_millis(w.as_millis() as u64 / 1000 * 1000))
+        ),
+    };
+    Error::new(ErrorKind::RegistryBusy, msg)
+        .with_hint("is another portd running? wait for it, or raise `PORTD_LOCK_TIMEOUT`")
 }
 
 #[cfg(test)]
@@ -120,6 +145,46 @@ mod tests {
         assert!(err.message().contains(&format!("pid {}", std::process::id())), "{err}");
         drop(held);
         acquire(dir.path(), Duration::from_millis(100), false).unwrap();
+    }
+
+    /// Holds the lock in `dir` for `steps` × `every`, writing a new pid into
+    /// the file at each step, as a queue of different holders would.
+    fn relay(dir: &Path, steps: u32, every: Duration) -> std::thread::JoinHandle<()> {
+        let held = acquire(dir, Duration::from_secs(1), false).unwrap();
+        let path = dir.join(crate::home::LOCK_FILE);
+        std::thread::spawn(move || {
+            let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            for i in 0..steps {
+                f.write_at(format!("{:<10}\n", 4_000_000 + i).as_bytes(), 0).unwrap();
+                std::thread::sleep(every);
+            }
+            drop(held);
+        })
+    }
+
+    #[test]
+    fn a_waiter_waits_on_while_the_lock_changes_hands() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let r = relay(dir.path(), 5, Duration::from_millis(80));
+        // 400 ms of holders, each under the 200 ms timeout: no error.
+        acquire(dir.path(), Duration::from_millis(200), false).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+        r.join().unwrap();
+    }
+
+    #[test]
+    fn a_waiter_gives_up_after_patience_timeouts_of_changing_hands() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let r = relay(dir.path(), 40, Duration::from_millis(30));
+        let err = acquire(dir.path(), Duration::from_millis(100), false).unwrap_err();
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(100) * PATIENCE, "{took:?}");
+        assert!(took < Duration::from_millis(1100), "{took:?}");
+        assert_eq!(err.kind(), ErrorKind::RegistryBusy);
+        assert!(err.message().contains("has been taken by other processes for "), "{err}");
+        r.join().unwrap();
     }
 
     #[test]

@@ -310,6 +310,7 @@ fn fifty_concurrent_runs_serve_on_distinct_ports_and_go_idle() {
     let names: Vec<String> = (0..50).map(|i| format!("many-{i}")).collect();
     let mut children: Vec<Child> =
         names.iter().map(|n| spawn(&env, &["run", n, "--", "python3", "-c", script])).collect();
+    let _reaper = Reaper(children.iter().map(Child::id).collect());
     let mut ports = std::collections::BTreeSet::new();
     for (n, c) in names.iter().zip(&mut children) {
         let e = active(&env, c, n);

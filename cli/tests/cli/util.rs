@@ -379,3 +379,18 @@ pub struct ReleaseJson {
 pub struct ResetJson {
     pub backup: Option<String>,
 }
+
+/// SIGKILLs the processes it names if the test panics, so that a failed
+/// test leaves no `portd run` (whose children die with it) behind to hold
+/// ports and load the machine for the tests after it.
+pub struct Reaper(pub Vec<u32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for pid in &self.0 {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+    }
+}
