@@ -86,7 +86,7 @@ fn random_sigkills_never_break_the_registry() {
         };
         let mut child =
             env.command(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        std::thread::sleep(Duration::from_micros(rng.below(30_000)));
+        std::thread::sleep(Duration::from_micros(rng.below(12_000)));
         let killed = child.try_wait().unwrap().is_none();
         if killed {
             child.kill().unwrap();
