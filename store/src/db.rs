@@ -34,9 +34,11 @@ pub(crate) fn db_err(e: impl Into<redb::Error>) -> Error {
             std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData => {
                 Error::damaged(format!("registry damaged: {io}"))
             }
-            std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied => {
-Error::io("cannot write the registry", io).with_hint(crate::error::READ_ONLY_HINT)
+            std::io::ErrorKind::ReadOnlyFilesystem => {
+                Error::io("cannot write the registry", io).with_hint(crate::error::READ_ONLY_HINT)
             }
+            std::io::ErrorKind::PermissionDenied => Error::io("cannot open the registry", io)
+                .with_hint("check the owner and mode of the registry directory and file (`portd doctor` says which)"),
             std::io::ErrorKind::StorageFull
             | std::io::ErrorKind::FileTooLarge
             | std::io::ErrorKind::QuotaExceeded => Error::io("cannot write the registry", io)
@@ -173,7 +175,7 @@ pub(crate) fn open_read(dir: &Path, shared: bool) -> Result<Reader> {
     }
 }
 
-fn check_schema(db: &impl ReadableDatabase) -> Result<()> {
+pub(crate) fn check_schema(db: &impl ReadableDatabase) -> Result<()> {
     let tx = db.begin_read().map_err(db_err)?;
     let meta = tx
         .open_table(META)
@@ -192,7 +194,7 @@ fn check_schema(db: &impl ReadableDatabase) -> Result<()> {
 /// Builds a new, empty registry beside `path` and renames it into place, so
 /// that a crash never leaves a half-made (e.g. empty) registry file behind.
 fn create_fresh(dir: &Path, path: &Path, shared: bool) -> Result<()> {
-    replace_with_fresh(dir, path, shared, |_| Ok(()))
+    replace_with_fresh(dir, path, shared, |_| Ok(()), |_| Ok(()))
 }
 
 /// Builds a new, empty registry in a temporary file, runs `before_swap`
@@ -204,6 +206,7 @@ pub(crate) fn replace_with_fresh(
     dir: &Path,
     path: &Path,
     shared: bool,
+    fill: impl FnOnce(&Database) -> Result<()>,
     before_swap: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
     let tmp = dir.join(format!("{}.new-{}", home::REGISTRY_FILE, std::process::id()));
@@ -231,6 +234,7 @@ pub(crate) fn replace_with_fresh(
             meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
+        fill(&db)?;
         db.close().map_err(db_err)?;
         before_swap(path)?;
         fs::rename(&tmp, path)

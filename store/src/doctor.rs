@@ -259,12 +259,29 @@ impl Scratch {
     /// Beside the registry, or in the temporary directory when the
     /// registry's directory cannot be written.
     fn of(dir: &Path, path: &Path) -> Result<Scratch> {
-        let name = format!("{}.doctor-{}", home::REGISTRY_FILE, std::process::id());
+        use std::os::unix::fs::OpenOptionsExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("{}.doctor-{}-{nanos}", home::REGISTRY_FILE, std::process::id());
         let mut last = None;
         for place in [dir.to_owned(), std::env::temp_dir()] {
+            // A new file of ours (never an existing name or a planted link).
+            let made = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(place.join(&name));
+            let mut out = match made {
+                Ok(f) => f,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
             let s = Scratch(place.join(&name));
-            let _ = fs::remove_file(&s.0);
-            match fs::copy(path, &s.0) {
+            match fs::File::open(path).and_then(|mut f| std::io::copy(&mut f, &mut out)) {
                 Ok(_) => return Ok(s),
                 Err(e) => last = Some(e),
             }
@@ -286,13 +303,15 @@ fn examine_file(dir: &Path, path: &Path) -> Result<(Vec<Entry>, Vec<Finding>)> {
     if fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
         return Err(Error::damaged(format!("registry damaged: `{}` is empty", path.display())));
     }
-    // The schema first, read-only, so that a newer portd's file is named as
-    // such rather than as damage.
-    db::peek_schema(path)?;
     let scratch = Scratch::of(dir, path)?;
     db::contain(path, || {
+        // The schema first, read-only, so that a newer portd's file is named
+        // as such rather than as damage; a file that needs recovery first is
+        // checked on the recovered copy.
+        db::peek_schema(path)?;
         let mut notes = Vec::new();
         let mut database = redb::Database::builder().open(&scratch.0).map_err(db_err)?;
+        db::check_schema(&database)?;
         match database.check_integrity() {
             Ok(true) => notes.push(Finding::ok("integrity", "redb integrity check passed")),
             Ok(false) => notes.push(Finding::ok(
@@ -475,14 +494,26 @@ fn ephemeral(config: &Config, r: &mut Report) {
 /// entries whose owner is alive are rebuilt; idle ones are remembered as
 /// history. Refuses when the file is not damaged (or is a newer portd's).
 pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
-    let report = examine(dir, config, None);
-    if !report.damaged {
-        return Err(Error::new(ErrorKind::Usage, "the registry is not damaged: nothing to repair")
-            .with_hint("`portd doctor` lists what it found and how to fix each finding"));
-    }
     let reg = Registry::open(dir, config.clone())?;
     let _lock = lock::acquire(dir, config.lock_timeout, config.shared)?;
     let path = dir.join(home::REGISTRY_FILE);
+    // Examined again under the lock held for the repair: another repair may
+    // have run since this process looked.
+    let damage = match home::check_file(&path, config.shared)? {
+        false => None,
+        true => examine_file(dir, &path).err(),
+    };
+    match damage {
+        Some(e) if e.kind() == ErrorKind::Damaged && !newer_schema(&e) => {}
+        Some(e) => return Err(e),
+        None => {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                "the registry is not damaged: nothing to repair",
+            )
+            .with_hint("`portd doctor` lists what it found and how to fix each finding"));
+        }
+    }
     let salvaged = {
         let scratch = Scratch::of(dir, &path)?;
         salvage(&scratch.0)
@@ -494,8 +525,6 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
         moved_to = dir.join(format!("{}.damaged-{secs}-{n}", home::REGISTRY_FILE));
         n += 1;
     }
-    fs::rename(&path, &moved_to)
-        .map_err(|e| Error::io(format!("cannot move `{}` aside", path.display()), e))?;
     let (entries, lost, readable) = match salvaged {
         Some((entries, lost)) => (entries, lost, true),
         None => (Vec::new(), 0, false),
@@ -507,7 +536,8 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
         if !taken.insert(e.port) {
             continue;
         }
-        if State::of(&e) == State::Active {
+        // Live owners, and owners that cannot be checked (never reclaimed).
+        if State::of(&e) != State::Idle {
             rebuilt.push(e.display_name().to_owned());
             keep.push((e, true));
         } else {
@@ -515,7 +545,27 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
             keep.push((e, false));
         }
     }
-    reg.rebuild(&keep)?;
+    // The new registry is built and filled beside the old one; the old one
+    // gets its second name before the new one replaces it in one rename, so
+    // a failure at any point leaves the damaged file in place, untouched.
+    let mut linked = false;
+    let swapped = db::replace_with_fresh(
+        dir,
+        &path,
+        config.shared,
+        |fresh| reg.rebuild_into(fresh, &keep),
+        |old| {
+            fs::hard_link(old, &moved_to).map_err(|e| {
+                Error::io(format!("cannot keep the damaged file as `{}`", moved_to.display()), e)
+            })?;
+            linked = true;
+            Ok(())
+        },
+    );
+    if swapped.is_err() && linked {
+        let _ = fs::remove_file(&moved_to);
+    }
+    swapped?;
     Ok(Repaired { moved_to, rebuilt, remembered, lost, readable })
 }
 

@@ -36,6 +36,8 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     hint: Option<String>,
+    /// The file system refused a write (permissions, read-only mount).
+    unwritable: bool,
 }
 
 /// Shorthand for results of this crate.
@@ -44,13 +46,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: one_line(message.into()), hint: None }
+        Error { kind, message: one_line(message.into()), hint: None, unwritable: false }
     }
 
     /// Adds the hint line.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(one_line(hint.into()));
         self
+    }
+
+    /// Whether the file system refused access (EACCES, EROFS), as opposed
+    /// to portd refusing (a foreign entry, an unsafe location).
+    pub(crate) fn is_unwritable(&self) -> bool {
+        self.unwritable
     }
 
     /// The kind, for exit codes.
@@ -90,7 +98,8 @@ impl Error {
             }
             _ => ErrorKind::Other,
         };
-        let err = Self::new(kind, format!("{what}: {e}"));
+        let mut err = Self::new(kind, format!("{what}: {e}"));
+        err.unwritable = kind == ErrorKind::Permission;
         if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
             err.with_hint(READ_ONLY_HINT)
         } else {

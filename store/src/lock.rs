@@ -123,7 +123,11 @@ fn busy(pid: Option<u32>, path: &Path, timeout: Duration, queued: Option<Duratio
         Some(w) => format!(
             "registry busy: `{}` has been taken by other processes for {} (now by {holder})",
             path.display(),
-            d(Duration::from_millis(w.as_millis() as u64 / 1000 * 1000))
+            d(if w < Duration::from_secs(1) {
+                Duration::from_millis(w.as_millis() as u64)
+            } else {
+                Duration::from_secs(w.as_secs())
+            })
         ),
     };
     Error::new(ErrorKind::RegistryBusy, msg)

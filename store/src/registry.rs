@@ -291,11 +291,14 @@ impl Registry {
         })
     }
 
-    /// Fills a fresh registry with what `doctor --repair` salvaged: each
-    /// entry with `true` is written back as it was, each with `false` is
-    /// only remembered as history. The caller holds `registry.lock`.
-    pub(crate) fn rebuild(&self, salvaged: &[(Entry, bool)]) -> Result<()> {
-        let db = db::open(&self.dir, self.config.shared)?;
+    /// Fills a fresh registry `db` with what `doctor --repair` salvaged:
+    /// each entry with `true` is written back as it was, each with `false`
+    /// is only remembered as history.
+    pub(crate) fn rebuild_into(
+        &self,
+        db: &redb::Database,
+        salvaged: &[(Entry, bool)],
+    ) -> Result<()> {
         let wtx = db.begin_write().map_err(db_err)?;
         {
             let mut tx = Tx::new(&wtx, self)?;
@@ -307,8 +310,7 @@ impl Registry {
                 }
             }
         }
-        wtx.commit().map_err(db_err)?;
-        db.close().map_err(db_err)
+        wtx.commit().map_err(db_err)
     }
 
     /// The port of the named project, allocating one on first use.
@@ -361,7 +363,7 @@ impl Registry {
         match (done, known) {
             // A read-only registry still answers for the projects it holds;
             // only their `last_used` stays as it was.
-            (Err(e), Some(entry)) if e.kind() == ErrorKind::Permission => {
+            (Err(e), Some(entry)) if e.is_unwritable() => {
                 Ok(Allocation { entry, fresh: false, moved_from: None })
             }
             (done, _) => done,
@@ -619,13 +621,19 @@ impl Registry {
         // point leaves the old registry in place or the new one.
         let mut backed_up = false;
         let swapped = db::contain(&path, || {
-            db::replace_with_fresh(&self.dir, &path, self.config.shared, |old| {
-                std::fs::hard_link(old, &backup).map_err(|e| {
-                    Error::io(format!("cannot keep a backup at `{}`", backup.display()), e)
-                })?;
-                backed_up = true;
-                Ok(())
-            })
+            db::replace_with_fresh(
+                &self.dir,
+                &path,
+                self.config.shared,
+                |_| Ok(()),
+                |old| {
+                    std::fs::hard_link(old, &backup).map_err(|e| {
+                        Error::io(format!("cannot keep a backup at `{}`", backup.display()), e)
+                    })?;
+                    backed_up = true;
+                    Ok(())
+                },
+            )
         });
         if swapped.is_err() && backed_up {
             // The old registry is still in place: drop its second name.
@@ -735,6 +743,8 @@ impl<'t> Tx<'t> {
         for key in old {
             if let Some(e) = self.entry(&key)?
                 && State::of(&e) == State::Idle
+                // In a shared registry, only its user (or root) drops it.
+                && guard(&e, "expire").is_ok()
             {
                 self.remove(&e)?;
                 dropped.push(key);
@@ -964,6 +974,7 @@ impl<'t> Tx<'t> {
                 continue;
             };
             if State::of(&e) != State::Idle
+                || guard(&e, "evict").is_err()
                 || Some(e.port) == avoid
                 || self.reg.exclusions.reason(e.port).is_some()
                 // Probed as a server re-binding it would: TIME_WAIT left by

@@ -106,7 +106,8 @@ fn doctor_names_a_newer_registry_and_repair_refuses_it() {
     let err = report.first_error().unwrap();
     assert!(err.message.contains("written by a newer portd"), "{}", err.message);
     let e = portd_store::doctor::repair(&home, &Config::default()).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Usage);
+    assert_eq!(e.kind(), ErrorKind::Damaged);
+    assert!(e.message().contains("written by a newer portd"), "{e}");
     assert!(std::fs::read(&file).unwrap() == bytes);
     assert_eq!(std::fs::read_dir(&home).unwrap().count(), 2, "files appeared");
 }

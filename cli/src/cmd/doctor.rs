@@ -16,6 +16,12 @@ pub fn doctor(cli: &Cli, out: Printer, repair: bool) -> Result<u8, Error> {
         Err(e) => (Config::default(), Some(e)),
     };
     let (home, _) = crate::home(cli)?;
+    if repair && let Some(e) = &config_error {
+        // Repairing under the built-in defaults could, e.g., make a shared
+        // registry private: fix the configuration first.
+        return Err(Error::new(e.kind(), e.message().to_owned())
+            .with_hint("fix the configuration first; `--repair` uses it"));
+    }
     let report = doctor::examine(&home, &config, config_error.as_ref());
     let repaired =
         if repair && report.damaged { Some(doctor::repair(&home, &config)?) } else { None };
@@ -60,7 +66,11 @@ pub fn doctor(cli: &Cli, out: Printer, repair: bool) -> Result<u8, Error> {
         return Ok(0);
     }
     if repair {
-        out.info("nothing to repair: the registry file is not damaged");
+        out.info(if report.first_error().is_some() {
+            "nothing repaired: `--repair` replaces a damaged registry file only; fix the problems above first"
+        } else {
+            "nothing to repair: the registry file is not damaged"
+        });
     }
     Ok(report.first_error().and_then(|f| f.kind).map_or(0, crate::exit_code))
 }

@@ -240,3 +240,26 @@ fn configuration_ranges_and_permissions() {
     assert_eq!(fix.unwrap(), "run `chmod 700 [ROOT]/home`");
     assert!(!statuses(&r).iter().any(|(c, _)| c == "integrity"));
 }
+
+/// A repair that cannot write the new registry (here a file-size limit
+/// that allows the copy to examine, not the new file) leaves the damaged
+/// file in place, byte for byte, and no other file behind.
+#[test]
+fn a_failed_repair_leaves_the_damaged_file_in_place() {
+    let env = Env::new();
+    env.run(&["get", "doc-f"]).port();
+    let bytes: Vec<u8> =
+        (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    fs::write(env.registry(), &bytes).unwrap();
+    let files = listing(&env);
+    let limit = format!("--fsize={}", bytes.len() + 4096);
+    let out = env.output(env.wrapped(&["prlimit", &limit], ["doctor", "--repair"]));
+    out.no_panic();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.starts_with("error: cannot write the registry: File too large"), "{out:?}");
+    assert!(fs::read(env.registry()).unwrap() == bytes, "the damaged file changed");
+    assert_eq!(listing(&env), files, "files left behind: {out:?}");
+    // Without the limit the repair goes through.
+    assert_eq!(env.run(&["doctor", "--repair"]).code, 0);
+    assert_eq!(env.run(&["doctor"]).code, 0);
+}
