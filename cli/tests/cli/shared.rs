@@ -117,3 +117,37 @@ fn a_private_registry_is_created_0700_and_0600_whatever_the_umask() {
     assert_eq!(env.output(cmd).code, 0);
     assert_eq!(mode(env.registry()), 0o600);
 }
+
+/// A full range in a shared registry: another user's allocation does not
+/// evict (or expire) a user's idle entries; the user's own, or root's, does.
+#[test]
+fn only_an_entrys_user_or_root_evicts_it() {
+    let env = Env::new();
+    if !is_root(&env) {
+        return;
+    }
+    fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(env.home()).unwrap();
+    std::os::unix::fs::chown(env.home(), Some(0), Some(GROUP)).unwrap();
+    fs::set_permissions(env.home(), fs::Permissions::from_mode(0o2770)).unwrap();
+    env.write_config("[[range]]\nname = \"tiny\"\nstart = 22950\nend = 22951\n");
+    as_user(&env, Some(ALICE), &["get", "alice-1"]).port();
+    as_user(&env, Some(ALICE), &["get", "alice-2"]).port();
+    let before = as_user(&env, None, &["ls", "--json"]).ok().to_owned();
+    let err = as_user(&env, Some(BOB), &["get", "bob-1"]).error(3).to_owned();
+    assert!(err.starts_with("error: no free port"), "{err}");
+    // An idle_ttl of zero would expire everything: not others' entries.
+    let out = as_user(&env, Some(BOB), &["cleanup", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut cmd = env.command(["cleanup"]);
+    cmd.env("PORTD_SHARED", "1").env("PORTD_IDLE_TTL", "0s").uid(BOB).gid(GROUP);
+    assert_eq!(env.output(cmd).code, 0);
+    assert_eq!(as_user(&env, None, &["ls", "--json"]).ok(), before);
+    // Alice's own allocation evicts her least recently used entry.
+    as_user(&env, Some(ALICE), &["get", "alice-3"]).port();
+    assert_eq!(projects(&env), ["alice-2", "alice-3"]);
+    // Root's too.
+    as_user(&env, None, &["get", "root-1"]).port();
+    assert_eq!(projects(&env).len(), 2);
+    assert!(projects(&env).contains(&"root-1".to_owned()));
+}
