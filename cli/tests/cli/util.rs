@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::ffi::OsStr;
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -219,6 +220,20 @@ pub fn bind_v4_loopback(port: u16) -> std::io::Result<TcpListener> {
         std::thread::sleep(Duration::from_millis(10));
     }
     Err(last.unwrap())
+}
+
+/// Skips the rest of a test that cannot run here: prints `SKIP: reason` on
+/// stderr (visible with `--nocapture`, and counted by `.ci/run`). Where
+/// `PORTD_NO_SKIP` is set (CI: root, IPv6, Linux), skipping is a failure.
+#[track_caller]
+pub fn skip(reason: &str) {
+    // Written to the process's stderr, not through `eprintln!`, which the
+    // test harness captures: a skip stays visible when the test passes.
+    let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
+    assert!(
+        std::env::var_os("PORTD_NO_SKIP").is_none(),
+        "SKIP not allowed here (PORTD_NO_SKIP is set): {reason}"
+    );
 }
 
 /// Whether this process runs as root (files it creates are owned by uid 0).
