@@ -31,6 +31,8 @@ mod exhaustion;
 mod faults;
 #[path = "cli/os_truth.rs"]
 mod os_truth;
+#[path = "cli/ownership.rs"]
+mod ownership;
 #[path = "cli/run.rs"]
 mod run;
 #[path = "cli/shared.rs"]

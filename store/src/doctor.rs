@@ -7,8 +7,9 @@
 
 use crate::db::{self, ENTRIES, HISTORY, LRU, PORTS, db_err};
 use crate::error::{Error, ErrorKind, Result};
+use crate::ownership::bound_by_other;
 use crate::record::{self, Entry};
-use crate::registry::{Registry, State, bound_by_other, now_ms};
+use crate::registry::{Registry, State, now_ms};
 use crate::{Config, home, lock};
 use portd_core::{Liveness, sys};
 use redb::{ReadableDatabase, ReadableTable};

@@ -28,6 +28,7 @@ mod error;
 mod group;
 mod home;
 mod lock;
+mod ownership;
 mod record;
 mod registry;
 mod spawn;
@@ -36,11 +37,12 @@ pub use config::{Config, Source, format_duration, parse_duration, parse_port, pa
 pub use db::SCHEMA_VERSION;
 pub use error::{Error, ErrorKind, Result};
 pub use home::{LOCK_FILE, REGISTRY_FILE, default_home};
+pub use ownership::{Binder, Binding, PortReport, binding, bound_by_other, busy_error, is_own};
 pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
 pub use record::{Entry, display_name};
 pub use registry::{
     Allocation, CleanupReport, GetOptions, Listed, Project, RangeStatus, Registry, State, Status,
-    age, bound_by_other, busy_error,
+    age,
 };
 pub use spawn::{LeasedChild, lease_env, with_port};
 

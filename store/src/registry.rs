@@ -8,6 +8,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::group::{Group, Request};
 use crate::home;
 use crate::lock;
+use crate::ownership::{self, Binding, busy_error};
 use crate::record::{self, Entry, display_name};
 use portd_core::{
     AtomicBitmap, Exclusions, Liveness, Owner, PortRange, ProbeOptions, Verdict, preferred_offset,
@@ -458,6 +459,25 @@ impl Registry {
         })
     }
 
+    /// Records `owner`, a running server found on `port`, as the owner of
+    /// `project`'s idle entry (see [`crate::ownership`]). Does nothing if
+    /// the entry has moved or gained a live owner meanwhile.
+    pub(crate) fn adopt(&self, project: &Project, port: u16, owner: Owner) -> Result<bool> {
+        self.write(|tx| {
+            let Some(mut e) = tx.entry(project.key())? else { return Ok(false) };
+            if e.port != port || e.owner.is_some_and(|o| o.liveness() != Liveness::Dead) {
+                return Ok(false);
+            }
+            let old = e.clone();
+            e.owner = Some(owner);
+            e.command = portd_core::sys::cmdline(owner.pid);
+            e.child_pid = None;
+            e.last_used_ms = tx.now.max(e.last_used_ms);
+            tx.put(&e, Some(&old))?;
+            Ok(true)
+        })
+    }
+
     /// Frees the named projects (all or none); their last port is kept in history.
     pub fn release(&self, name: &str) -> Result<()> {
         self.release_many(&[Project::name(name)?]).map(|_| ())
@@ -778,8 +798,19 @@ impl<'t> Tx<'t> {
                 )
                 .with_hint("stop that process first, or use another project name"));
             }
-            let foreign =
-                opts.require_free && self.reg.keeps(e, opts) && bound_by_other(e, opts.udp);
+            // A server started with the project's port in its environment
+            // is the project's: a plain `--free` records it as the owner.
+            let mut adopted = None;
+            let foreign = opts.require_free
+                && self.reg.keeps(e, opts)
+                && match ownership::binding(e, opts.udp) {
+                    Binding::Adoptable(o) if opts.owner.is_none() => {
+                        adopted = Some(o);
+                        false
+                    }
+                    Binding::Adoptable(_) | Binding::Foreign(_) => true,
+                    Binding::Free | Binding::Denied | Binding::Own => false,
+                };
             if foreign && !opts.move_port {
                 return Err(busy_error(e.port, opts.udp));
             }
@@ -790,6 +821,11 @@ impl<'t> Tx<'t> {
                     next.owner = opts.owner;
                     next.command = opts.command.clone();
                     next.child_pid = opts.child_pid;
+                }
+                if let Some(o) = adopted {
+                    next.owner = Some(o);
+                    next.command = portd_core::sys::cmdline(o.pid);
+                    next.child_pid = None;
                 }
                 if next != *e {
                     self.put(&next, Some(e))?;
@@ -871,13 +907,21 @@ impl<'t> Tx<'t> {
             )));
         }
         let reuse = self.history_port(key)? == Some(port);
-        match probe(port, Self::probe_opts(opts, reuse)) {
+        match ownership::allocation_probe(port, opts.udp, reuse) {
             Verdict::Free => Ok((port, range.name.clone())),
             Verdict::Denied => {
                 Err(Error::usage(format!("port {port} cannot be bound by this user"))
                     .with_hint("pick a port above 1023"))
             }
-            Verdict::Busy => Err(busy_error(port, opts.udp)),
+            Verdict::Busy => {
+                // A running server is granted the port it listens on when
+                // its pid (or an ancestor's) is the owner asked for.
+                let holders = portd_core::sys::holders(port, opts.udp);
+                match opts.owner {
+                    Some(o) if ownership::serves(o.pid, &holders) => Ok((port, range.name.clone())),
+                    _ => Err(ownership::busy_error_for(port, &holders)),
+                }
+            }
         }
     }
 
@@ -919,6 +963,9 @@ impl<'t> Tx<'t> {
         }
         if let Some(found) = self.evict(&eligible, avoid, &plain)? {
             return Ok(found);
+        }
+        if let Some(e) = unbindable(&eligible, opts.udp) {
+            return Err(e);
         }
         Err(Error::new(
             ErrorKind::NoFreePort,
@@ -990,6 +1037,25 @@ impl<'t> Tx<'t> {
     }
 }
 
+/// "no free port" when this user may bind no port of `eligible` at all
+/// (`EACCES`: privileged ports); `None` when some port is bindable.
+fn unbindable(eligible: &[PortRange], udp: bool) -> Option<Error> {
+    let all_denied = !eligible.is_empty()
+        && eligible.iter().all(|r| ownership::denied_prefix(r.start, r.end, udp) == r.len());
+    all_denied.then(|| {
+        Error::new(
+            ErrorKind::NoFreePort,
+            format!(
+                "no free port: this user cannot bind any port of {}",
+                eligible.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .with_hint(
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: configure a range above 1023",
+        )
+    })
+}
+
 /// Refuses to `action` (release, move, lease) an entry another user made:
 /// only that user, or root, may (this matters in a shared registry).
 fn guard(e: &Entry, action: &str) -> Result<()> {
@@ -1003,35 +1069,6 @@ fn guard(e: &Entry, action: &str) -> Result<()> {
         e.uid
     ))
     .with_hint("ask its owner, or use a project name of your own"))
-}
-
-/// Whether `e`'s port is bound by a process other than its owner (or the
-/// owner's process group, which `portd run` gives its child).
-pub fn bound_by_other(e: &Entry, udp: bool) -> bool {
-    if probe(e.port, ProbeOptions { udp, reuse: true }) == Verdict::Free {
-        return false;
-    }
-    let holders = portd_core::sys::holders(e.port, udp);
-    let ours = |pid: u32| {
-        let owner = e.owner.filter(|o| o.liveness() != Liveness::Dead).map(|o| o.pid);
-        let family: Vec<u32> = owner.into_iter().chain(e.child_pid).collect();
-        family.contains(&pid)
-            || portd_core::sys::proc_stat(pid).is_ok_and(|st| family.contains(&st.pgrp))
-    };
-    // Holders that cannot be seen (another user's) count as foreign.
-    holders.is_empty() || !holders.iter().all(|h| ours(h.pid))
-}
-
-/// "port P is bound by …", naming the processes when visible.
-pub fn busy_error(port: u16, udp: bool) -> Error {
-    let holders = portd_core::sys::holders(port, udp);
-    let who = if holders.is_empty() {
-        "another process".to_owned()
-    } else {
-        holders.iter().map(|h| format!("pid {} ({})", h.pid, h.name)).collect::<Vec<_>>().join(", ")
-    };
-    Error::new(ErrorKind::PortBusy, format!("port {port} is bound by {who}"))
-        .with_hint("stop that process, or take another port with `--move`")
 }
 
 /// How long ago `ms` was, for display.

@@ -3,7 +3,7 @@
 use super::ls::EntryJson;
 use crate::Ctx;
 use crate::args::GetArgs;
-use portd_store::{Allocation, Error, GetOptions, Owner, Project, bound_by_other, busy_error};
+use portd_store::{Allocation, Error, GetOptions, Owner, Project};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -41,8 +41,10 @@ fn allocate(ctx: &Ctx, a: &GetArgs) -> Result<(Project, Allocation), Error> {
     let alloc = reg.get_with(&project, &opts)?;
     if let Some(from) = alloc.moved_from {
         ctx.out.info(&super::moved(&project, from, alloc.entry.port, a.move_port));
-    } else if !alloc.fresh && !opts.require_free && bound_by_other(&alloc.entry, a.udp) {
-        let err = busy_error(alloc.entry.port, a.udp);
+    } else if !alloc.fresh
+        && !opts.require_free
+        && let Some(err) = reg.foreign_binding(&project, &alloc.entry, a.udp)
+    {
         ctx.out.warn(&format!("{}, not by `{}`'s owner", err.message(), project.display()));
     }
     Ok((project, alloc))

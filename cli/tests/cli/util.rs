@@ -351,6 +351,8 @@ pub struct HolderJson {
     pub name: String,
     pub command: Option<Vec<String>>,
     pub is_owner: bool,
+    /// False for a TCP socket that is bound but not listening.
+    pub listening: bool,
 }
 
 /// One port in `check --json`.
@@ -359,6 +361,10 @@ pub struct CheckJson {
     pub port: u16,
     pub bindable: bool,
     pub free: bool,
+    /// This user may not bind it (EACCES).
+    pub denied: bool,
+    /// Connections in TIME_WAIT keep it from a new server.
+    pub time_wait: bool,
     pub range: Option<String>,
     pub excluded: Option<String>,
     pub project: Option<String>,

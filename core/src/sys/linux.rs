@@ -49,9 +49,9 @@ pub fn ephemeral_range() -> Option<(u16, u16)> {
     Some((it.next()??, it.next()??))
 }
 
-/// Socket inodes bound to `port` in one `/proc/net/{tcp,tcp6,udp,udp6}`
-/// table; TCP counts listeners only (state `0A`), UDP any bound socket.
-fn socket_inodes(table: &str, port: u16, tcp: bool, out: &mut HashSet<u64>) {
+/// One row of a `/proc/net/{tcp,tcp6,udp,udp6}` table: local port, state
+/// (hex, e.g. `0A` listen, `06` TIME_WAIT) and socket inode.
+fn net_rows(table: &str, mut each: impl FnMut(u16, &str, u64)) {
     let Ok(text) = fs::read_to_string(table) else {
         return;
     };
@@ -60,20 +60,103 @@ fn socket_inodes(table: &str, port: u16, tcp: bool, out: &mut HashSet<u64>) {
         if f.len() < 10 {
             continue;
         }
-        let local_port = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
-        if local_port != Some(port) || (tcp && f[3] != "0A") {
+        let Some(port) = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok())
+        else {
             continue;
-        }
-        if let Ok(inode) = f[9].parse::<u64>()
-            && inode != 0
-        {
+        };
+        each(port, f[3], f[9].parse::<u64>().unwrap_or(0));
+    }
+}
+
+/// Socket inodes bound to `port` in one `/proc/net/{tcp,tcp6,udp,udp6}`
+/// table; TCP counts listeners only (state `0A`), UDP any bound socket.
+fn socket_inodes(table: &str, port: u16, tcp: bool, out: &mut HashSet<u64>) {
+    net_rows(table, |p, state, inode| {
+        if p == port && (!tcp || state == "0A") && inode != 0 {
             out.insert(inode);
+        }
+    });
+}
+
+/// Whether connections on local port `port` linger in TIME_WAIT: a server
+/// that binds without `SO_REUSEADDR` cannot take the port until they end.
+pub fn time_wait(port: u16) -> bool {
+    let mut found = false;
+    for t in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        net_rows(t, |p, state, _| found |= p == port && state == "06");
+    }
+    found
+}
+
+/// Inodes of TCP sockets bound to `port` that neither listen nor connect.
+/// `/proc/net/tcp` does not list them; the kernel's `sock_diag` netlink
+/// interface does since Linux 6.5, as the pseudo-state
+/// `TCP_BOUND_INACTIVE` (see sock_diag(7)). Older kernels answer nothing.
+fn bound_inactive_inodes(port: u16, out: &mut HashSet<u64>) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::io::Read;
+    const NETLINK_SOCK_DIAG: i32 = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const TCP_BOUND_INACTIVE: u32 = 13;
+    let Ok(sock) = Socket::new(
+        Domain::from(libc::AF_NETLINK),
+        Type::RAW,
+        Some(Protocol::from(NETLINK_SOCK_DIAG)),
+    ) else {
+        return;
+    };
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        // struct nlmsghdr (16 bytes), then struct inet_diag_req_v2 (56):
+        // family, protocol, ext, pad, states, and an all-zero sockid.
+        let mut req = Vec::with_capacity(72);
+        req.extend_from_slice(&72u32.to_ne_bytes());
+        req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req.extend_from_slice(&1u32.to_ne_bytes()); // sequence number
+        req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
+        req.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+        req.extend_from_slice(&(1u32 << TCP_BOUND_INACTIVE).to_ne_bytes());
+        req.resize(72, 0);
+        // An unconnected netlink socket sends to the kernel.
+        if sock.send(&req).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; 32 * 1024];
+        'dump: loop {
+            let Ok(n) = (&sock).read(&mut buf) else { return };
+            let mut msg = &buf[..n];
+            if msg.is_empty() {
+                break;
+            }
+            while msg.len() >= 16 {
+                let len = u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]) as usize;
+                let kind = u16::from_ne_bytes([msg[4], msg[5]]);
+                if kind == NLMSG_DONE || kind == NLMSG_ERROR || len < 16 || len > msg.len() {
+                    break 'dump;
+                }
+                // struct inet_diag_msg: family, state, timer, retrans, then the
+                // sockid (source port big-endian first), …, inode at 68.
+                let body = &msg[16..len];
+                if body.len() >= 72 && u16::from_be_bytes([body[4], body[5]]) == port {
+                    let inode = u32::from_ne_bytes([body[68], body[69], body[70], body[71]]);
+                    if inode != 0 {
+                        out.insert(u64::from(inode));
+                    }
+                }
+                msg = &msg[len.next_multiple_of(4).min(msg.len())..];
+            }
         }
     }
 }
 
-/// The processes that listen on `port` (TCP) or have it bound (UDP). Costs a
-/// few milliseconds: for `check` and warnings, never for allocation.
+/// The processes that listen on `port` (TCP) or have it bound (UDP), and
+/// those holding a TCP socket bound to it without listening. Costs a few
+/// milliseconds: for `check` and warnings, never for allocation.
 /// Processes of other users are invisible without privileges.
 pub fn holders(port: u16, udp: bool) -> Vec<Holder> {
     let mut inodes = HashSet::new();
@@ -85,8 +168,10 @@ pub fn holders(port: u16, udp: bool) -> Vec<Holder> {
             socket_inodes(t, port, false, &mut inodes);
         }
     }
+    let mut inactive = HashSet::new();
+    bound_inactive_inodes(port, &mut inactive);
     let mut out = Vec::new();
-    if inodes.is_empty() {
+    if inodes.is_empty() && inactive.is_empty() {
         return out;
     }
     let Ok(procs) = fs::read_dir("/proc") else {
@@ -99,21 +184,47 @@ pub fn holders(port: u16, udp: bool) -> Vec<Holder> {
         let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
             continue;
         };
-        let holds = fds.flatten().any(|fd| {
-            fs::read_link(fd.path()).ok().is_some_and(|target| {
-                let t = target.to_string_lossy();
-                t.strip_prefix("socket:[")
-                    .and_then(|r| r.strip_suffix(']'))
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .is_some_and(|n| inodes.contains(&n))
-            })
-        });
-        if holds {
+        let (mut active, mut idle) = (false, false);
+        for fd in fds.flatten() {
+            let Ok(target) = fs::read_link(fd.path()) else { continue };
+            let t = target.to_string_lossy();
+            let Some(n) = t
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            active |= inodes.contains(&n);
+            idle |= inactive.contains(&n);
+        }
+        if active || idle {
             let name = proc_stat(pid).map(|s| s.comm).unwrap_or_default();
-            out.push(Holder { pid, name, cmdline: cmdline(pid) });
+            out.push(Holder { pid, name, cmdline: cmdline(pid), listening: active });
         }
     }
     out
+}
+
+/// The environment `pid` was started with (`/proc/PID/environ`): readable
+/// for processes of the same user (or with privileges), else `None`.
+pub fn environ(pid: u32) -> Option<Vec<(String, String)>> {
+    let raw = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(
+        raw.split(|&b| b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_owned(), v.to_owned()))
+            })
+            .collect(),
+    )
+}
+
+/// The (effective) uid a process runs as: the owner of `/proc/PID`.
+pub fn proc_uid(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
 }
 
 /// Opens (creating 0600 if needed) a file without following a symlink in

@@ -20,6 +20,8 @@ pub struct ProcStat {
     pub start_time: u64,
     /// Short command name.
     pub comm: String,
+    /// Parent process id.
+    pub ppid: u32,
     /// Process group id.
     pub pgrp: u32,
 }
@@ -33,6 +35,9 @@ pub struct Holder {
     pub name: String,
     /// Its command line, when readable.
     pub cmdline: Option<Vec<String>>,
+    /// False for a TCP socket that is bound but not listening (nor
+    /// connected): it blocks the port all the same.
+    pub listening: bool,
 }
 
 /// Parses the interesting fields of a `/proc/PID/stat` line. The command
@@ -45,10 +50,10 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
     let mut rest = line.get(close + 1..)?.split_ascii_whitespace();
     let state = rest.next()?.chars().next()?;
     // Fields after the state: 4 ppid, 5 pgrp, …, 22 start time.
-    let _ppid = rest.next()?;
+    let ppid = rest.next()?.parse().ok()?;
     let pgrp = rest.next()?.parse().ok()?;
     let start_time = rest.nth(16)?.parse().ok()?;
-    Some(ProcStat { state, start_time, comm, pgrp })
+    Some(ProcStat { state, start_time, comm, ppid, pgrp })
 }
 
 #[cfg(test)]
@@ -62,8 +67,35 @@ mod tests {
         assert_eq!(s.comm, "we) ird");
         assert_eq!(s.state, 'S');
         assert_eq!(s.start_time, 987654);
-        assert_eq!(s.pgrp, 1234);
+        assert_eq!((s.ppid, s.pgrp), (1, 1234));
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S 1 2"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn holders_name_bound_sockets_that_do_not_listen() {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        let port = s.local_addr().unwrap().as_socket().unwrap().port();
+        let me = std::process::id();
+        let found = holders(port, false);
+        let h = found.iter().find(|h| h.pid == me);
+        // sock_diag reports bound-only sockets since Linux 6.5.
+        let (major, minor) = kernel_version();
+        if (major, minor) >= (6, 5) {
+            assert!(h.is_some_and(|h| !h.listening), "{found:?}");
+        }
+        s.listen(1).unwrap();
+        let found = holders(port, false);
+        assert!(found.iter().any(|h| h.pid == me && h.listening), "{found:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    fn kernel_version() -> (u32, u32) {
+        let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut it = r.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok());
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
     }
 }

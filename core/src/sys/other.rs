@@ -33,6 +33,18 @@ pub fn ephemeral_range() -> Option<(u16, u16)> {
 pub fn holders(_port: u16, _udp: bool) -> Vec<Holder> {
     Vec::new()
 }
+/// Not available here.
+pub fn time_wait(_port: u16) -> bool {
+    false
+}
+/// Not available here.
+pub fn environ(_pid: u32) -> Option<Vec<(String, String)>> {
+    None
+}
+/// Not available here.
+pub fn proc_uid(_pid: u32) -> Option<u32> {
+    None
+}
 /// Opens (creating 0600 if needed) a file without following a symlink.
 pub fn open_nofollow(path: &std::path::Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
