@@ -116,12 +116,13 @@ mod tests {
 
     #[test]
     fn exited_child_is_dead() {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let owner = Owner::of_pid(child.id()).ok();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let owner = Owner::of_pid(child.id()).unwrap();
+        assert_eq!(owner.liveness(), Liveness::Alive);
+        child.kill().unwrap();
         child.wait().unwrap();
-        if let Some(o) = owner {
-            assert_eq!(o.liveness(), Liveness::Dead);
-        }
+        assert_eq!(owner.liveness(), Liveness::Dead);
+        assert!(Owner::of_pid(child.id()).is_err());
         assert!(Owner::of_pid(0).is_err());
     }
 }

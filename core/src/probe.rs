@@ -173,11 +173,16 @@ mod tests {
 
     #[test]
     fn first_free_reports_rejects() {
+        let (free, q) = pick();
         let (l, p) = pick();
+        drop(free);
         let mut rej = vec![];
-        let got = first_free([p, p + 1], ProbeOptions::default(), |p, v| rej.push((p, v)));
-        assert_eq!(rej, vec![(p, Verdict::Busy)]);
-        assert!(got.is_none() || got == Some(p + 1));
+        let got = first_free([p, q], ProbeOptions::default(), |p, v| rej.push((p, v)));
+        assert_eq!((got, rej), (Some(q), vec![(p, Verdict::Busy)]));
+        // Nothing free: every port is reported, and the answer is none.
+        let mut rej = vec![];
+        let got = first_free([p, p], ProbeOptions::default(), |p, v| rej.push((p, v)));
+        assert_eq!((got, rej), (None, vec![(p, Verdict::Busy); 2]));
         drop(l);
     }
 }

@@ -144,7 +144,13 @@ fn portd_port_pins_only_the_project_it_was_exported_for() {
     assert_ne!(api, web, "another project is not pinned to web's port");
     assert_eq!(env.run_env(&["get", "pin-web"], &vars).port(), web);
     // Set on its own, it pins whatever project the call is for.
-    let free = (14900..14999).find(|&p| env.run(&["check", &p.to_string()]).code == 0).unwrap();
+    let free = (14900..14999)
+        .find(|&p| {
+            let c: Vec<CheckJson> = env.run(&["check", &p.to_string(), "--json"]).json();
+            assert_eq!((c.len(), c[0].port), (1, p));
+            c[0].free
+        })
+        .unwrap();
     let out = env.run_env(&["get", "pin-api"], &[("PORTD_PORT", &free.to_string())]);
     let moved = format!("moved `pin-api` from port {api} to {free}\n");
     assert_eq!((out.code, out.stdout, out.stderr), (0, format!("{free}\n"), moved));

@@ -266,8 +266,12 @@ fn sigkill_of_portd_run_takes_the_child_and_frees_the_port() {
         // Free as a fresh allocation sees it: not even TIME_WAIT left by an
         // earlier run of this test.
         .find(|&p| {
+            let c: Vec<CheckJson> = env.run(&["check", &p.to_string(), "--json"]).json();
+            assert_eq!((c.len(), c[0].port, c[0].project.as_deref()), (1, p, None));
             portd_core::probe(p, portd_core::ProbeOptions::default()) == portd_core::Verdict::Free
-                && env.run(&["check", &p.to_string()]).code == 0
+                && c[0].bindable
+                && !c[0].time_wait
+                && c[0].bound_by.is_empty()
         })
         .unwrap();
     env.write_config(format!("[[range]]\nname = \"one\"\nstart = {port}\nend = {port}\n"));
