@@ -105,9 +105,14 @@ fn started_for(e: &Entry, pid: u32) -> bool {
 /// the project's own: one started with the project's port in its
 /// environment, run by the entry's user, of which every holder is a part
 /// (itself, a descendant, its group). Only an entry without a live owner
-/// adopts.
+/// adopts, and only for its own user (or root): in a shared registry,
+/// another user's process is never recorded on one's entry.
 fn adoptable(e: &Entry, holders: &[Holder]) -> Option<Owner> {
-    if holders.is_empty() || e.owner.is_some_and(|o| o.liveness() != Liveness::Dead) {
+    let me = sys::euid();
+    if holders.is_empty()
+        || (me != e.uid && me != 0)
+        || e.owner.is_some_and(|o| o.liveness() != Liveness::Dead)
+    {
         return None;
     }
     let candidates: Vec<u32> = holders

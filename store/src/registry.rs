@@ -93,9 +93,11 @@ pub struct GetOptions {
     /// The child process started for the lease.
     pub child_pid: Option<u32>,
     /// The project's port must be bindable now (probed as its server binds,
-    /// with `SO_REUSEADDR`); a port bound by anyone but the entry's owner or
-    /// its process group fails with [`ErrorKind::PortBusy`], or moves with
-    /// `move_port`.
+    /// with `SO_REUSEADDR`); a port bound by a process that is not the
+    /// project's own (see [`crate::binding`]) fails with
+    /// [`ErrorKind::PortBusy`], or moves with `move_port`. Without `owner`,
+    /// a server started with the project's port in its environment is
+    /// recorded as the owner instead.
     pub require_free: bool,
     /// With `require_free`: take a fresh port instead of failing (`--move`).
     pub move_port: bool,
