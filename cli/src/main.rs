@@ -5,6 +5,8 @@
 //! command. Every failure ends as one `error:` line (plus an optional
 //! `hint:` line) and the exit code of its kind.
 
+#![forbid(unsafe_code)]
+
 mod args;
 mod cmd;
 mod printer;

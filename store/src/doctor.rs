@@ -219,7 +219,7 @@ fn location(dir: &Path, shared: bool, r: &mut Report) -> bool {
             format!("run `chmod 600 {}`", path.display()),
         ));
     }
-    if !writable(dir) {
+    if !sys::can_write(dir) {
         r.findings.push(Finding::error(
             "location",
             &Error::new(
@@ -243,15 +243,6 @@ fn location(dir: &Path, shared: bool, r: &mut Report) -> bool {
     true
 }
 
-/// Whether this process may create files in `dir` (a read-only mount
-/// says no even to root).
-fn writable(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
-    // SAFETY: `c` is a valid NUL-terminated path; access(2) only reads it.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
-}
-
 /// A private copy of the registry file, removed on drop.
 struct Scratch(PathBuf);
 
@@ -259,7 +250,6 @@ impl Scratch {
     /// Beside the registry, or in the temporary directory when the
     /// registry's directory cannot be written.
     fn of(dir: &Path, path: &Path) -> Result<Scratch> {
-        use std::os::unix::fs::OpenOptionsExt;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -267,12 +257,7 @@ impl Scratch {
         let mut last = None;
         for place in [dir.to_owned(), std::env::temp_dir()] {
             // A new file of ours (never an existing name or a planted link).
-            let made = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(place.join(&name));
+            let made = sys::create_new_nofollow(&place.join(&name), 0o600);
             let mut out = match made {
                 Ok(f) => f,
                 Err(e) => {
