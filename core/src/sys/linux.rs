@@ -134,10 +134,7 @@ pub fn open_nofollow(path: &std::path::Path) -> io::Result<fs::File> {
 /// last component (see [`open_nofollow`]).
 pub fn open_nofollow_read(path: &std::path::Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
 }
 
 /// Creates a new file with `mode` for writing: never an existing name, and
@@ -157,10 +154,7 @@ pub fn create_new_nofollow(path: &std::path::Path, mode: u32) -> io::Result<fs::
 /// the caller can look at what it opened before reading from it.
 pub(super) fn open_read_nonblocking(path: &std::path::Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
+    fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)
 }
 
 /// Whether this process may create files in the directory `path`

@@ -112,7 +112,10 @@ mod tests {
         std::fs::write(&file, b"12345").unwrap();
         assert_eq!(read_regular_file(&file, 5).unwrap(), b"12345");
         assert!(matches!(read_regular_file(&file, 4), Err(ReadFileError::TooLarge)));
-        assert!(matches!(read_regular_file(&dir, 5), Err(ReadFileError::NotRegular("a directory"))));
+        assert!(matches!(
+            read_regular_file(&dir, 5),
+            Err(ReadFileError::NotRegular("a directory"))
+        ));
         let dev = Path::new("/dev/zero");
         if dev.exists() {
             let r = read_regular_file(dev, 5);
