@@ -21,6 +21,8 @@ mod basics;
 mod busy;
 #[path = "cli/concurrency.rs"]
 mod concurrency;
+#[path = "cli/config.rs"]
+mod config;
 #[path = "cli/damaged.rs"]
 mod damaged;
 #[path = "cli/doctor.rs"]

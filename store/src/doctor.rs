@@ -43,8 +43,8 @@ impl Severity {
 /// One thing `doctor` checked, and what it found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// Which check: `config`, `location`, `filesystem`, `lock`, `integrity`,
-    /// `records`, `ranges`, `ephemeral`, `stale`, `bound`.
+    /// Which check: `config`, `ephemeral`, `privileged`, `location`,
+    /// `filesystem`, `lock`, `integrity`, `records`, `ranges`, `stale`, `bound`.
     pub check: &'static str,
     /// How serious it is.
     pub severity: Severity,
@@ -109,10 +109,10 @@ pub struct Repaired {
     /// Idle entries kept as history: they get their old port back on
     /// their next `get` when it is still free.
     pub remembered: Vec<String>,
-    /// Entries that could not be read back (when they could be counted).
-    pub lost: usize,
-    /// Whether the damaged file could be read at all; when not, every
-    /// entry in it is lost (and `lost` counts none).
+    /// Entries that could not be read back; `None` when the file could not
+    /// be read at all, so that its entries, all lost, cannot be counted.
+    pub lost: Option<usize>,
+    /// Whether the damaged file could be read at all.
     pub readable: bool,
 }
 
@@ -125,6 +125,7 @@ pub fn examine(dir: &Path, config: &Config, config_error: Option<&Error>) -> Rep
         None => Finding::ok("config", "configuration is valid"),
     });
     ephemeral(config, &mut r);
+    privileged(config, &mut r);
     if !location(dir, config.shared, &mut r) {
         return r;
     }
@@ -409,13 +410,20 @@ fn contents(entries: &[Entry], config: &Config, r: &mut Report) {
     } else {
         r.findings.push(Finding::warn(
             "stale",
-            format!(
-                "{} lease{} of dead processes ({}), {expired} idle entr{} past `idle_ttl`",
-                dead.len(),
-                if dead.len() == 1 { "" } else { "s" },
-                names(dead.iter().map(|e| e.display_name())),
-                plural_y(expired)
-            ),
+            match (dead.len(), expired) {
+                (0, _) => format!("{expired} idle entr{} past `idle_ttl`", plural_y(expired)),
+                (n, 0) => format!(
+                    "{n} lease{} of dead processes ({})",
+                    if n == 1 { "" } else { "s" },
+                    names(dead.iter().map(|e| e.display_name()))
+                ),
+                (n, _) => format!(
+                    "{n} lease{} of dead processes ({}), {expired} idle entr{} past `idle_ttl`",
+                    if n == 1 { "" } else { "s" },
+                    names(dead.iter().map(|e| e.display_name())),
+                    plural_y(expired)
+                ),
+            },
             "run `portd cleanup` (allocations also reclaim them when they need the ports)",
         ));
     }
@@ -474,6 +482,29 @@ fn ephemeral(config: &Config, r: &mut Report) {
     }
 }
 
+/// Ranges below port 1024, allowed by `allow_privileged`: only root can
+/// bind there, and the machine's own services live there.
+fn privileged(config: &Config, r: &mut Report) {
+    let low: Vec<String> = config
+        .ranges
+        .iter()
+        .filter(|x| x.start < crate::config::FIRST_UNPRIVILEGED_PORT)
+        .map(|x| format!("`{}` ({}-{})", x.name, x.start, x.end))
+        .collect();
+    if !low.is_empty() {
+        r.findings.push(Finding::warn(
+            "privileged",
+            format!(
+                "range{} {} reach{} below port 1024 (`allow_privileged = true`): only root can bind there, and the machine's own services live there",
+                if low.len() == 1 { "" } else { "s" },
+                low.join(", "),
+                if low.len() == 1 { "es" } else { "" }
+            ),
+            "start every range at 1024 or above in the config file, and drop `allow_privileged`",
+        ));
+    }
+}
+
 /// Moves a damaged registry aside to `registry.redb.damaged-<secs>` and
 /// starts a fresh one holding what can be proven from the old file:
 /// entries whose owner is alive are rebuilt; idle ones are remembered as
@@ -511,8 +542,8 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
         n += 1;
     }
     let (entries, lost, readable) = match salvaged {
-        Some((entries, lost)) => (entries, lost, true),
-        None => (Vec::new(), 0, false),
+        Some((entries, lost)) => (entries, Some(lost), true),
+        None => (Vec::new(), None, false),
     };
     let mut taken = BTreeSet::new();
     let (mut rebuilt, mut remembered) = (Vec::new(), Vec::new());

@@ -201,12 +201,12 @@ fn cases(seed_port: u16) -> Vec<Case> {
         config(
             "port 0 in a range",
             "[[range]]\nname = \"a\"\nstart = 0\nend = 10\n",
-            &["line 1", "`range`", "port 0"],
+            &["line 3", "`start`", "port 0 is outside 1-65535"],
         ),
         config(
             "a port above 65535 in a range",
             "[[range]]\nname = \"a\"\nstart = 21000\nend = 70000\n",
-            &["`range`", "70000"],
+            &["line 4", "`end`", "port 70000 is outside 1-65535"],
         ),
         config(
             "an empty range",
