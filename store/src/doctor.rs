@@ -607,3 +607,31 @@ fn salvage(copy: &Path) -> Option<(Vec<Entry>, usize)> {
     .ok()
     .flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `stale` finding of `contents` for these entries.
+    fn stale(entries: &[Entry]) -> Finding {
+        let mut r = Report::default();
+        contents(entries, &Config::default(), &mut r);
+        r.findings.into_iter().find(|f| f.check == "stale").unwrap()
+    }
+
+    #[test]
+    fn stale_findings_say_only_what_was_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path().join("portd"), Config::default()).unwrap();
+        reg.get_many(&["old-a", "old-b"]).unwrap();
+        let mut entries: Vec<Entry> = reg.list().unwrap().into_iter().map(|l| l.entry).collect();
+        assert_eq!(stale(&entries).severity, Severity::Ok);
+        for e in &mut entries {
+            e.last_used_ms = 0;
+        }
+        // Expired entries and no dead leases: no empty list of dead leases.
+        let f = stale(&entries);
+        assert_eq!(f.severity, Severity::Warn);
+        assert_eq!(f.message, "2 idle entries past `idle_ttl`");
+    }
+}
