@@ -19,6 +19,8 @@ mod bad_input;
 mod basics;
 #[path = "cli/busy.rs"]
 mod busy;
+#[path = "cli/completions.rs"]
+mod completions;
 #[path = "cli/concurrency.rs"]
 mod concurrency;
 #[path = "cli/config.rs"]
