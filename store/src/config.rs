@@ -482,10 +482,11 @@ impl Config {
                 p.trim_start_matches("./")
             )));
         }
-        if let Some((path, required)) = Self::file_path(get) {
-            if let Some(text) = read_file(&path, required, get("PORTD_CONFIG").is_some())? {
-                cfg.apply_file(&path, &text)?;
-            }
+        // Only the file `PORTD_CONFIG` names is required to exist.
+        if let Some((path, from_env)) = Self::file_path(get)
+            && let Some(text) = read_file(&path, from_env)?
+        {
+            cfg.apply_file(&path, &text)?;
         }
         cfg.apply_env(get)?;
         Ok(cfg)
@@ -500,7 +501,8 @@ impl Config {
 /// Reads the config file: only a regular file (symlinks followed) of at
 /// most [`MAX_CONFIG_BYTES`], in UTF-8. `None` when an optional file does
 /// not exist.
-fn read_file(path: &Path, required: bool, from_env: bool) -> Result<Option<String>> {
+/// `from_env`: named by `PORTD_CONFIG`, and so required to exist.
+fn read_file(path: &Path, from_env: bool) -> Result<Option<String>> {
     use portd_core::sys::{ReadFileError, read_regular_file};
     let hint = if from_env {
         "fix or unset `PORTD_CONFIG`".to_owned()
@@ -509,7 +511,7 @@ fn read_file(path: &Path, required: bool, from_env: bool) -> Result<Option<Strin
     };
     let bytes = match read_regular_file(path, MAX_CONFIG_BYTES) {
         Ok(b) => b,
-        Err(ReadFileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+        Err(ReadFileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !from_env => {
             return Ok(None);
         }
         Err(ReadFileError::Io(e)) => {
