@@ -24,7 +24,16 @@ const MAIN_AFTER: &str = concat!(
   portd ls                        what holds which port
   portd check 4123                who has port 4123, and why
 
-Environment: PORTD_HOME, PORTD_CONFIG, PORTD_RANGE, PORTD_PORT, PORTD_LOCK_TIMEOUT, PORTD_IDLE_TTL
+Environment:
+  PORTD_HOME          registry directory (an absolute path)
+  PORTD_CONFIG        config file (an absolute path)
+  PORTD_RANGE         range used when none is asked for
+  PORTD_PORT          pin the port (with PORTD_PROJECT: for that project only)
+  PORTD_PROJECT       the project PORTD_PORT was exported for
+  PORTD_LOCK_TIMEOUT  how long to wait for a busy registry (100ms to 10m)
+  PORTD_IDLE_TTL      idle entries older than this are dropped (1m to 36500d)
+  PORTD_SHARED        1 or true: a registry shared between users (0 or false: not)
+  PORTD_BACKTRACE     set: print the full report of a crash (for bug reports)
 
 ",
     exit_codes!()
@@ -218,14 +227,19 @@ Examples:
     },
     /// Print the effective configuration and where each value came from.
     Config,
-    /// Print shell completions.
-    #[command(
-        after_help = "Example:\n  portd completions bash > ~/.local/share/bash-completion/completions/portd"
-    )]
+    /// Print shell completions (bash, zsh and fish also complete project names).
+    #[command(after_help = "\
+Examples:
+  portd completions bash > ~/.local/share/bash-completion/completions/portd
+  portd completions zsh > ~/.zfunc/_portd
+  portd completions fish > ~/.config/fish/completions/portd.fish")]
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Prints the registry's project names for the completion scripts.
+    #[command(name = "__complete-projects", hide = true)]
+    CompleteProjects,
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {

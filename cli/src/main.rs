@@ -5,6 +5,8 @@
 //! command. Every failure ends as one `error:` line (plus an optional
 //! `hint:` line) and the exit code of its kind.
 
+#![forbid(unsafe_code)]
+
 mod args;
 mod cmd;
 mod printer;
@@ -78,10 +80,10 @@ fn run(cli: Cli) -> Result<u8, Error> {
     let out = Printer { json: cli.json, quiet: cli.quiet, verbose: cli.verbose };
     match &cli.command {
         Command::Completions { shell } => {
-            let mut buf = Vec::new();
-            let mut app = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut app, "portd", &mut buf);
-            out.data(&String::from_utf8_lossy(&buf));
+            return cmd::completions::completions(&out, *shell).map(|()| 0);
+        }
+        Command::CompleteProjects => {
+            cmd::completions::projects(&cli, &out);
             return Ok(0);
         }
         Command::Supervise { name, fd, command } => {
@@ -109,6 +111,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Command::Config => cmd::config::config(&ctx),
         Command::Run(_)
         | Command::Completions { .. }
+        | Command::CompleteProjects
         | Command::Supervise { .. }
         | Command::Exec { .. }
         | Command::Doctor { .. } => {

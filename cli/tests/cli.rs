@@ -19,8 +19,12 @@ mod bad_input;
 mod basics;
 #[path = "cli/busy.rs"]
 mod busy;
+#[path = "cli/completions.rs"]
+mod completions;
 #[path = "cli/concurrency.rs"]
 mod concurrency;
+#[path = "cli/config.rs"]
+mod config;
 #[path = "cli/damaged.rs"]
 mod damaged;
 #[path = "cli/doctor.rs"]

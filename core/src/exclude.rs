@@ -18,8 +18,25 @@ pub const BROWSER_BAD_PORTS: &[u16] = &[
 
 /// Well-known services whose default ports fall inside portd's default
 /// ranges; a project given one of these would collide with the service the
-/// day it is installed.
+/// day it is installed. Below 1024 (reachable only with
+/// `allow_privileged`), the system services that the browsers' list does
+/// not already cover.
 pub const WELL_KNOWN: &[(u16, &str)] = &[
+    (67, "DHCP server"),
+    (68, "DHCP client"),
+    (80, "HTTP"),
+    (88, "Kerberos"),
+    (162, "SNMP traps"),
+    (443, "HTTPS"),
+    (445, "SMB file sharing"),
+    (464, "Kerberos password change"),
+    (500, "IPsec key exchange (IKE)"),
+    (546, "DHCPv6 client"),
+    (547, "DHCPv6 server"),
+    (631, "IPP printing (CUPS)"),
+    (749, "Kerberos administration"),
+    (853, "DNS over TLS"),
+    (873, "rsync daemon"),
     (4000, "Phoenix and Jekyll dev servers"),
     (4040, "Spark UI and the ngrok inspector"),
     (4173, "Vite preview server"),

@@ -12,7 +12,7 @@ pub const MAX_NAME_LEN: usize = 128;
 pub enum NameError {
     /// The name is empty.
     Empty,
-    /// Longer than [`MAX_NAME_LEN`] bytes.
+    /// Longer than [`MAX_NAME_LEN`] characters (all ASCII by then).
     TooLong(usize),
     /// Does not start with an ASCII letter or digit.
     BadStart(char),
@@ -46,17 +46,19 @@ impl std::error::Error for NameError {}
 /// Checks a project name: 1–128 chars of `[A-Za-z0-9._:-]`, starting alphanumeric.
 pub fn validate_name(name: &str) -> Result<(), NameError> {
     let first = name.chars().next().ok_or(NameError::Empty)?;
-    if name.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong(name.chars().count()));
-    }
     if !first.is_ascii_alphanumeric() {
         return Err(NameError::BadStart(first));
     }
-    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    if let Some(c) =
+        name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
     {
-        Some(c) => Err(NameError::BadChar(c)),
-        None => Ok(()),
+        return Err(NameError::BadChar(c));
     }
+    // Only ASCII is left, so bytes and characters are the same count.
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong(name.len()));
+    }
+    Ok(())
 }
 
 /// 64-bit FNV-1a: tiny, stable across versions and machines, and good
@@ -94,6 +96,9 @@ mod tests {
         assert_eq!(validate_name("a b"), Err(NameError::BadChar(' ')));
         assert_eq!(validate_name("a/b"), Err(NameError::BadChar('/')));
         assert_eq!(validate_name("é"), Err(NameError::BadStart('é')));
+        // A long name with a character outside the set is refused for that
+        // character, not for a length counted in bytes.
+        assert_eq!(validate_name(&format!("a{}", "é".repeat(70))), Err(NameError::BadChar('é')));
     }
 
     #[test]

@@ -62,16 +62,28 @@ pub struct Config {
     /// by their group; each entry can be released or moved only by the
     /// user who made it (or root).
     pub shared: bool,
+    /// Whether ranges may reach below port 1024 (`allow_privileged = true`):
+    /// only root can bind there, and the machine's own services live there.
+    pub allow_privileged: bool,
     /// Where each key came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let sources = ["ranges", "exclude", "idle_ttl", "lock_timeout", "range", "port", "shared"]
-            .into_iter()
-            .map(|k| (k, Source::Default))
-            .collect();
+        let sources = [
+            "ranges",
+            "exclude",
+            "idle_ttl",
+            "lock_timeout",
+            "range",
+            "port",
+            "shared",
+            "allow_privileged",
+        ]
+        .into_iter()
+        .map(|k| (k, Source::Default))
+        .collect();
         Config {
             ranges: Ranges::defaults(),
             exclude: Vec::new(),
@@ -81,6 +93,7 @@ impl Default for Config {
             pinned_port: None,
             pinned_for: None,
             shared: false,
+            allow_privileged: false,
             sources,
         }
     }
@@ -110,6 +123,44 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         .filter(|&ms| ms <= 100 * 365 * 86_400_000)
         .map(Duration::from_millis)
         .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+/// The allowed values of `idle_ttl`: shorter would drop every other idle
+/// project at each allocation.
+pub const IDLE_TTL_BOUNDS: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(100 * 365 * 86400));
+/// The allowed values of `lock_timeout`: shorter makes concurrent callers
+/// fail while the registry is merely busy; longer leaves a hung holder
+/// unnamed for too long.
+pub const LOCK_TIMEOUT_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(600));
+/// The largest config file portd reads.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Ports below this can only be bound by root (or with a capability).
+pub const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
+
+/// Parses a duration that must lie within `bounds` (inclusive).
+fn parse_bounded(s: &str, bounds: (Duration, Duration)) -> std::result::Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < bounds.0 || d > bounds.1 {
+        return Err(format!(
+            "`{}` is out of range (allowed: {} to {})",
+            s.trim(),
+            format_duration(bounds.0),
+            format_duration(bounds.1)
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses a boolean environment variable: `1`, `true`, `0` or `false`, in
+/// any case. Everything else is refused, so that a typo never means "off".
+pub fn parse_bool(s: &str) -> std::result::Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        _ => Err(format!("`{s}` is not a boolean (use 1, 0, true or false)")),
+    }
 }
 
 /// Formats a duration the way the config file writes it.
@@ -164,6 +215,7 @@ struct RawFile {
     exclude: Option<Vec<toml::Spanned<RawExclude>>>,
     range: Option<Vec<toml::Spanned<RawRange>>>,
     shared: Option<bool>,
+    allow_privileged: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -177,8 +229,8 @@ enum RawExclude {
 #[serde(deny_unknown_fields)]
 struct RawRange {
     name: String,
-    start: i64,
-    end: i64,
+    start: toml::Spanned<i64>,
+    end: toml::Spanned<i64>,
     #[serde(default = "yes")]
     fallback: bool,
 }
@@ -225,7 +277,7 @@ fn explain(key: &str, msg: &str) -> String {
         "range" => "[[range]] tables with name, start and end",
         "name" => "a string",
         "start" | "end" => "a port number",
-        "fallback" | "shared" => "true or false",
+        "fallback" | "shared" | "allow_privileged" => "true or false",
         _ => return msg.to_owned(),
     };
     if msg.starts_with("unknown field") || msg.starts_with("missing field") {
@@ -244,6 +296,18 @@ impl Config {
                 line_of(text, span.start)
             ))
         };
+        // Syntax first (an unterminated string, a duplicate key), so that
+        // such an error is reported as what it is, not as a bad value of
+        // the key nearest to it.
+        if let Err(e) = toml::from_str::<toml::Table>(text) {
+            let start = e.span().map_or(0, |s| s.start);
+            let msg = e.message().trim().replace('\n', " ");
+            return Err(Error::config(format!(
+                "invalid configuration in `{}` line {}: TOML syntax error: {msg}",
+                path.display(),
+                line_of(text, start)
+            )));
+        }
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let start = e.span().map_or(0, |s| s.start);
             let msg = e.message().trim().replace('\n', " ");
@@ -258,18 +322,22 @@ impl Config {
         })?;
         let src = Source::File(path.to_owned());
         if let Some(v) = raw.idle_ttl {
-            self.idle_ttl =
-                parse_duration(v.get_ref()).map_err(|m| at(v.span(), "idle_ttl", &m))?;
+            self.idle_ttl = parse_bounded(v.get_ref(), IDLE_TTL_BOUNDS)
+                .map_err(|m| at(v.span(), "idle_ttl", &m))?;
             self.sources.insert("idle_ttl", src.clone());
         }
         if let Some(v) = raw.lock_timeout {
-            self.lock_timeout =
-                parse_duration(v.get_ref()).map_err(|m| at(v.span(), "lock_timeout", &m))?;
+            self.lock_timeout = parse_bounded(v.get_ref(), LOCK_TIMEOUT_BOUNDS)
+                .map_err(|m| at(v.span(), "lock_timeout", &m))?;
             self.sources.insert("lock_timeout", src.clone());
         }
         if let Some(v) = raw.shared {
             self.shared = v;
             self.sources.insert("shared", src.clone());
+        }
+        if let Some(v) = raw.allow_privileged {
+            self.allow_privileged = v;
+            self.sources.insert("allow_privileged", src.clone());
         }
         if let Some(list) = raw.exclude {
             let mut out = Vec::new();
@@ -290,8 +358,12 @@ impl Config {
             for r in list {
                 spans.push(r.span());
                 let r = r.into_inner();
-                let clamp = |n: i64| u32::try_from(n).unwrap_or(if n < 0 { 0 } else { u32::MAX });
-                bounds.push((r.name, clamp(r.start), clamp(r.end), r.fallback));
+                let port = |v: &toml::Spanned<i64>, key: &str| match *v.get_ref() {
+                    n @ 1..=65535 => Ok(n as u32),
+                    n => Err(at(v.span(), key, &format!("port {n} is outside 1-65535"))),
+                };
+                let (start, end) = (port(&r.start, "start")?, port(&r.end, "end")?);
+                bounds.push((r.name, start, end, r.fallback));
             }
             self.ranges = Ranges::from_raw(&bounds).map_err(|e| {
                 // Point at the first range the error names.
@@ -303,6 +375,23 @@ impl Config {
                 at(span, "range", &e.to_string())
             })?;
             self.sources.insert("ranges", src);
+            if !self.allow_privileged
+                && let Some((i, r)) =
+                    self.ranges.iter().enumerate().find(|(_, r)| r.start < FIRST_UNPRIVILEGED_PORT)
+            {
+                let span = spans.get(i).cloned().unwrap_or(0..0);
+                return Err(at(
+                    span,
+                    "range",
+                    &format!(
+                        "range `{}` ({}-{}) reaches below port {FIRST_UNPRIVILEGED_PORT}, where only root can bind and the machine's own services live",
+                        r.name, r.start, r.end
+                    ),
+                )
+                .with_hint(format!(
+                    "start the range at {FIRST_UNPRIVILEGED_PORT} or above, or set `allow_privileged = true` if portd runs as root"
+                )));
+            }
         }
         Ok(())
     }
@@ -313,11 +402,13 @@ impl Config {
             Error::config(format!("invalid environment variable `{var}`: {m}"))
         };
         if let Some(v) = get("PORTD_IDLE_TTL") {
-            self.idle_ttl = parse_duration(&v).map_err(|m| bad("PORTD_IDLE_TTL", m))?;
+            self.idle_ttl =
+                parse_bounded(&v, IDLE_TTL_BOUNDS).map_err(|m| bad("PORTD_IDLE_TTL", m))?;
             self.sources.insert("idle_ttl", Source::Env("PORTD_IDLE_TTL"));
         }
         if let Some(v) = get("PORTD_LOCK_TIMEOUT") {
-            self.lock_timeout = parse_duration(&v).map_err(|m| bad("PORTD_LOCK_TIMEOUT", m))?;
+            self.lock_timeout =
+                parse_bounded(&v, LOCK_TIMEOUT_BOUNDS).map_err(|m| bad("PORTD_LOCK_TIMEOUT", m))?;
             self.sources.insert("lock_timeout", Source::Env("PORTD_LOCK_TIMEOUT"));
         }
         if let Some(v) = get("PORTD_RANGE") {
@@ -325,11 +416,7 @@ impl Config {
             self.sources.insert("range", Source::Env("PORTD_RANGE"));
         }
         if let Some(v) = get("PORTD_SHARED") {
-            self.shared = match v.trim() {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" | "" => false,
-                _ => return Err(bad("PORTD_SHARED", format!("`{v}` is not 1 or 0"))),
-            };
+            self.shared = parse_bool(&v).map_err(|m| bad("PORTD_SHARED", m))?;
             self.sources.insert("shared", Source::Env("PORTD_SHARED"));
         }
         if let Some(v) = get("PORTD_PORT") {
@@ -384,26 +471,22 @@ impl Config {
     /// Defaults, then the config file, then the environment.
     pub fn load(get: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         let mut cfg = Config::default();
-        if let Some((path, required)) = Self::file_path(get) {
-            match std::fs::read(&path) {
-                Ok(bytes) => {
-                    let text = String::from_utf8(bytes).map_err(|_| {
-                        Error::config(format!(
-                            "invalid configuration in `{}`: not UTF-8 text",
-                            path.display()
-                        ))
-                    })?;
-                    cfg.apply_file(&path, &text)?;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
-                Err(e) => {
-                    return Err(Error::config(format!(
-                        "cannot read configuration `{}`: {e}",
-                        path.display()
-                    ))
-                    .with_hint("fix or unset `PORTD_CONFIG`"));
-                }
-            }
+        if let Some(p) =
+            get("PORTD_CONFIG").filter(|p| !p.is_empty() && !Path::new(p).is_absolute())
+        {
+            return Err(Error::config(format!(
+                "invalid environment variable `PORTD_CONFIG`: `{p}` is not an absolute path"
+            ))
+            .with_hint(format!(
+                "give the full path (e.g. `PORTD_CONFIG=$PWD/{}`), so that it does not depend on the current directory",
+                p.trim_start_matches("./")
+            )));
+        }
+        // Only the file `PORTD_CONFIG` names is required to exist.
+        if let Some((path, from_env)) = Self::file_path(get)
+            && let Some(text) = read_file(&path, from_env)?
+        {
+            cfg.apply_file(&path, &text)?;
         }
         cfg.apply_env(get)?;
         Ok(cfg)
@@ -413,6 +496,58 @@ impl Config {
     pub fn from_env() -> Result<Config> {
         Self::load(&|k| std::env::var(k).ok())
     }
+}
+
+/// Reads the config file: only a regular file (symlinks followed) of at
+/// most [`MAX_CONFIG_BYTES`], in UTF-8. `None` when an optional file does
+/// not exist.
+/// `from_env`: named by `PORTD_CONFIG`, and so required to exist.
+fn read_file(path: &Path, from_env: bool) -> Result<Option<String>> {
+    use portd_core::sys::{ReadFileError, read_regular_file};
+    let hint = if from_env {
+        "fix or unset `PORTD_CONFIG`".to_owned()
+    } else {
+        format!("fix or remove `{}`", path.display())
+    };
+    let bytes = match read_regular_file(path, MAX_CONFIG_BYTES) {
+        Ok(b) => b,
+        Err(ReadFileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !from_env => {
+            return Ok(None);
+        }
+        Err(ReadFileError::Io(e)) => {
+            return Err(Error::config(format!(
+                "cannot read configuration `{}`: {e}",
+                path.display()
+            ))
+            .with_hint(hint));
+        }
+        Err(ReadFileError::NotRegular(what)) => {
+            return Err(Error::config(format!(
+                "cannot read configuration `{}`: it is {what}, not a regular file",
+                path.display()
+            ))
+            .with_hint(hint));
+        }
+        Err(ReadFileError::TooLarge) => {
+            return Err(Error::config(format!(
+                "cannot read configuration `{}`: it is larger than {} KiB",
+                path.display(),
+                MAX_CONFIG_BYTES / 1024
+            ))
+            .with_hint(hint));
+        }
+        Err(e) => {
+            return Err(Error::config(format!(
+                "cannot read configuration `{}`: {e:?}",
+                path.display()
+            ))
+            .with_hint(hint));
+        }
+    };
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        Error::config(format!("invalid configuration in `{}`: not UTF-8 text", path.display()))
+            .with_hint(hint)
+    })
 }
 
 #[cfg(test)]

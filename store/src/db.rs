@@ -75,15 +75,14 @@ pub(crate) fn contain<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T
                 e
             }
         }),
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown failure".into());
-            Err(Error::damaged(format!("registry damaged: {}", msg.lines().next().unwrap_or("")))
-                .with_hint(damaged_hint(path)))
-        }
+        // The panic's own text (an index, "entered unreachable code") says
+        // where the storage engine tripped, not what is wrong with the file:
+        // it is not shown.
+        Err(_) => Err(Error::damaged(format!(
+            "registry damaged: `{}` is inconsistent (its storage structures cannot be read)",
+            path.display()
+        ))
+        .with_hint(damaged_hint(path))),
     }
 }
 

@@ -44,8 +44,8 @@ impl Severity {
 /// One thing `doctor` checked, and what it found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// Which check: `config`, `location`, `filesystem`, `lock`, `integrity`,
-    /// `records`, `ranges`, `ephemeral`, `stale`, `bound`.
+    /// Which check: `config`, `ephemeral`, `privileged`, `location`,
+    /// `filesystem`, `lock`, `integrity`, `records`, `ranges`, `stale`, `bound`.
     pub check: &'static str,
     /// How serious it is.
     pub severity: Severity,
@@ -110,10 +110,10 @@ pub struct Repaired {
     /// Idle entries kept as history: they get their old port back on
     /// their next `get` when it is still free.
     pub remembered: Vec<String>,
-    /// Entries that could not be read back (when they could be counted).
-    pub lost: usize,
-    /// Whether the damaged file could be read at all; when not, every
-    /// entry in it is lost (and `lost` counts none).
+    /// Entries that could not be read back; `None` when the file could not
+    /// be read at all, so that its entries, all lost, cannot be counted.
+    pub lost: Option<usize>,
+    /// Whether the damaged file could be read at all.
     pub readable: bool,
 }
 
@@ -126,6 +126,7 @@ pub fn examine(dir: &Path, config: &Config, config_error: Option<&Error>) -> Rep
         None => Finding::ok("config", "configuration is valid"),
     });
     ephemeral(config, &mut r);
+    privileged(config, &mut r);
     if !location(dir, config.shared, &mut r) {
         return r;
     }
@@ -220,7 +221,7 @@ fn location(dir: &Path, shared: bool, r: &mut Report) -> bool {
             format!("run `chmod 600 {}`", path.display()),
         ));
     }
-    if !writable(dir) {
+    if !sys::can_write(dir) {
         r.findings.push(Finding::error(
             "location",
             &Error::new(
@@ -244,15 +245,6 @@ fn location(dir: &Path, shared: bool, r: &mut Report) -> bool {
     true
 }
 
-/// Whether this process may create files in `dir` (a read-only mount
-/// says no even to root).
-fn writable(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
-    // SAFETY: `c` is a valid NUL-terminated path; access(2) only reads it.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
-}
-
 /// A private copy of the registry file, removed on drop.
 struct Scratch(PathBuf);
 
@@ -260,7 +252,6 @@ impl Scratch {
     /// Beside the registry, or in the temporary directory when the
     /// registry's directory cannot be written.
     fn of(dir: &Path, path: &Path) -> Result<Scratch> {
-        use std::os::unix::fs::OpenOptionsExt;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -268,12 +259,7 @@ impl Scratch {
         let mut last = None;
         for place in [dir.to_owned(), std::env::temp_dir()] {
             // A new file of ours (never an existing name or a planted link).
-            let made = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(place.join(&name));
+            let made = sys::create_new_nofollow(&place.join(&name), 0o600);
             let mut out = match made {
                 Ok(f) => f,
                 Err(e) => {
@@ -425,13 +411,20 @@ fn contents(entries: &[Entry], config: &Config, r: &mut Report) {
     } else {
         r.findings.push(Finding::warn(
             "stale",
-            format!(
-                "{} lease{} of dead processes ({}), {expired} idle entr{} past `idle_ttl`",
-                dead.len(),
-                if dead.len() == 1 { "" } else { "s" },
-                names(dead.iter().map(|e| e.display_name())),
-                plural_y(expired)
-            ),
+            match (dead.len(), expired) {
+                (0, _) => format!("{expired} idle entr{} past `idle_ttl`", plural_y(expired)),
+                (n, 0) => format!(
+                    "{n} lease{} of dead processes ({})",
+                    if n == 1 { "" } else { "s" },
+                    names(dead.iter().map(|e| e.display_name()))
+                ),
+                (n, _) => format!(
+                    "{n} lease{} of dead processes ({}), {expired} idle entr{} past `idle_ttl`",
+                    if n == 1 { "" } else { "s" },
+                    names(dead.iter().map(|e| e.display_name())),
+                    plural_y(expired)
+                ),
+            },
             "run `portd cleanup` (allocations also reclaim them when they need the ports)",
         ));
     }
@@ -490,6 +483,29 @@ fn ephemeral(config: &Config, r: &mut Report) {
     }
 }
 
+/// Ranges below port 1024, allowed by `allow_privileged`: only root can
+/// bind there, and the machine's own services live there.
+fn privileged(config: &Config, r: &mut Report) {
+    let low: Vec<String> = config
+        .ranges
+        .iter()
+        .filter(|x| x.start < crate::config::FIRST_UNPRIVILEGED_PORT)
+        .map(|x| format!("`{}` ({}-{})", x.name, x.start, x.end))
+        .collect();
+    if !low.is_empty() {
+        r.findings.push(Finding::warn(
+            "privileged",
+            format!(
+                "range{} {} reach{} below port 1024 (`allow_privileged = true`): only root can bind there, and the machine's own services live there",
+                if low.len() == 1 { "" } else { "s" },
+                low.join(", "),
+                if low.len() == 1 { "es" } else { "" }
+            ),
+            "start every range at 1024 or above in the config file, and drop `allow_privileged`",
+        ));
+    }
+}
+
 /// Moves a damaged registry aside to `registry.redb.damaged-<secs>` and
 /// starts a fresh one holding what can be proven from the old file:
 /// entries whose owner is alive are rebuilt; idle ones are remembered as
@@ -527,8 +543,8 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
         n += 1;
     }
     let (entries, lost, readable) = match salvaged {
-        Some((entries, lost)) => (entries, lost, true),
-        None => (Vec::new(), 0, false),
+        Some((entries, lost)) => (entries, Some(lost), true),
+        None => (Vec::new(), None, false),
     };
     let mut taken = BTreeSet::new();
     let (mut rebuilt, mut remembered) = (Vec::new(), Vec::new());
@@ -591,4 +607,32 @@ fn salvage(copy: &Path) -> Option<(Vec<Entry>, usize)> {
     }))
     .ok()
     .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `stale` finding of `contents` for these entries.
+    fn stale(entries: &[Entry]) -> Finding {
+        let mut r = Report::default();
+        contents(entries, &Config::default(), &mut r);
+        r.findings.into_iter().find(|f| f.check == "stale").unwrap()
+    }
+
+    #[test]
+    fn stale_findings_say_only_what_was_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path().join("portd"), Config::default()).unwrap();
+        reg.get_many(&["old-a", "old-b"]).unwrap();
+        let mut entries: Vec<Entry> = reg.list().unwrap().into_iter().map(|l| l.entry).collect();
+        assert_eq!(stale(&entries).severity, Severity::Ok);
+        for e in &mut entries {
+            e.last_used_ms = 0;
+        }
+        // Expired entries and no dead leases: no empty list of dead leases.
+        let f = stale(&entries);
+        assert_eq!(f.severity, Severity::Warn);
+        assert_eq!(f.message, "2 idle entries past `idle_ttl`");
+    }
 }

@@ -72,6 +72,17 @@ pub fn config(bytes: &[u8]) {
             for d in [c.idle_ttl, c.lock_timeout] {
                 assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{d:?} does not round-trip");
             }
+            let within = |d, (lo, hi)| lo <= d && d <= hi;
+            assert!(within(c.idle_ttl, crate::config::IDLE_TTL_BOUNDS), "{:?}", c.idle_ttl);
+            assert!(
+                within(c.lock_timeout, crate::config::LOCK_TIMEOUT_BOUNDS),
+                "{:?}",
+                c.lock_timeout
+            );
+            assert!(
+                c.allow_privileged || ranges.iter().all(|r| r.start >= 1024),
+                "a privileged range without allow_privileged: {ranges:?}"
+            );
         }
         Err(e) => {
             assert_eq!(e.kind(), ErrorKind::Config, "{e}");

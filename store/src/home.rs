@@ -32,15 +32,19 @@ pub fn default_home(get: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf> {
     }
 }
 
+/// A directory named by an environment variable must be absolute: a
+/// relative one would name another registry in every directory the user
+/// `cd`s to.
 fn absolute(var: &str, p: &str) -> Result<PathBuf> {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        Ok(p.to_owned())
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(p))
-            .map_err(|e| Error::io(format!("cannot resolve `{var}`"), e))
+    let path = Path::new(p);
+    if path.is_absolute() {
+        return Ok(path.to_owned());
     }
+    Err(Error::config(format!("invalid environment variable `{var}`: `{p}` is not an absolute path"))
+        .with_hint(format!(
+            "give the full path (e.g. `{var}=$PWD/{}`), so that it does not depend on the current directory",
+            p.trim_start_matches("./")
+        )))
 }
 
 /// The mode of the files portd creates: private, or shared with the

@@ -21,6 +21,8 @@
 //! # Ok::<(), portd_store::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod db;
 pub mod doctor;

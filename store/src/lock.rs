@@ -31,14 +31,9 @@ const PATIENCE: u32 = 6;
 /// fail later, when the registry itself is opened for writing).
 fn open(path: &Path) -> std::io::Result<File> {
     use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
-    use std::os::unix::fs::OpenOptionsExt;
     match portd_core::sys::open_nofollow(path) {
         Err(e) if matches!(e.kind(), ReadOnlyFilesystem | PermissionDenied) => {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(path)
-                .map_err(|_| e)
+            portd_core::sys::open_nofollow_read(path).map_err(|_| e)
         }
         r => r,
     }

@@ -51,10 +51,9 @@ pub fn doctor(cli: &Cli, out: Printer, repair: bool) -> Result<u8, Error> {
     }
     if let Some(r) = &repaired {
         out.info(&format!("moved the damaged registry to `{}`", r.moved_to.display()));
-        let lost = if r.readable {
-            format!("{} unreadable entr{} lost", r.lost, if r.lost == 1 { "y" } else { "ies" })
-        } else {
-            "the file could not be read: its entries are lost".to_owned()
+        let lost = match r.lost {
+            Some(n) => format!("{n} unreadable entr{} lost", if n == 1 { "y" } else { "ies" }),
+            None => "the file could not be read: its entries are lost".to_owned(),
         };
         out.info(&format!(
             "fresh registry: {} running lease{} rebuilt, {} idle project{} remembered (they get their old port back when it is free), {lost}",

@@ -1,6 +1,7 @@
 //! One module per command (or per pair of closely related commands).
 
 pub mod check;
+pub mod completions;
 pub mod config;
 pub mod doctor;
 pub mod get;

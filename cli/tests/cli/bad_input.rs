@@ -56,6 +56,8 @@ fn env_var(what: &'static str, var: &'static str, value: &str, code: i32, says: 
 
 fn cases(seed_port: u16) -> Vec<Case> {
     let long = "a".repeat(129);
+    // 71 characters, 141 bytes: within the limit, but not ASCII.
+    let long_accented = format!("a{}", "é".repeat(70));
     let held = seed_port.to_string();
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     let mut non_utf8 = case("a non-UTF-8 name", &["get"], 2, &["invalid UTF-8"]);
@@ -70,6 +72,12 @@ fn cases(seed_port: u16) -> Vec<Case> {
         case("an @", &["get", "a@b"], 2, &["contains '@'"]),
         case("129 characters", &["get", &long], 2, &["129 characters", "128"]),
         case("a non-ASCII name", &["get", "é"], 2, &["'é'"]),
+        case(
+            "a long name with a non-ASCII character is refused for the character",
+            &["get", &long_accented],
+            2,
+            &["contains 'é'"],
+        ),
         case("a fullwidth letter", &["get", "ａpp"], 2, &["'ａ'"]),
         case("a leading dot", &["get", ".hidden"], 2, &["starts with '.'"]),
         case("a newline in a name stays on one line", &["get", "a\nb"], 2, &["'\\n'"]),
@@ -201,12 +209,12 @@ fn cases(seed_port: u16) -> Vec<Case> {
         config(
             "port 0 in a range",
             "[[range]]\nname = \"a\"\nstart = 0\nend = 10\n",
-            &["line 1", "`range`", "port 0"],
+            &["line 3", "`start`", "port 0 is outside 1-65535"],
         ),
         config(
             "a port above 65535 in a range",
             "[[range]]\nname = \"a\"\nstart = 21000\nend = 70000\n",
-            &["`range`", "70000"],
+            &["line 4", "`end`", "port 70000 is outside 1-65535"],
         ),
         config(
             "an empty range",

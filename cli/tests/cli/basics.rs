@@ -81,7 +81,14 @@ fn json_outputs_parse() {
 
     let cfg: ConfigJson = env.run(&["config", "--json"]).json();
     assert_eq!(cfg.home, Sourced { value: "[ROOT]/home".into(), source: "env PORTD_HOME".into() });
-    assert_eq!(cfg.config_file.as_deref(), Some("[ROOT]/portd/config.toml"));
+    assert_eq!(
+        cfg.config_file,
+        ConfigFileJson {
+            value: Some("[ROOT]/portd/config.toml".into()),
+            source: "default".into(),
+            exists: false
+        }
+    );
     assert_eq!(cfg.ranges.source, "default");
     assert_eq!(cfg.ranges.value.len(), 3);
     assert_eq!(cfg.idle_ttl, Sourced { value: "30d".into(), source: "default".into() });

@@ -257,3 +257,65 @@ fn an_unsafe_registry_location_is_refused() {
         let _ = fs::set_permissions(env.home(), fs::Permissions::from_mode(0o700));
     }
 }
+
+/// What a panic inside the storage engine says about itself: none of it
+/// may reach the user, who is told which file is damaged instead.
+const PANIC_TEXT: &[&str] = &[
+    "unreachable",
+    "index",
+    "unwrap",
+    "out of range",
+    "overflow",
+    "panicked",
+    "assertion",
+    "slice",
+];
+
+#[test]
+fn a_damaged_registry_is_named_without_the_storage_engines_panic_text() {
+    let env = Env::new();
+    seeded(&env);
+    for n in ["c", "d", "e", "f"] {
+        env.run(&["get", &format!("dmg-{n}")]).port();
+    }
+    let real = fs::read(env.registry()).unwrap();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut damaged, mut inconsistent) = (0, 0);
+    for _ in 0..150 {
+        let mut bytes = real.clone();
+        for _ in 0..[1, 2, 8][(next() % 3) as usize] {
+            let at = (next() % bytes.len() as u64) as usize;
+            bytes[at] = next() as u8;
+        }
+        for args in [&["ls"][..], &["get", "dmg-new"]] {
+            fs::write(env.registry(), &bytes).unwrap();
+            let out = env.run(args);
+            if out.code != 7 {
+                continue;
+            }
+            damaged += 1;
+            let err = out.error(7);
+            let first = err.lines().next().unwrap();
+            assert!(
+                first.starts_with("error: registry damaged: ")
+                    || first.starts_with("error: registry was written by a newer portd"),
+                "{args:?}: {err}"
+            );
+            for p in PANIC_TEXT {
+                assert!(!first.contains(p), "{args:?}: panic text `{p}` shown: {err}");
+            }
+            if first.contains("`[ROOT]/home/registry.redb` is inconsistent") {
+                inconsistent += 1;
+            }
+        }
+    }
+    assert!(damaged > 10, "only {damaged} damaged files detected");
+    let line = format!("damaged: {damaged} detected, {inconsistent} by a contained panic\n");
+    std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes()).unwrap();
+}

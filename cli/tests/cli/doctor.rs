@@ -263,3 +263,21 @@ fn a_failed_repair_leaves_the_damaged_file_in_place() {
     assert_eq!(env.run(&["doctor", "--repair"]).code, 0);
     assert_eq!(env.run(&["doctor"]).code, 0);
 }
+
+/// When the damaged file cannot be read at all, the number of entries lost
+/// is unknown: `lost` is null (not 0) beside `readable: false`.
+#[test]
+fn repair_json_reports_an_unknown_loss_as_null() {
+    let env = Env::new();
+    env.run(&["get", "doc-j1"]).port();
+    env.run(&["get", "doc-j2"]).port();
+    let bytes: Vec<u8> =
+        (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    fs::write(env.registry(), &bytes).unwrap();
+    let (code, r) = doctor(&env, &["--repair"]);
+    assert_eq!(code, 0, "{r:#}");
+    let repaired = &r["repaired"];
+    assert_eq!(repaired["readable"], false, "{r:#}");
+    assert_eq!(repaired["lost"], Value::Null, "{r:#}");
+    assert_eq!(repaired["rebuilt"], serde_json::json!([]), "{r:#}");
+}

@@ -335,13 +335,23 @@ pub struct RangeJson {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ConfigJson {
     pub home: Sourced<String>,
-    pub config_file: Option<String>,
+    pub config_file: ConfigFileJson,
     pub ranges: Sourced<Vec<RangeJson>>,
     pub exclude: Sourced<Vec<String>>,
     pub idle_ttl: Sourced<String>,
     pub lock_timeout: Sourced<String>,
     pub range: Sourced<Option<String>>,
     pub port: Sourced<Option<u16>>,
+    pub shared: Sourced<bool>,
+    pub allow_privileged: Sourced<bool>,
+}
+
+/// `config_file` in `config --json`: the file read (or looked for).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ConfigFileJson {
+    pub value: Option<String>,
+    pub source: String,
+    pub exists: bool,
 }
 
 /// A process bound to a port, in `check --json`.

@@ -241,6 +241,43 @@ pub fn open_nofollow(path: &std::path::Path) -> io::Result<fs::File> {
         .open(path)
 }
 
+/// Opens an existing file for reading without following a symlink in its
+/// last component (see [`open_nofollow`]).
+pub fn open_nofollow_read(path: &std::path::Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
+}
+
+/// Creates a new file with `mode` for writing: never an existing name, and
+/// never through a symlink planted in its place.
+pub fn create_new_nofollow(path: &std::path::Path, mode: u32) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Opens a file for reading without blocking in `open` (open(2) with
+/// `O_NONBLOCK`): a FIFO opens at once instead of waiting for a writer, so
+/// the caller can look at what it opened before reading from it.
+pub(super) fn open_read_nonblocking(path: &std::path::Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)
+}
+
+/// Whether this process may create files in the directory `path`
+/// (access(2) with `W_OK`): a read-only mount says no even to root.
+pub fn can_write(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call;
+    // access(2) only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
 pub use libc::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGTTOU, SIGUSR2};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {

@@ -11,6 +11,9 @@ mod other;
 #[cfg(not(target_os = "linux"))]
 pub use other::*;
 
+use std::io;
+use std::path::Path;
+
 /// What `/proc/PID/stat` (or the platform's equivalent) says of a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcStat {
@@ -40,6 +43,51 @@ pub struct Holder {
     pub listening: bool,
 }
 
+/// Why [`read_regular_file`] refused a file.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReadFileError {
+    /// It could not be opened or read.
+    Io(io::Error),
+    /// It is not a regular file: what it is instead (`a FIFO`, …).
+    NotRegular(&'static str),
+    /// It is larger than the limit given.
+    TooLarge,
+}
+
+/// Reads a file that a user pointed portd at (symlinks followed), only if
+/// it is a regular file of at most `limit` bytes. It is opened without
+/// blocking and inspected before anything is read, so a FIFO cannot hang
+/// the caller and a device such as `/dev/zero` cannot fill its memory; at
+/// most `limit + 1` bytes are ever read.
+pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, ReadFileError> {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let file = open_read_nonblocking(path).map_err(ReadFileError::Io)?;
+    let ft = file.metadata().map_err(ReadFileError::Io)?.file_type();
+    if !ft.is_file() {
+        return Err(ReadFileError::NotRegular(if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        }));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(ReadFileError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadFileError::TooLarge);
+    }
+    Ok(bytes)
+}
+
 /// Parses the interesting fields of a `/proc/PID/stat` line. The command
 /// name may hold spaces and parentheses, so fields are counted from the
 /// *last* `)`.
@@ -59,6 +107,28 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_only_regular_files_up_to_the_limit() {
+        let dir = std::env::temp_dir().join(format!("portd-sys-read-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("f");
+        std::fs::write(&file, b"12345").unwrap();
+        assert_eq!(read_regular_file(&file, 5).unwrap(), b"12345");
+        assert!(matches!(read_regular_file(&file, 4), Err(ReadFileError::TooLarge)));
+        assert!(matches!(
+            read_regular_file(&dir, 5),
+            Err(ReadFileError::NotRegular("a directory"))
+        ));
+        let dev = Path::new("/dev/zero");
+        if dev.exists() {
+            let r = read_regular_file(dev, 5);
+            assert!(matches!(r, Err(ReadFileError::NotRegular("a character device"))), "{r:?}");
+        }
+        assert!(matches!(read_regular_file(&dir.join("none"), 5), Err(ReadFileError::Io(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn parses_stat_with_odd_names() {

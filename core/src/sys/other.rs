@@ -58,6 +58,40 @@ pub fn open_nofollow(path: &std::path::Path) -> io::Result<std::fs::File> {
         .open(path)
 }
 
+/// Opens an existing file for reading without following a symlink.
+pub fn open_nofollow_read(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+/// Creates a new file with `mode`, never through a symlink.
+pub fn create_new_nofollow(path: &std::path::Path, mode: u32) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+/// Opens a file for reading without blocking in `open` (a FIFO).
+pub(super) fn open_read_nonblocking(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+/// Whether this process may create files in the directory `path`.
+pub fn can_write(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call;
+    // access(2) only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
 /// No-op here: see the Linux version.
 pub fn ignore_file_size_signal() {}
 /// Not known here.
