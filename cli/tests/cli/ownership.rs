@@ -362,7 +362,9 @@ fn check_says_a_privileged_port_cannot_be_bound_by_this_user() {
         return skip("ports below 1024 are not privileged here");
     }
     let env = Env::new();
-    env.write_config("[[range]]\nname = \"low\"\nstart = 900\nend = 909\n");
+    env.write_config(
+        "allow_privileged = true\n[[range]]\nname = \"low\"\nstart = 900\nend = 909\n",
+    );
     let out = unprivileged(&env, &["check", "905", "--json"]);
     let c: Vec<CheckJson> = out.json();
     let c = &c[0];
@@ -383,7 +385,9 @@ fn get_says_when_no_port_of_the_range_can_be_bound_by_this_user() {
         return skip("ports below 1024 are not privileged here");
     }
     let env = Env::new();
-    env.write_config("[[range]]\nname = \"low\"\nstart = 900\nend = 909\n");
+    env.write_config(
+        "allow_privileged = true\n[[range]]\nname = \"low\"\nstart = 900\nend = 909\n",
+    );
     let out = unprivileged(&env, &["get", "lowly"]);
     assert_eq!(
         out.error(3),
