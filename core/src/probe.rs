@@ -130,6 +130,10 @@ mod tests {
     use super::*;
     use std::net::{TcpListener, UdpSocket};
 
+    /// Held by each test for its whole run: the tests of this module pick
+    /// from one band, and one of them frees a port it then expects free.
+    static BAND: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn pick() -> (TcpListener, u16) {
         // Any currently free port from a high test-only band; skip busy ones.
         for p in 23000..23999 {
@@ -144,6 +148,7 @@ mod tests {
 
     #[test]
     fn listener_on_loopback_is_busy_and_free_after_close() {
+        let _band = BAND.lock().unwrap_or_else(|e| e.into_inner());
         let (l, p) = pick();
         assert_eq!(probe(p, ProbeOptions::default()), Verdict::Busy);
         assert_eq!(probe(p, ProbeOptions { reuse: true, udp: false }), Verdict::Busy);
@@ -153,6 +158,7 @@ mod tests {
 
     #[test]
     fn udp_checked_only_when_asked() {
+        let _band = BAND.lock().unwrap_or_else(|e| e.into_inner());
         let (l, p) = pick();
         drop(l);
         let u = UdpSocket::bind(("127.0.0.1", p)).unwrap();
@@ -163,6 +169,7 @@ mod tests {
 
     #[test]
     fn bound_listener_makes_the_port_busy() {
+        let _band = BAND.lock().unwrap_or_else(|e| e.into_inner());
         let (l, p) = pick();
         drop(l);
         let held = bind_listener(p).unwrap();
@@ -173,6 +180,7 @@ mod tests {
 
     #[test]
     fn first_free_reports_rejects() {
+        let _band = BAND.lock().unwrap_or_else(|e| e.into_inner());
         let (free, q) = pick();
         let (l, p) = pick();
         drop(free);
