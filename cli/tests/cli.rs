@@ -31,7 +31,11 @@ mod exhaustion;
 mod faults;
 #[path = "cli/os_truth.rs"]
 mod os_truth;
+#[path = "cli/pins.rs"]
+mod pins;
 #[path = "cli/run.rs"]
 mod run;
+#[path = "cli/semantics.rs"]
+mod semantics;
 #[path = "cli/shared.rs"]
 mod shared;

@@ -812,12 +812,16 @@ impl Registry {
             ));
         }
         let secs = now_ms() / 1000;
-        let mut backup = self.dir.join(format!("{}.bak-{secs}", home::REGISTRY_FILE));
-        let mut n = 1;
-        while backup.exists() {
-            backup = self.dir.join(format!("{}.bak-{secs}-{n}", home::REGISTRY_FILE));
-            n += 1;
-        }
+        // Named after the newest backup of this second, so that names sort
+        // as the backups were made even after older ones were rotated away.
+        let last = (self.backups().into_iter())
+            .filter(|((s, _), _)| *s == secs)
+            .map(|((_, n), _)| n)
+            .max();
+        let backup = self.dir.join(match last {
+            None => format!("{}.bak-{secs}", home::REGISTRY_FILE),
+            Some(n) => format!("{}.bak-{secs}-{}", home::REGISTRY_FILE, n + 1),
+        });
         // The backup is a second name of the old file, made before the new
         // registry replaces it in one rename: a failure or a crash at any
         // point leaves the old registry in place or the new one.
@@ -847,11 +851,10 @@ impl Registry {
         Ok(Some(backup))
     }
 
-    /// Removes all but the newest [`RESET_BACKUPS_KEPT`] reset backups
-    /// (`registry.redb.bak-<secs>[-<n>]`, ordered by those numbers).
-    fn rotate_backups(&self) {
+    /// The reset backups (`registry.redb.bak-<secs>[-<n>]`), oldest first.
+    fn backups(&self) -> Vec<((u64, u64), PathBuf)> {
         let prefix = format!("{}.bak-", home::REGISTRY_FILE);
-        let Ok(dir) = std::fs::read_dir(&self.dir) else { return };
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
         let mut backups: Vec<((u64, u64), PathBuf)> = dir
             .filter_map(|d| d.ok())
             .filter_map(|d| {
@@ -863,6 +866,12 @@ impl Registry {
             })
             .collect();
         backups.sort();
+        backups
+    }
+
+    /// Removes all but the newest [`RESET_BACKUPS_KEPT`] reset backups.
+    fn rotate_backups(&self) {
+        let backups = self.backups();
         let old = backups.len().saturating_sub(RESET_BACKUPS_KEPT);
         for (_, p) in &backups[..old] {
             let _ = std::fs::remove_file(p);

@@ -59,7 +59,15 @@ fn json_outputs_parse() {
 
     let e: EnvJson = env.run(&["env", "jsonapp", "--json"]).json();
     let p = got.port.to_string();
-    assert_eq!(e, EnvJson { PORT: p.clone(), PORTD_PORT: p, PORTD_PROJECT: "jsonapp".into() });
+    assert_eq!(
+        e,
+        EnvJson {
+            PORT: p.clone(),
+            PORTD_PORT: p,
+            PORTD_PROJECT: "jsonapp".into(),
+            PORTD_PROJECT_KEY: "jsonapp".into()
+        }
+    );
 
     let st: StatusJson = env.run(&["status", "--json"]).json();
     assert_eq!(st.registry, "[ROOT]/home/registry.redb");
