@@ -148,7 +148,8 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
-            if code != 0 && env_for_eval(std::env::args().skip(1)) {
+            let args = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned());
+            if code != 0 && env_for_eval(args) {
                 Printer { json: false, quiet: false, verbose: false }.data(cmd::get::ENV_FAILED);
             }
             return ExitCode::from(code);

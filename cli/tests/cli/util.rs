@@ -65,6 +65,16 @@ impl Output {
         &self.stderr
     }
 
+    /// Asserts a failed `portd env`: as [`Output::error`], but with `false`
+    /// on stdout, which makes `eval "$(portd env)"` fail. Returns stderr.
+    #[track_caller]
+    pub fn env_error(&self, code: i32) -> &str {
+        assert_eq!(self.stdout, "false\n", "{self:#?}");
+        let rest = Output { stdout: String::new(), ..self.clone() };
+        rest.error(code);
+        &self.stderr
+    }
+
     /// Asserts a clap usage error: exit 2, nothing on stdout, an `error:`
     /// on stderr (clap may add usage lines). Returns stderr.
     #[track_caller]
