@@ -27,9 +27,10 @@ const MAIN_AFTER: &str = concat!(
 Environment:
   PORTD_HOME          registry directory (an absolute path)
   PORTD_CONFIG        config file (an absolute path)
-  PORTD_RANGE         range used when none is asked for
-  PORTD_PORT          pin the port (with PORTD_PROJECT: for that project only)
-  PORTD_PROJECT       the project PORTD_PORT was exported for
+  PORTD_RANGE         range of new allocations when none is asked for
+  PORTD_PORT          pin the port (with PORTD_PROJECT_KEY: for that project only)
+  PORTD_PROJECT       the shown name of the project PORTD_PORT was exported for
+  PORTD_PROJECT_KEY   its key (name or directory path): the pin applies to it only
   PORTD_LOCK_TIMEOUT  how long to wait for a busy registry (100ms to 10m)
   PORTD_IDLE_TTL      idle entries older than this are dropped (1m to 36500d)
   PORTD_SHARED        1 or true: a registry shared between users (0 or false: not)
@@ -178,14 +179,23 @@ status (128+N when killed by signal N). If portd is killed, the command dies wit
         project: ProjectArg,
     },
     /// Free projects' ports (their last port is remembered for next time).
-    #[command(after_help = "Examples:\n  portd release myapp api\n  portd release --idle")]
+    #[command(after_help = "\
+A project whose owner is running (an active entry) is refused, exit 5, unless --force:
+its server would keep serving a port that the next `get` could hand to another project.
+
+Examples:
+  portd release myapp api
+  portd release --idle")]
     Release {
-        /// Projects to release.
+        /// Projects to release (a name as `portd ls` shows it, or a directory).
         #[arg(value_name = "NAME", required_unless_present = "idle")]
         names: Vec<String>,
         /// Release every idle entry (no live owner).
         #[arg(long, conflicts_with = "names")]
         idle: bool,
+        /// Also release projects whose owner is running.
+        #[arg(long, conflicts_with = "idle")]
+        force: bool,
     },
     /// Explain ports: free? excluded? held by which project? bound by which process?
     #[command(after_help = "Example:\n  portd check 4123 4200")]
@@ -219,11 +229,14 @@ Examples:
         #[arg(long)]
         repair: bool,
     },
-    /// Empty the registry (the old file is kept as a backup).
+    /// Empty the registry (the old file is kept as a backup; the newest 5 backups are kept).
     Reset {
         /// Really do it.
         #[arg(long)]
         yes: bool,
+        /// Even while projects' owners are running (refused otherwise, exit 5).
+        #[arg(long)]
+        force: bool,
     },
     /// Print the effective configuration and where each value came from.
     Config,

@@ -103,11 +103,11 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Command::Env(a) => cmd::get::env(&ctx, &a),
         Command::Ls { all } => cmd::ls::ls(&ctx, all),
         Command::Show { project } => cmd::ls::show(&ctx, &project),
-        Command::Release { names, idle } => cmd::release::release(&ctx, &names, idle),
+        Command::Release { names, idle, force } => cmd::release::release(&ctx, &names, idle, force),
         Command::Check { ports, udp } => cmd::check::check(&ctx, &ports, udp),
         Command::Cleanup => cmd::maintain::cleanup(&ctx),
         Command::Status => cmd::maintain::status(&ctx),
-        Command::Reset { yes } => cmd::maintain::reset(&ctx, yes),
+        Command::Reset { yes, force } => cmd::maintain::reset(&ctx, yes, force),
         Command::Config => cmd::config::config(&ctx),
         Command::Run(_)
         | Command::Completions { .. }
@@ -119,6 +119,23 @@ fn run(cli: Cli) -> Result<u8, Error> {
         }
     }
     .map(|()| 0)
+}
+
+/// Whether arguments that clap refused were meant for `portd env` without
+/// `--json`: its first word that is not an option (or `--home`'s value).
+fn env_for_eval(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    let mut words = args.iter().take_while(|a| *a != "--");
+    let mut command = None;
+    while let Some(a) = words.next() {
+        if a == "--home" {
+            words.next();
+        } else if !a.starts_with('-') {
+            command = Some(a.as_str());
+            break;
+        }
+    }
+    command == Some("env") && !args.iter().any(|a| a == "--json")
 }
 
 fn main() -> ExitCode {
@@ -134,17 +151,30 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
+            let args = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned());
+            if code != 0 && env_for_eval(args) {
+                Printer { json: false, quiet: false, verbose: false }.data(cmd::get::ENV_FAILED);
+            }
             return ExitCode::from(code);
         }
     };
     let out = Printer { json: cli.json, quiet: cli.quiet, verbose: cli.verbose };
+    // `eval "$(portd env)"` must fail when portd does.
+    let for_eval = matches!(cli.command, Command::Env(_)) && !cli.json;
+    let failed = || {
+        if for_eval {
+            out.data(cmd::get::ENV_FAILED);
+        }
+    };
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(e)) => {
+            failed();
             out.error(e.message(), e.hint());
             ExitCode::from(exit_code(e.kind()))
         }
         Err(p) => {
+            failed();
             let msg = p
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())

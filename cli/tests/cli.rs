@@ -37,7 +37,11 @@ mod faults;
 mod os_truth;
 #[path = "cli/ownership.rs"]
 mod ownership;
+#[path = "cli/pins.rs"]
+mod pins;
 #[path = "cli/run.rs"]
 mod run;
+#[path = "cli/semantics.rs"]
+mod semantics;
 #[path = "cli/shared.rs"]
 mod shared;

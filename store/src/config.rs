@@ -48,14 +48,18 @@ pub struct Config {
     pub idle_ttl: Duration,
     /// How long to wait for a busy registry.
     pub lock_timeout: Duration,
-    /// Range used when none is asked for (`PORTD_RANGE`); `None` = the fallback ranges.
+    /// Range of new allocations when none is asked for (`PORTD_RANGE`);
+    /// `None` = the fallback ranges. An existing entry keeps its port
+    /// whatever this says: only `--range` moves a project to another range.
     pub default_range: Option<String>,
     /// A port pinned for this call (`PORTD_PORT`).
     pub pinned_port: Option<u16>,
-    /// The project `PORTD_PORT` was exported for (`PORTD_PROJECT`, set
-    /// beside it by `portd env` and `portd run`): the pin applies to that
-    /// project only, so that a shell or a server running under one
-    /// project's lease can still ask portd for other projects' ports.
+    /// The key of the project `PORTD_PORT` was exported for
+    /// (`PORTD_PROJECT_KEY`, set beside it by `portd env` and `portd run`;
+    /// else `PORTD_PROJECT`, which names a named project by its key): the
+    /// pin applies to exactly that project, so that a shell or a server
+    /// running under one project's lease can still ask portd for other
+    /// projects' ports, including another project shown by the same name.
     pub pinned_for: Option<String>,
     /// A registry shared between users (`shared = true`, `PORTD_SHARED=1`):
     /// the directory and files may belong to another user and be writable
@@ -421,17 +425,21 @@ impl Config {
         }
         if let Some(v) = get("PORTD_PORT") {
             self.pinned_port = Some(parse_port(&v).map_err(|m| bad("PORTD_PORT", m))?);
-            self.pinned_for = get("PORTD_PROJECT").filter(|p| !p.is_empty());
+            self.pinned_for = get("PORTD_PROJECT_KEY")
+                .filter(|p| !p.is_empty())
+                .or_else(|| get("PORTD_PROJECT").filter(|p| !p.is_empty()));
             self.sources.insert("port", Source::Env("PORTD_PORT"));
         }
         Ok(())
     }
 
     /// The port pinned by `PORTD_PORT` for the project stored as `key`, if
-    /// the pin is meant for it (see [`Config::pinned_for`]).
+    /// the pin is meant for it: `PORTD_PORT` alone pins every project;
+    /// beside a project key it pins that project only (see
+    /// [`Config::pinned_for`]). Keys are compared exactly: two directories
+    /// shown by the same base name are two projects.
     pub fn pinned_port_for(&self, key: &str) -> Option<u16> {
-        let meant = |p: &String| p == key || crate::record::display_name(key) == p;
-        self.pinned_port.filter(|_| self.pinned_for.as_ref().is_none_or(meant))
+        self.pinned_port.filter(|_| self.pinned_for.as_deref().is_none_or(|p| p == key))
     }
 
     /// Sets the range used when none is asked for; it must exist.

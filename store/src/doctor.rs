@@ -399,6 +399,28 @@ fn contents(entries: &[Entry], config: &Config, r: &mut Report) {
             "they keep working; `portd get NAME --move` gives one a port in range, `portd release NAME` drops it",
         ));
     }
+    let exclusions = portd_core::Exclusions::with_kernel(config.exclude.clone());
+    let excluded: Vec<String> = entries
+        .iter()
+        .filter_map(|e| {
+            let why = exclusions.reason(e.port)?;
+            Some(format!("{} ({}: {why})", e.port, e.display_name()))
+        })
+        .collect();
+    if excluded.is_empty() {
+        r.findings.push(Finding::ok("excluded", "no entry holds an excluded port"));
+    } else {
+        r.findings.push(Finding::warn(
+            "excluded",
+            format!(
+                "entr{} on excluded port{}: {}",
+                plural_y(excluded.len()),
+                if excluded.len() == 1 { "" } else { "s" },
+                names(excluded.iter())
+            ),
+            "the next `portd get NAME` moves an idle one (a running one once it stops); `portd release NAME` drops it",
+        ));
+    }
     let dead: Vec<&Entry> = entries
         .iter()
         .filter(|e| e.owner.is_some_and(|o| o.liveness() == Liveness::Dead))

@@ -405,8 +405,10 @@ impl Run<'_> {
             Op::Get(n) => {
                 let name = NAMES[n];
                 let got = self.reg.get(name);
-                if let Some(h) = self.model.held.get(name) {
+                if let Some(h) = self.model.held.get_mut(name) {
                     ensure_eq!(got.ok(), Some(h.port), "`{name}` keeps its port");
+                    // Using a port makes it the most recently used.
+                    h.used = None;
                 } else {
                     let want = self.model.predict(name, &free);
                     self.check_error(&got, ErrorKind::NoFreePort);
@@ -438,6 +440,13 @@ impl Run<'_> {
             }
             Op::Release(n) => {
                 let name = NAMES[n];
+                let live = self.model.held.get(name).is_some_and(|h| !self.model.idle(h));
+                if live {
+                    // An entry whose owner runs is not released.
+                    let e = self.reg.release(name).err().map(|e| e.kind());
+                    ensure_eq!(e, Some(ErrorKind::PortBusy), "`{name}`'s owner runs");
+                    return;
+                }
                 match (self.reg.release(name), self.model.held.remove(name)) {
                     (Ok(()), Some(_)) => {}
                     (Err(e), None) => ensure_eq!(e.kind(), ErrorKind::UnknownProject, "{e}"),

@@ -34,6 +34,7 @@ mod ownership;
 mod record;
 mod registry;
 mod spawn;
+mod touch;
 
 pub use config::{Config, Source, format_duration, parse_duration, parse_port, parse_port_span};
 pub use db::SCHEMA_VERSION;
@@ -41,12 +42,13 @@ pub use error::{Error, ErrorKind, Result};
 pub use home::{LOCK_FILE, REGISTRY_FILE, default_home};
 pub use ownership::{Binder, Binding, PortReport, binding, bound_by_other, busy_error, is_own};
 pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
-pub use record::{Entry, display_name};
+pub use record::{Entry, display_name, shown_names};
 pub use registry::{
-    Allocation, CleanupReport, GetOptions, Listed, Project, RangeStatus, Registry, State, Status,
-    age,
+    Allocation, CleanupReport, GetOptions, Listed, MoveReason, Project, RESET_BACKUPS_KEPT,
+    RangeStatus, Registry, State, Status, age,
 };
 pub use spawn::{LeasedChild, lease_env, with_port};
+pub use touch::TOUCH_FILE;
 
 /// The checks behind the fuzz targets in `fuzz/`; not a stable API.
 #[doc(hidden)]

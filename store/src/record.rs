@@ -57,6 +57,42 @@ pub fn display_name(key: &str) -> &str {
     }
 }
 
+/// How each of `keys` is shown when listed together: like
+/// [`display_name`], but a directory whose base name another listed
+/// project shares is shown with as many parent directories as tell it
+/// apart (`a/app`, `b/app`), up to its full path.
+pub fn shown_names(keys: &[&str]) -> Vec<String> {
+    let base: Vec<&str> = keys.iter().map(|k| display_name(k)).collect();
+    let tail = |key: &str, n: usize| -> String {
+        let parts: Vec<&str> = key.trim_end_matches('/').rsplit('/').take(n).collect();
+        let s = parts.into_iter().rev().collect::<Vec<_>>().join("/");
+        if s.len() + 1 >= key.trim_end_matches('/').len() { key.to_owned() } else { s }
+    };
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let clash = |j: usize| j != i && base[j] == base[i];
+            if !key.starts_with('/') || !(0..keys.len()).any(clash) {
+                return base[i].to_owned();
+            }
+            let depth = key.trim_end_matches('/').matches('/').count();
+            (2..=depth)
+                .map(|n| tail(key, n))
+                .find(|t| {
+                    !(0..keys.len()).any(|j| {
+                        clash(j) && keys[j].starts_with('/') && tail(keys[j], n_of(t)) == *t
+                    })
+                })
+                .unwrap_or_else(|| (*key).to_owned())
+        })
+        .collect()
+}
+
+/// How many path components `t` has.
+fn n_of(t: &str) -> usize {
+    t.split('/').filter(|s| !s.is_empty()).count()
+}
+
 /// Whether `key` is a well-formed project key.
 pub fn valid_key(key: &str) -> bool {
     if key.starts_with('/') {
@@ -228,6 +264,16 @@ mod tests {
             let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8 ^ i as u8).collect();
             let _ = decode("k", &bytes);
         }
+    }
+
+    #[test]
+    fn shown_names_tell_same_named_directories_apart() {
+        let keys = ["/w/a/app", "/w/b/app", "app", "/w/web", "/x/a/app2", "/y/a/app2"];
+        assert_eq!(shown_names(&keys), ["a/app", "b/app", "app", "web", "/x/a/app2", "/y/a/app2"]);
+        // A directory that clashes only with a name shows one parent.
+        assert_eq!(shown_names(&["/w/v/app", "app"]), ["v/app", "app"]);
+        // Told apart only by the whole path: the full path.
+        assert_eq!(shown_names(&["/app", "/w/app"]), ["/app", "/w/app"]);
     }
 
     #[test]

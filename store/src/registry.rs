@@ -10,6 +10,7 @@ use crate::home;
 use crate::lock;
 use crate::ownership::{self, Binding, busy_error};
 use crate::record::{self, Entry, display_name};
+use crate::touch;
 use portd_core::{
     AtomicBitmap, Exclusions, Liveness, Owner, PortRange, ProbeOptions, Verdict, preferred_offset,
     probe, validate_name,
@@ -18,9 +19,8 @@ use redb::ReadableTable;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// `last_used` is refreshed by a plain `get` at most this often, so that
-/// reading an existing port stays a read.
-const TOUCH_EVERY_MS: u64 = 3_600_000;
+/// How many `reset` backups are kept; older ones are removed.
+pub const RESET_BACKUPS_KEPT: usize = 5;
 
 /// A project: a validated name, or a directory.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,15 +103,65 @@ pub struct GetOptions {
     pub move_port: bool,
 }
 
+/// Why an existing entry was given another port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MoveReason {
+    /// Its port was bound by another process, and a move was asked for.
+    Bound,
+    /// Its port is excluded now (the reason).
+    Excluded(String),
+    /// Its port lies outside every configured range now.
+    OutsideRange,
+    /// Another port was asked for (`--port`).
+    Asked,
+    /// `PORTD_PORT` pins it to another port.
+    Pinned,
+    /// Another range was asked for (`--range`).
+    Range(String),
+}
+
+impl std::fmt::Display for MoveReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MoveReason::Bound => f.write_str("its port was bound by another process"),
+            MoveReason::Excluded(why) => write!(f, "its port is excluded: {why}"),
+            MoveReason::OutsideRange => f.write_str("its port is outside every configured range"),
+            MoveReason::Asked => f.write_str("`--port` asked for another port"),
+            MoveReason::Pinned => f.write_str("`PORTD_PORT` pins another port"),
+            MoveReason::Range(r) => write!(f, "range `{r}` was asked for"),
+        }
+    }
+}
+
 /// The outcome of `get`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
     /// The entry as committed.
     pub entry: Entry,
-    /// Whether a port was allocated now (false: the project already had it).
+    /// Whether the project got its entry now (false: it had one, kept or moved).
     pub fresh: bool,
     /// The port the project had before, when it was moved.
     pub moved_from: Option<u16>,
+    /// Why it was moved, when it was.
+    pub moved_because: Option<MoveReason>,
+    /// Idle entries evicted (least recently used first) to make room.
+    pub evicted: Vec<Entry>,
+    /// Idle entries dropped for exceeding `idle_ttl` by this allocation.
+    pub expired: Vec<Entry>,
+}
+
+impl Allocation {
+    fn kept(entry: Entry) -> Allocation {
+        Allocation {
+            entry,
+            fresh: false,
+            moved_from: None,
+            moved_because: None,
+            evicted: Vec::new(),
+            expired: Vec::new(),
+        }
+    }
 }
 
 impl Allocation {
@@ -273,12 +323,17 @@ impl Registry {
 
     fn write<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         self.locked(|db| {
+            let touches = touch::read(&self.dir);
             let wtx = db.begin_write().map_err(db_err)?;
             let out = {
                 let mut tx = Tx::new(&wtx, self)?;
+                tx.fold(&touches)?;
                 f(&mut tx)?
             };
             wtx.commit().map_err(db_err)?;
+            if !touches.is_empty() {
+                touch::clear(&self.dir);
+            }
             Ok(out)
         })
     }
@@ -333,7 +388,8 @@ impl Registry {
 
     /// The project's port, allocating or moving as `opts` asks.
     pub fn get_with(&self, project: &Project, opts: &GetOptions) -> Result<Allocation> {
-        // The common case, an existing entry asked for as it is, is a read.
+        // The common case, an existing entry asked for as it is, is a read
+        // and a touch appended to the touch log.
         let mut known = None;
         if opts.owner.is_none() && !opts.require_free {
             let hit = self.read(|rtx| {
@@ -341,14 +397,24 @@ impl Registry {
                 let Some(v) = entries.get(project.key()).map_err(db_err)? else {
                     return Ok(None);
                 };
-                let e = record::decode(project.key(), v.value()).map_err(decode_err)?;
-                Ok(self.keeps(&e, opts).then_some(e))
-            })?;
-            if let Some(e) = hit {
-                if now_ms().saturating_sub(e.last_used_ms) < TOUCH_EVERY_MS {
-                    return Ok(Allocation { entry: e, fresh: false, moved_from: None });
+                let mut e = record::decode(project.key(), v.value()).map_err(decode_err)?;
+                self.usable_by_me(&e)?;
+                if self.moves(&e, opts).is_some() {
+                    return Ok(None);
                 }
-                known = Some(e);
+                let now = now_ms().max(e.last_used_ms);
+                let logged = touch::append(&self.dir, self.config.shared, project.key(), now);
+                // Folded by the next write; past its size, by this call.
+                let fold = logged.as_ref().is_ok_and(|&size| size > touch::FOLD_AT);
+                if logged.is_ok() {
+                    e.last_used_ms = now;
+                }
+                Ok(Some((e, fold)))
+            })?;
+            match hit {
+                Some((e, false)) => return Ok(Allocation::kept(e)),
+                Some((e, true)) => known = Some(e),
+                None => {}
             }
         }
         // Concurrent callers of this process share one transaction.
@@ -366,9 +432,7 @@ impl Registry {
         match (done, known) {
             // A read-only registry still answers for the projects it holds;
             // only their `last_used` stays as it was.
-            (Err(e), Some(entry)) if e.is_unwritable() => {
-                Ok(Allocation { entry, fresh: false, moved_from: None })
-            }
+            (Err(e), Some(entry)) if e.is_unwritable() => Ok(Allocation::kept(entry)),
             (done, _) => done,
         }
     }
@@ -382,12 +446,14 @@ impl Registry {
         mut batch: Vec<Request>,
     ) -> Result<Vec<(u64, Result<Allocation>)>> {
         let mut answers = Vec::with_capacity(batch.len());
+        let touches = touch::read(&self.dir);
         while !batch.is_empty() {
             let wtx = db.begin_write().map_err(db_err)?;
             let mut done = Vec::with_capacity(batch.len());
             let mut failed = None;
             {
                 let mut tx = Tx::new(&wtx, self)?;
+                tx.fold(&touches)?;
                 for (i, r) in batch.iter().enumerate() {
                     match tx.get(&r.key, &r.opts) {
                         Ok(a) => done.push((r.id, Ok(a))),
@@ -401,6 +467,9 @@ impl Registry {
             match failed {
                 None => {
                     wtx.commit().map_err(db_err)?;
+                    if !touches.is_empty() {
+                        touch::clear(&self.dir);
+                    }
                     answers.extend(done);
                     break;
                 }
@@ -419,12 +488,59 @@ impl Registry {
         self.get_with(&Project::name(name)?, &opts)
     }
 
-    /// Whether an existing entry satisfies `opts` as it is.
-    fn keeps(&self, e: &Entry, opts: &GetOptions) -> bool {
-        let pinned = opts.port.or(self.config.pinned_port_for(&e.project));
-        let want_range = opts.range.as_deref().or(self.config.default_range.as_deref());
+    /// The exact port asked for, and whether it comes from the
+    /// `PORTD_PORT` pin: `--port`, else the pin, unless an explicit
+    /// `--range` or `--move` asks for something else (a flag beats the
+    /// environment).
+    fn wanted_port(&self, key: &str, opts: &GetOptions) -> Option<(u16, bool)> {
+        if let Some(p) = opts.port {
+            return Some((p, false));
+        }
+        if opts.range.is_some() || opts.move_port {
+            return None;
+        }
+        self.config.pinned_port_for(key).map(|p| (p, true))
+    }
+
+    /// Why an existing entry cannot be kept as it is for `opts`, if it
+    /// cannot. `PORTD_RANGE` is not a reason: it chooses the range of new
+    /// allocations only.
+    fn moves(&self, e: &Entry, opts: &GetOptions) -> Option<MoveReason> {
         let in_range = self.config.ranges.by_name(&e.range).is_some_and(|r| r.contains(e.port));
-        in_range && pinned.is_none_or(|p| p == e.port) && want_range.is_none_or(|r| r == e.range)
+        if !in_range {
+            return Some(MoveReason::OutsideRange);
+        }
+        if let Some(why) = self.exclusions.reason(e.port) {
+            return Some(MoveReason::Excluded(why.to_string()));
+        }
+        match self.wanted_port(&e.project, opts) {
+            Some((p, false)) if p != e.port => return Some(MoveReason::Asked),
+            Some((p, true)) if p != e.port => return Some(MoveReason::Pinned),
+            _ => {}
+        }
+        match &opts.range {
+            Some(r) if *r != e.range => Some(MoveReason::Range(r.clone())),
+            _ => None,
+        }
+    }
+
+    /// Refuses another user's entry in a shared registry: its port is for
+    /// that user's server, so handing it to a second user would put two
+    /// servers on one port. (Reading it, with `show` or `ls`, is fine.)
+    fn usable_by_me(&self, e: &Entry) -> Result<()> {
+        let me = portd_core::sys::euid();
+        if !self.config.shared || e.uid == me {
+            return Ok(());
+        }
+        Err(Error::permission(format!(
+            "project `{}` belongs to {} in this shared registry; its port is for that user's server",
+            e.display_name(),
+            user_label(e.uid)
+        ))
+        .with_hint(format!(
+            "use a project name of your own; `portd show {}` prints this one's port",
+            e.display_name()
+        )))
     }
 
     /// Ends an active lease: the entry goes idle and keeps its port. Does
@@ -480,19 +596,31 @@ impl Registry {
         })
     }
 
-    /// Frees the named projects (all or none); their last port is kept in history.
+    /// Frees the named project; its last port is kept in history. Refused
+    /// while its owner runs (see [`Registry::release_many`]).
     pub fn release(&self, name: &str) -> Result<()> {
-        self.release_many(&[Project::name(name)?]).map(|_| ())
+        self.release_many(&[Project::name(name)?], false).map(|_| ())
     }
 
     /// Frees several projects in one transaction; fails, changing nothing,
-    /// if any is unknown.
-    pub fn release_many(&self, projects: &[Project]) -> Result<Vec<Entry>> {
+    /// if any is unknown, another user's, or (unless `force`) held by a
+    /// running owner: its server would keep serving a port that the next
+    /// `get` hands to someone else.
+    pub fn release_many(&self, projects: &[Project], force: bool) -> Result<Vec<Entry>> {
         self.write(|tx| {
             let mut out = Vec::new();
             for p in projects {
                 let e = tx.entry(p.key())?.ok_or_else(|| unknown(p.key()))?;
                 guard(&e, "release")?;
+                if !force && let Some(who) = in_use(&e) {
+                    return Err(Error::new(
+                        ErrorKind::PortBusy,
+                        format!("project `{}` is in use by {who}", e.display_name()),
+                    )
+                    .with_hint(
+                        "stop it first, or pass `--force` to release it anyway (its server keeps the port until it stops)",
+                    ));
+                }
                 tx.remove(&e)?;
                 out.push(e);
             }
@@ -524,14 +652,58 @@ impl Registry {
                 .get(project.key())
                 .map_err(db_err)?
                 .ok_or_else(|| unknown(project.key()))?;
-            let entry = record::decode(project.key(), v.value()).map_err(decode_err)?;
+            let mut entry = record::decode(project.key(), v.value()).map_err(decode_err)?;
+            if let Some(&ms) = touch::read(&self.dir).get(project.key()) {
+                entry.last_used_ms = entry.last_used_ms.max(ms);
+            }
             Ok(Listed { state: State::of(&entry), entry })
         })
     }
 
+    /// The project that `name`, as `ls` shows it, refers to: the named
+    /// project `name` if it has an entry, else the one directory project
+    /// whose path ends with `name` (`app`, or `a/app` where two are called
+    /// `app`). `Ok(None)` when none matches; several are a usage error
+    /// that lists them.
+    pub fn lookup(&self, name: &str) -> Result<Option<Project>> {
+        let keys = self.read(|rtx| {
+            let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
+            let mut keys = Vec::new();
+            for row in entries.iter().map_err(db_err)? {
+                keys.push(row.map_err(db_err)?.0.value().to_owned());
+            }
+            Ok(keys)
+        })?;
+        if keys.iter().any(|k| k == name) {
+            return Project::from_key(name).map(Some);
+        }
+        let tail = format!("/{}", name.trim_matches('/'));
+        let found: Vec<&String> =
+            keys.iter().filter(|k| k.starts_with('/') && k.ends_with(&tail)).collect();
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Project::from_key(one).map(Some),
+            many => Err(Error::usage(format!(
+                "`{name}` names {} directory projects: {}",
+                many.len(),
+                many.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            ))
+            .with_hint("name one by more of its path (as `portd ls` shows it), or with `--dir`")),
+        }
+    }
+
     /// Every entry, by port.
     pub fn list(&self) -> Result<Vec<Listed>> {
-        let mut all = self.read(read_entries)?;
+        let mut all = self.read(|rtx| {
+            let mut all = read_entries(rtx)?;
+            let touches = touch::read(&self.dir);
+            for e in &mut all {
+                if let Some(&ms) = touches.get(&e.project) {
+                    e.last_used_ms = e.last_used_ms.max(ms);
+                }
+            }
+            Ok(all)
+        })?;
         all.sort_by_key(|e| e.port);
         Ok(all.into_iter().map(|entry| Listed { state: State::of(&entry), entry }).collect())
     }
@@ -573,7 +745,8 @@ impl Registry {
     /// entries past `idle_ttl`.
     pub fn cleanup(&self) -> Result<CleanupReport> {
         self.write(|tx| {
-            let mut report = CleanupReport { expired: tx.expire()?, ..Default::default() };
+            let expired = tx.expire()?.into_iter().map(|e| e.project).collect();
+            let mut report = CleanupReport { expired, ..Default::default() };
             for e in tx.all_entries()? {
                 if e.owner.is_some_and(|o| o.liveness() == Liveness::Dead) {
                     let mut idle = e.clone();
@@ -614,30 +787,63 @@ impl Registry {
     }
 
     /// Empties the registry, first moving the current file aside to
-    /// `registry.redb.bak-<unix seconds>`. Returns the backup's path.
-    pub fn reset(&self) -> Result<Option<PathBuf>> {
+    /// `registry.redb.bak-<unix seconds>`; keeps the newest
+    /// [`RESET_BACKUPS_KEPT`] backups and removes older ones. Refused while
+    /// an entry has a running owner, unless `force`. Returns the backup's
+    /// path.
+    pub fn reset(&self, force: bool) -> Result<Option<PathBuf>> {
         let _inproc = self.inproc.lock();
         let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
         let path = self.path();
         if !home::check_file(&path, self.config.shared)? {
             return Ok(None);
         }
+        let read = db::contain(&path, || {
+            let db = db::open_read(&self.dir, self.config.shared)?;
+            let entries = read_entries(&db.begin_read()?)?;
+            db.close()?;
+            Ok(entries)
+        });
+        let entries = match read {
+            Ok(entries) => entries,
+            // A damaged private registry can still be emptied (it is kept
+            // as the backup); nothing in it can be checked.
+            Err(e) if e.kind() == ErrorKind::Damaged && !self.config.shared => Vec::new(),
+            Err(e) => return Err(e),
+        };
         if self.config.shared {
             // Emptying a shared registry releases everyone's entries.
-            db::contain(&path, || {
-                let db = db::open_read(&self.dir, true)?;
-                let entries = read_entries(&db.begin_read()?)?;
-                db.close()?;
-                entries.iter().try_for_each(|e| guard(e, "reset"))
-            })?;
+            entries.iter().try_for_each(|e| guard(e, "reset"))?;
+        }
+        let busy: Vec<String> = entries
+            .iter()
+            .filter_map(|e| in_use(e).map(|who| format!("`{}` ({who})", e.display_name())))
+            .collect();
+        if !force && !busy.is_empty() {
+            let shown = if busy.len() > 3 {
+                format!("{}, … ({} in all)", busy[..3].join(", "), busy.len())
+            } else {
+                busy.join(", ")
+            };
+            return Err(Error::new(
+                ErrorKind::PortBusy,
+                format!("refusing to empty the registry: in use by running servers: {shown}"),
+            )
+            .with_hint(
+                "stop them first, or pass `--force` to empty it anyway (they keep their ports until they stop)",
+            ));
         }
         let secs = now_ms() / 1000;
-        let mut backup = self.dir.join(format!("{}.bak-{secs}", home::REGISTRY_FILE));
-        let mut n = 1;
-        while backup.exists() {
-            backup = self.dir.join(format!("{}.bak-{secs}-{n}", home::REGISTRY_FILE));
-            n += 1;
-        }
+        // Named after the newest backup of this second, so that names sort
+        // as the backups were made even after older ones were rotated away.
+        let last = (self.backups().into_iter())
+            .filter(|((s, _), _)| *s == secs)
+            .map(|((_, n), _)| n)
+            .max();
+        let backup = self.dir.join(match last {
+            None => format!("{}.bak-{secs}", home::REGISTRY_FILE),
+            Some(n) => format!("{}.bak-{secs}-{}", home::REGISTRY_FILE, n + 1),
+        });
         // The backup is a second name of the old file, made before the new
         // registry replaces it in one rename: a failure or a crash at any
         // point leaves the old registry in place or the new one.
@@ -662,7 +868,36 @@ impl Registry {
             let _ = std::fs::remove_file(&backup);
         }
         swapped?;
+        touch::clear(&self.dir);
+        self.rotate_backups();
         Ok(Some(backup))
+    }
+
+    /// The reset backups (`registry.redb.bak-<secs>[-<n>]`), oldest first.
+    fn backups(&self) -> Vec<((u64, u64), PathBuf)> {
+        let prefix = format!("{}.bak-", home::REGISTRY_FILE);
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut backups: Vec<((u64, u64), PathBuf)> = dir
+            .filter_map(|d| d.ok())
+            .filter_map(|d| {
+                let name = d.file_name().into_string().ok()?;
+                let rest = name.strip_prefix(&prefix)?;
+                let (secs, n) = rest.split_once('-').unwrap_or((rest, "0"));
+                let order = (secs.parse().ok()?, n.parse().ok()?);
+                d.file_type().ok()?.is_file().then(|| (order, d.path()))
+            })
+            .collect();
+        backups.sort();
+        backups
+    }
+
+    /// Removes all but the newest [`RESET_BACKUPS_KEPT`] reset backups.
+    fn rotate_backups(&self) {
+        let backups = self.backups();
+        let old = backups.len().saturating_sub(RESET_BACKUPS_KEPT);
+        for (_, p) in &backups[..old] {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -689,6 +924,8 @@ struct Tx<'t> {
     meta: redb::Table<'t, &'static str, u64>,
     reg: &'t Registry,
     now: u64,
+    /// Entries evicted by the allocation under way.
+    evicted: Vec<Entry>,
 }
 
 impl<'t> Tx<'t> {
@@ -701,6 +938,7 @@ impl<'t> Tx<'t> {
             meta: wtx.open_table(META).map_err(db_err)?,
             reg,
             now: now_ms(),
+            evicted: Vec::new(),
         })
     }
 
@@ -753,8 +991,22 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
+    /// Applies the touch log: each touched entry's `last_used` becomes
+    /// the later of the two (and its `lru` row moves with it).
+    fn fold(&mut self, touches: &std::collections::HashMap<String, u64>) -> Result<()> {
+        for (key, &ms) in touches {
+            if let Some(e) = self.entry(key)?
+                && ms > e.last_used_ms
+            {
+                let next = Entry { last_used_ms: ms, ..e.clone() };
+                self.put(&next, Some(&e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Drops idle entries unused for longer than `idle_ttl`.
-    fn expire(&mut self) -> Result<Vec<String>> {
+    fn expire(&mut self) -> Result<Vec<Entry>> {
         let cutoff = self.now.saturating_sub(self.reg.config.idle_ttl.as_millis() as u64);
         let mut old = Vec::new();
         for row in self.lru.range::<(u64, &str)>(..(cutoff, "")).map_err(db_err)? {
@@ -769,7 +1021,7 @@ impl<'t> Tx<'t> {
                 && guard(&e, "expire").is_ok()
             {
                 self.remove(&e)?;
-                dropped.push(key);
+                dropped.push(e);
             }
         }
         Ok(dropped)
@@ -781,13 +1033,15 @@ impl<'t> Tx<'t> {
             cfg.check_range(r)?;
         }
         let existing = self.entry(key)?;
+        let mut moved_because = None;
         if let Some(e) = &existing {
+            self.reg.usable_by_me(e)?;
             if opts.owner.is_some() {
                 guard(e, "lease")?;
             }
-            if let (Some(cur), Some(new)) = (e.owner, opts.owner)
+            let live = e.owner.filter(|o| o.liveness() != Liveness::Dead);
+            if let (Some(cur), Some(new)) = (live, opts.owner)
                 && cur != new
-                && cur.liveness() != Liveness::Dead
             {
                 return Err(Error::new(
                     ErrorKind::PortBusy,
@@ -800,11 +1054,19 @@ impl<'t> Tx<'t> {
                 )
                 .with_hint("stop that process first, or use another project name"));
             }
+            let mut why = self.reg.moves(e, opts);
+            // A running server keeps a port the configuration no longer
+            // allows (it moves once it stops); only a request moves it now.
+            if matches!(why, Some(MoveReason::Excluded(_) | MoveReason::OutsideRange))
+                && live.is_some_and(|o| Some(o) != opts.owner)
+            {
+                why = None;
+            }
             // A server started with the project's port in its environment
             // is the project's: a plain `--free` records it as the owner.
             let mut adopted = None;
             let foreign = opts.require_free
-                && self.reg.keeps(e, opts)
+                && why.is_none()
                 && match ownership::binding(e, opts.udp) {
                     Binding::Adoptable(o) if opts.owner.is_none() => {
                         adopted = Some(o);
@@ -816,7 +1078,7 @@ impl<'t> Tx<'t> {
             if foreign && !opts.move_port {
                 return Err(busy_error(e.port, opts.udp));
             }
-            if self.reg.keeps(e, opts) && !foreign {
+            if why.is_none() && !foreign {
                 let mut next = e.clone();
                 next.last_used_ms = self.now.max(e.last_used_ms);
                 if opts.owner.is_some() {
@@ -832,10 +1094,9 @@ impl<'t> Tx<'t> {
                 if next != *e {
                     self.put(&next, Some(e))?;
                 }
-                return Ok(Allocation { entry: next, fresh: false, moved_from: None });
+                return Ok(Allocation::kept(next));
             }
-            if let Some(o) = e.owner
-                && o.liveness() != Liveness::Dead
+            if let Some(o) = live
                 && Some(o) != opts.owner
             {
                 return Err(Error::new(
@@ -850,12 +1111,14 @@ impl<'t> Tx<'t> {
             }
             guard(e, "move")?;
             self.remove(e)?;
+            moved_because = Some(why.unwrap_or(MoveReason::Bound));
         }
-        self.expire()?;
+        let expired = self.expire()?;
         // A move never lands back on the port it leaves.
         let avoid = existing.as_ref().filter(|_| opts.move_port).map(|e| e.port);
-        let (port, range) = match opts.port.or(cfg.pinned_port_for(key)) {
-            Some(p) => self.exact(key, p, opts)?,
+        let (port, range) = match self.reg.wanted_port(key, opts) {
+            Some((p, false)) => self.exact(key, p, opts)?,
+            Some((p, true)) => self.exact(key, p, opts).map_err(pinned_error)?,
             None => self.pick(key, opts, avoid)?,
         };
         let e = Entry {
@@ -870,8 +1133,15 @@ impl<'t> Tx<'t> {
             child_pid: opts.child_pid,
         };
         self.put(&e, None)?;
-        let moved_from = existing.map(|x| x.port).filter(|&p| p != port);
-        Ok(Allocation { entry: e, fresh: true, moved_from })
+        let moved_from = existing.as_ref().map(|x| x.port).filter(|&p| p != port);
+        Ok(Allocation {
+            entry: e,
+            fresh: existing.is_none(),
+            moved_from,
+            moved_because: moved_from.and(moved_because),
+            evicted: std::mem::take(&mut self.evicted),
+            expired,
+        })
     }
 
     fn probe_opts(opts: &GetOptions, reuse: bool) -> ProbeOptions {
@@ -881,7 +1151,10 @@ impl<'t> Tx<'t> {
     /// Grants exactly `port`, or says who has it.
     fn exact(&mut self, key: &str, port: u16, opts: &GetOptions) -> Result<(u16, String)> {
         let cfg = &self.reg.config;
-        let want = opts.range.as_deref().or(cfg.default_range.as_deref());
+        // An exact port is granted in whatever range holds it, unless
+        // `--range` asks for one (`PORTD_RANGE` only chooses where new
+        // ports are looked for).
+        let want = opts.range.as_deref();
         let range = cfg.ranges.containing(port).ok_or_else(|| {
             Error::usage(format!(
                 "port {port} is outside every configured range ({})",
@@ -1033,7 +1306,9 @@ impl<'t> Tx<'t> {
                 continue;
             }
             self.remove(&e)?;
-            return Ok(Some((e.port, r.name.clone())));
+            let found = (e.port, r.name.clone());
+            self.evicted.push(e);
+            return Ok(Some(found));
         }
         Ok(None)
     }
@@ -1055,6 +1330,46 @@ fn unbindable(eligible: &[PortRange], udp: bool) -> Option<Error> {
         .with_hint(
             "ports below 1024 need root or CAP_NET_BIND_SERVICE: configure a range above 1023",
         )
+    })
+}
+
+/// `pid N (`command`)` of an entry whose owner is running (or cannot be
+/// checked), else `None`.
+fn in_use(e: &Entry) -> Option<String> {
+    if State::of(e) == State::Idle {
+        return None;
+    }
+    let o = e.owner?;
+    let cmd = e.command.clone().or_else(|| portd_core::sys::cmdline(o.pid)).map(|c| c.join(" "));
+    Some(match cmd {
+        Some(c) if !c.is_empty() => format!("pid {} (`{c}`)", o.pid),
+        _ => format!("pid {}", o.pid),
+    })
+}
+
+/// An error about the port `PORTD_PORT` pins, naming the pin as the cause.
+fn pinned_error(e: Error) -> Error {
+    Error::new(e.kind(), format!("`PORTD_PORT` pins a port this project cannot have: {}", e.message()))
+        .with_hint(
+            "unset `PORTD_PORT` (exported by `portd env`), or pass `--port`, `--range` or `--move`, which take precedence",
+        )
+}
+
+/// `uid N (`name`)`, or `uid N` when the name is unknown.
+fn user_label(uid: u32) -> String {
+    match user_name(uid) {
+        Some(n) => format!("uid {uid} (`{n}`)"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// The login name of `uid`, from `/etc/passwd`.
+fn user_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
     })
 }
 

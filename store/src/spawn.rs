@@ -2,7 +2,7 @@
 //! library instead of `portd run`.
 //!
 //! The lease is owned by the calling process. The child gets `PORT`,
-//! `PORTD_PORT` and `PORTD_PROJECT`, `{port}` in its arguments is replaced,
+//! `PORTD_PORT`, `PORTD_PROJECT` and `PORTD_PROJECT_KEY`, `{port}` in its arguments is replaced,
 //! it runs in its own process group, starts with no blocked signals, and is
 //! sent SIGKILL by the kernel if the thread that spawned it dies (Linux
 //! parent-death signal: spawn from a thread that lives as long as the
@@ -49,7 +49,7 @@ impl Registry {
         let lease = self.get_with(project, &opts)?;
         let mut cmd = Command::new(program.as_ref());
         cmd.args(args.iter().map(|a| with_port(a.as_ref(), lease.entry.port)));
-        lease_env(&mut cmd, lease.entry.port, project.display());
+        lease_env(&mut cmd, lease.entry.port, project);
         cmd.process_group(0);
         sys::clear_signal_mask(&mut cmd);
         sys::parent_death_signal(&mut cmd, sys::SIGKILL);
@@ -80,11 +80,14 @@ pub fn with_port(arg: &str, port: u16) -> String {
 }
 
 /// Sets the lease's environment on `cmd`: `PORT`, `PORTD_PORT`,
-/// `PORTD_PROJECT`, and no inherited socket-activation variables.
-pub fn lease_env(cmd: &mut Command, port: u16, project: &str) {
+/// `PORTD_PROJECT` (the shown name), `PORTD_PROJECT_KEY` (the registry key,
+/// which limits the `PORTD_PORT` pin to exactly this project), and no
+/// inherited socket-activation variables.
+pub fn lease_env(cmd: &mut Command, port: u16, project: &Project) {
     cmd.env("PORT", port.to_string())
         .env("PORTD_PORT", port.to_string())
-        .env("PORTD_PROJECT", project)
+        .env("PORTD_PROJECT", project.display())
+        .env("PORTD_PROJECT_KEY", project.key())
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
         .env_remove("LISTEN_FDNAMES");

@@ -3,17 +3,35 @@
 use super::ls::EntryJson;
 use crate::Ctx;
 use crate::args::GetArgs;
-use portd_store::{Allocation, Error, GetOptions, Owner, Project};
+use portd_store::{Allocation, Entry, Error, GetOptions, Owner, Project};
 use serde::Serialize;
 
 #[derive(Serialize)]
 struct GetJson {
     #[serde(flatten)]
     entry: EntryJson,
-    /// Allocated by this call.
+    /// The project got its entry by this call (false: it had one, kept or moved).
     fresh: bool,
     /// The previous port, when this call moved the project.
     moved_from: Option<u16>,
+    /// Idle entries evicted, least recently used first, to make room.
+    evicted: Vec<Dropped>,
+    /// Idle entries dropped for exceeding `idle_ttl` by this call.
+    expired: Vec<Dropped>,
+}
+
+/// An entry that an allocation removed.
+#[derive(Serialize)]
+struct Dropped {
+    project: String,
+    key: String,
+    port: u16,
+}
+
+impl Dropped {
+    fn of(e: &Entry) -> Self {
+        Dropped { project: e.display_name().to_owned(), key: e.project.clone(), port: e.port }
+    }
 }
 
 /// Resolves and allocates. With `--free`/`--move` the port must be
@@ -21,7 +39,7 @@ struct GetJson {
 /// a process that is not the project's owner is a warning.
 fn allocate(ctx: &Ctx, a: &GetArgs) -> Result<(Project, Allocation), Error> {
     let reg = ctx.registry()?;
-    let project = super::project(&a.project)?;
+    let project = super::project_in(&reg, &a.project)?;
     let owner = match a.pid {
         Some(pid) => Some(Owner::of_pid(pid).map_err(|_| {
             super::usage(format!("no running process with pid {pid}"))
@@ -39,8 +57,32 @@ fn allocate(ctx: &Ctx, a: &GetArgs) -> Result<(Project, Allocation), Error> {
         ..Default::default()
     };
     let alloc = reg.get_with(&project, &opts)?;
+    for e in &alloc.expired {
+        ctx.out.info(&format!(
+            "dropped `{}` (port {}, idle since {}, past `idle_ttl`)",
+            e.display_name(),
+            e.port,
+            super::rfc3339(e.last_used_ms)
+        ));
+    }
+    for e in &alloc.evicted {
+        ctx.out.info(&format!(
+            "evicted `{}` (port {}, idle since {}) to make room: it was the least recently used",
+            e.display_name(),
+            e.port,
+            super::rfc3339(e.last_used_ms)
+        ));
+    }
     if let Some(from) = alloc.moved_from {
-        ctx.out.info(&super::moved(&project, from, alloc.entry.port, a.move_port));
+        let why = alloc.moved_because.as_ref();
+        ctx.out.info(&super::moved(&project, from, alloc.entry.port, why));
+    } else if let Some(why) = reg.exclusions().reason(alloc.entry.port) {
+        // Kept only because its server runs: it moves once that stops.
+        ctx.out.warn(&format!(
+            "port {} of `{}` is excluded ({why}); it keeps it while its server runs, and moves on the next `get` after that",
+            alloc.entry.port,
+            project.display()
+        ));
     } else if !alloc.fresh
         && !opts.require_free
         && let Some(err) = reg.foreign_binding(&project, &alloc.entry, a.udp)
@@ -57,6 +99,8 @@ pub fn get(ctx: &Ctx, a: &GetArgs) -> Result<(), Error> {
             entry: EntryJson::new(&alloc.entry, None),
             fresh: alloc.fresh,
             moved_from: alloc.moved_from,
+            evicted: alloc.evicted.iter().map(Dropped::of).collect(),
+            expired: alloc.expired.iter().map(Dropped::of).collect(),
         });
     } else {
         ctx.out.data(&alloc.entry.port.to_string());
@@ -64,17 +108,29 @@ pub fn get(ctx: &Ctx, a: &GetArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// What `portd env` prints on stdout when it fails (its error goes to
+/// stderr as always): a command that fails, so that
+/// `eval "$(portd env x)" && npm start` does not start npm with an empty or
+/// stale `PORT`.
+pub const ENV_FAILED: &str = "false";
+
 pub fn env(ctx: &Ctx, a: &GetArgs) -> Result<(), Error> {
     let (project, alloc) = allocate(ctx, a)?;
     let port = alloc.entry.port;
     let name = project.display();
     if ctx.out.json {
-        let v = serde_json::json!({ "PORT": port.to_string(), "PORTD_PORT": port.to_string(), "PORTD_PROJECT": name });
+        let v = serde_json::json!({
+            "PORT": port.to_string(),
+            "PORTD_PORT": port.to_string(),
+            "PORTD_PROJECT": name,
+            "PORTD_PROJECT_KEY": project.key(),
+        });
         ctx.out.json(&v);
     } else {
         ctx.out.data(&format!(
-            "export PORT={port}\nexport PORTD_PORT={port}\nexport PORTD_PROJECT={}",
-            shell_quote(name)
+            "export PORT={port}\nexport PORTD_PORT={port}\nexport PORTD_PROJECT={}\nexport PORTD_PROJECT_KEY={}",
+            shell_quote(name),
+            shell_quote(project.key())
         ));
     }
     Ok(())

@@ -4,13 +4,14 @@ use super::{ago, rfc3339};
 use crate::Ctx;
 use crate::args::ProjectArg;
 use crate::printer::{self, table};
-use portd_store::{Entry, Error, Listed};
+use portd_store::{Entry, Error, Listed, State};
 use serde::Serialize;
 
 /// One entry in `--json` output (`get`, `ls`, `show`).
 #[derive(Debug, Serialize)]
 pub struct EntryJson {
-    /// Shown name: the name, or a directory's base name.
+    /// Shown name: the name, or a directory's base name (in `ls`, with as
+    /// many parent directories as tell it apart from a project shown alike).
     pub project: String,
     /// The registry key: the name, or the directory's absolute path.
     pub key: String,
@@ -19,9 +20,10 @@ pub struct EntryJson {
     /// `active`, `idle`, `unknown`, or `released` (`ls --all` history rows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
-    /// The owner's pid, when the entry has an owner.
+    /// The owner's pid, while the owner runs (`null` when idle: no owner,
+    /// or a dead one).
     pub pid: Option<u32>,
-    /// The child started by `portd run`, when there is one.
+    /// The child started by `portd run`, while its owner runs.
     pub child_pid: Option<u32>,
     pub command: Option<Vec<String>>,
     /// RFC 3339 UTC.
@@ -31,34 +33,40 @@ pub struct EntryJson {
 }
 
 impl EntryJson {
+    /// `state`: as listed; `None` (for `get`) checks the owner here.
     pub fn new(e: &Entry, state: Option<&'static str>) -> Self {
+        let idle = match state {
+            Some(s) => s == State::Idle.as_str(),
+            None => State::of(e) == State::Idle,
+        };
         EntryJson {
             project: e.display_name().to_owned(),
             key: e.project.clone(),
             port: e.port,
             range: e.range.clone(),
             state,
-            pid: e.owner.map(|o| o.pid),
-            child_pid: e.child_pid,
+            pid: e.owner.filter(|_| !idle).map(|o| o.pid),
+            child_pid: e.child_pid.filter(|_| !idle),
             command: e.command.clone(),
             created: Some(rfc3339(e.created_ms)),
             last_used: Some(rfc3339(e.last_used_ms)),
         }
     }
 
-    fn of(l: &Listed) -> Self {
-        Self::new(&l.entry, Some(l.state.as_str()))
+    fn of(l: &Listed, shown: &str) -> Self {
+        EntryJson { project: shown.to_owned(), ..Self::new(&l.entry, Some(l.state.as_str())) }
     }
 }
 
-fn row(l: &Listed) -> Vec<String> {
+fn row(l: &Listed, shown: &str) -> Vec<String> {
     let e = &l.entry;
+    let pid = e.owner.filter(|_| l.state != State::Idle);
     vec![
-        e.display_name().to_owned(),
+        shown.to_owned(),
         e.port.to_string(),
         e.range.clone(),
         l.state.as_str().to_owned(),
-        e.owner.map_or("-".into(), |o| o.pid.to_string()),
+        pid.map_or("-".into(), |o| o.pid.to_string()),
         e.command.as_ref().map_or("-".into(), |c| truncate(&printer::command_line(c), 40)),
         ago(e.last_used_ms),
     ]
@@ -76,13 +84,24 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
     let reg = ctx.registry()?;
     let list = reg.list()?;
     let history = if all { reg.history()? } else { Vec::new() };
+    let keys: Vec<&str> = list
+        .iter()
+        .map(|l| l.entry.project.as_str())
+        .chain(history.iter().map(|(k, _)| k.as_str()))
+        .collect();
+    let shown = portd_store::shown_names(&keys);
+    let (shown, shown_history) = shown.split_at(list.len());
+    // A released project's range: the configured range holding its port.
+    let range_of =
+        |p: u16| reg.config().ranges.containing(p).map_or("-".to_owned(), |r| r.name.clone());
     if ctx.out.json {
-        let mut rows: Vec<EntryJson> = list.iter().map(EntryJson::of).collect();
-        rows.extend(history.iter().map(|(k, p)| EntryJson {
-            project: portd_store::display_name(k).to_owned(),
+        let mut rows: Vec<EntryJson> =
+            list.iter().zip(shown).map(|(l, s)| EntryJson::of(l, s)).collect();
+        rows.extend(history.iter().zip(shown_history).map(|((k, p), s)| EntryJson {
+            project: s.clone(),
             key: k.clone(),
             port: *p,
-            range: reg.config().ranges.containing(*p).map_or("-".into(), |r| r.name.clone()),
+            range: range_of(*p),
             state: Some("released"),
             pid: None,
             child_pid: None,
@@ -97,13 +116,12 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
         ctx.out.info("no projects yet: `portd get NAME` allocates one");
         return Ok(());
     }
-    let mut rows: Vec<Vec<String>> = list.iter().map(row).collect();
-    for (k, p) in &history {
-        let name = portd_store::display_name(k).to_owned();
+    let mut rows: Vec<Vec<String>> = list.iter().zip(shown).map(|(l, s)| row(l, s)).collect();
+    for ((_, p), name) in history.iter().zip(shown_history) {
         rows.push(vec![
-            name,
+            name.clone(),
             p.to_string(),
-            "-".into(),
+            range_of(*p),
             "released".into(),
             "-".into(),
             "-".into(),
@@ -116,10 +134,14 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
 }
 
 pub fn show(ctx: &Ctx, project: &ProjectArg) -> Result<(), Error> {
-    let p = super::project(project)?;
-    let l = ctx.registry()?.show(&p)?;
+    let reg = ctx.registry()?;
+    let p = match (&project.name, &project.dir) {
+        (Some(n), None) => super::known_project(&reg, n)?,
+        _ => super::project(project)?,
+    };
+    let l = reg.show(&p)?;
     if ctx.out.json {
-        ctx.out.json(&EntryJson::of(&l));
+        ctx.out.json(&EntryJson::of(&l, l.entry.display_name()));
         return Ok(());
     }
     let e = &l.entry;
@@ -132,8 +154,9 @@ pub fn show(ctx: &Ctx, project: &ProjectArg) -> Result<(), Error> {
     kv("port", e.port.to_string());
     kv("range", e.range.clone());
     kv("state", l.state.as_str().to_owned());
-    kv("pid", e.owner.map_or("-".into(), |o| o.pid.to_string()));
-    if let Some(c) = e.child_pid {
+    let live = l.state != State::Idle;
+    kv("pid", e.owner.filter(|_| live).map_or("-".into(), |o| o.pid.to_string()));
+    if let Some(c) = e.child_pid.filter(|_| live) {
         kv("child", c.to_string());
     }
     kv("command", e.command.as_ref().map_or("-".into(), |c| printer::command_line(c)));

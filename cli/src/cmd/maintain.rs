@@ -9,7 +9,7 @@ pub fn cleanup(ctx: &Ctx) -> Result<(), Error> {
     if ctx.out.json {
         ctx.out.json(&serde_json::json!({ "reclaimed": r.reclaimed, "expired": r.expired }));
     } else {
-        ctx.out.data(&format!(
+        ctx.out.info(&format!(
             "reclaimed {} lease{} of dead processes, dropped {} expired idle entr{}",
             r.reclaimed.len(),
             if r.reclaimed.len() == 1 { "" } else { "s" },
@@ -76,12 +76,12 @@ pub fn status(ctx: &Ctx) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn reset(ctx: &Ctx, yes: bool) -> Result<(), Error> {
+pub fn reset(ctx: &Ctx, yes: bool, force: bool) -> Result<(), Error> {
     if !yes {
         return Err(super::usage("refusing to empty the registry without `--yes`")
             .with_hint("run `portd reset --yes`; the old registry is kept as a backup"));
     }
-    let backup = ctx.registry()?.reset()?;
+    let backup = ctx.registry()?.reset(force)?;
     if ctx.out.json {
         ctx.out.json(&serde_json::json!({ "backup": backup }));
     } else {

@@ -11,7 +11,7 @@ pub mod release;
 pub mod run;
 
 use crate::args::ProjectArg;
-use portd_store::{Error, ErrorKind, Project};
+use portd_store::{Error, ErrorKind, MoveReason, Project, Registry};
 
 /// The project an argument names: `--dir`, a path-like name, a name, or
 /// the current directory.
@@ -25,23 +25,50 @@ pub fn project(arg: &ProjectArg) -> Result<Project, Error> {
     }
 }
 
+fn is_path(name: &str) -> bool {
+    name.contains('/') || name == "." || name == ".."
+}
+
 /// A name, or a directory when it looks like a path (`.`, `./web`, `/srv/app`).
 pub fn project_of(name: &str) -> Result<Project, Error> {
-    if name.contains('/') || name == "." || name == ".." {
-        Project::dir(std::path::Path::new(name))
-    } else {
-        Project::name(name)
+    if is_path(name) { Project::dir(std::path::Path::new(name)) } else { Project::name(name) }
+}
+
+/// The project an argument names, where a path-like name that is not a
+/// directory here may also be a directory project as `portd ls` shows it
+/// (`a/app`): for `get` and `env`. A plain name is always a named project.
+pub fn project_in(reg: &Registry, arg: &ProjectArg) -> Result<Project, Error> {
+    match arg.name.as_deref() {
+        Some(n) if arg.dir.is_none() && is_path(n) && !std::path::Path::new(n).is_dir() => {
+            match reg.lookup(n)? {
+                Some(p) => Ok(p),
+                None => project_of(n),
+            }
+        }
+        _ => project(arg),
     }
 }
 
-/// A usage error.
-/// The note printed when a project's port changed: with `--move`, because
-/// its old port was bound; otherwise because a pin or range asked for it.
-pub fn moved(project: &Project, from: u16, to: u16, because_bound: bool) -> String {
-    let why = if because_bound { " (bound by another process)" } else { "" };
-    format!("moved `{}` from port {from}{why} to {to}", project.display())
+/// A project that has an entry, named as `portd ls` shows it (a name, a
+/// directory's base name when no other project shares it, or enough of its
+/// path to tell it apart) or by a directory: for `show` and `release`.
+pub fn known_project(reg: &Registry, name: &str) -> Result<Project, Error> {
+    if is_path(name) && std::path::Path::new(name).is_dir() {
+        return project_of(name);
+    }
+    match reg.lookup(name)? {
+        Some(p) => Ok(p),
+        None => project_of(name),
+    }
 }
 
+/// The note printed when a project's port changed, saying why.
+pub fn moved(project: &Project, from: u16, to: u16, why: Option<&MoveReason>) -> String {
+    let why = why.map(|w| format!(" ({w})")).unwrap_or_default();
+    format!("moved `{}` from port {from} to {to}{why}", project.display())
+}
+
+/// A usage error.
 pub fn usage(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::Usage, msg)
 }

@@ -11,14 +11,16 @@ struct Released {
     port: u16,
 }
 
-pub fn release(ctx: &Ctx, names: &[String], idle: bool) -> Result<(), Error> {
+pub fn release(ctx: &Ctx, names: &[String], idle: bool, force: bool) -> Result<(), Error> {
     let reg = ctx.registry()?;
     let gone = if idle {
         reg.release_idle()?
     } else {
-        let projects =
-            names.iter().map(|n| super::project_of(n)).collect::<Result<Vec<Project>, _>>()?;
-        reg.release_many(&projects)?
+        let projects = names
+            .iter()
+            .map(|n| super::known_project(&reg, n))
+            .collect::<Result<Vec<Project>, _>>()?;
+        reg.release_many(&projects, force)?
     };
     if ctx.out.json {
         let v: Vec<Released> = gone

@@ -55,9 +55,9 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
     let lease = reg.get_with(&project, &opts)?;
     let port = lease.entry.port;
     if let Some(from) = lease.moved_from {
-        ctx.out.info(&super::moved(&project, from, port, a.move_port));
+        ctx.out.info(&super::moved(&project, from, port, lease.moved_because.as_ref()));
     }
-    let started = start(ctx, a, project.display(), port, lease.bind_tcp_if(a.fd));
+    let started = start(ctx, a, &project, port, lease.bind_tcp_if(a.fd));
     let (child, signals) = match started {
         Ok(x) => x,
         Err(e) => {
@@ -106,7 +106,7 @@ impl BindIf for portd_store::Allocation {
 fn start(
     ctx: &Ctx,
     a: &RunArgs,
-    name: &str,
+    project: &portd_store::Project,
     port: u16,
     listener: Result<Option<std::net::TcpListener>, Error>,
 ) -> Result<(std::process::Child, SignalSet), Error> {
@@ -117,12 +117,12 @@ fn start(
         SignalSet::block(&[sys::SIGINT, sys::SIGTERM, sys::SIGHUP, sys::SIGQUIT, sys::SIGCHLD])
             .map_err(|e| Error::new(ErrorKind::Other, format!("cannot block signals: {e}")))?;
     let mut cmd = Command::new(self_exe()?);
-    cmd.arg("__supervise").arg("--name").arg(name);
+    cmd.arg("__supervise").arg("--name").arg(project.display());
     if listener.is_some() {
         cmd.arg("--fd");
     }
     cmd.arg("--").args(&args);
-    portd_store::lease_env(&mut cmd, port, name);
+    portd_store::lease_env(&mut cmd, port, project);
     if let Some(h) = &a.host {
         cmd.env("HOST", h);
     }

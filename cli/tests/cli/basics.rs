@@ -59,7 +59,15 @@ fn json_outputs_parse() {
 
     let e: EnvJson = env.run(&["env", "jsonapp", "--json"]).json();
     let p = got.port.to_string();
-    assert_eq!(e, EnvJson { PORT: p.clone(), PORTD_PORT: p, PORTD_PROJECT: "jsonapp".into() });
+    assert_eq!(
+        e,
+        EnvJson {
+            PORT: p.clone(),
+            PORTD_PORT: p,
+            PORTD_PROJECT: "jsonapp".into(),
+            PORTD_PROJECT_KEY: "jsonapp".into()
+        }
+    );
 
     let st: StatusJson = env.run(&["status", "--json"]).json();
     assert_eq!(st.registry, "[ROOT]/home/registry.redb");
@@ -127,13 +135,16 @@ fn json_outputs_parse() {
 }
 
 #[test]
-fn env_prints_three_export_lines() {
+fn env_prints_export_lines_for_eval() {
     let env = Env::new();
     let port = env.run(&["get", "envapp:web"]).port();
     let out = env.run(&["env", "envapp:web"]);
     assert_eq!(
         out.ok(),
-        format!("export PORT={port}\nexport PORTD_PORT={port}\nexport PORTD_PROJECT=envapp:web\n")
+        format!(
+            "export PORT={port}\nexport PORTD_PORT={port}\nexport PORTD_PROJECT=envapp:web\n\
+             export PORTD_PROJECT_KEY=envapp:web\n"
+        )
     );
 }
 
@@ -150,16 +161,13 @@ fn portd_port_pins_only_the_project_it_was_exported_for() {
     let api = env.run_env(&["get", "pin-api"], &vars).port();
     assert_ne!(api, web, "another project is not pinned to web's port");
     assert_eq!(env.run_env(&["get", "pin-web"], &vars).port(), web);
-    // Set on its own, it pins whatever project the call is for.
-    let free = (14900..14999)
-        .find(|&p| {
-            let c: Vec<CheckJson> = env.run(&["check", &p.to_string(), "--json"]).json();
-            assert_eq!((c.len(), c[0].port), (1, p));
-            c[0].free
-        })
-        .unwrap();
+    // Set on its own, it pins whatever project the call is for. (A port
+    // just released is free of entries; the registry probed it bindable.)
+    let free = env.run(&["get", "pin-spare"]).port();
+    assert_eq!(env.run(&["release", "pin-spare"]).code, 0);
     let out = env.run_env(&["get", "pin-api"], &[("PORTD_PORT", &free.to_string())]);
-    let moved = format!("moved `pin-api` from port {api} to {free}\n");
+    let moved =
+        format!("moved `pin-api` from port {api} to {free} (`PORTD_PORT` pins another port)\n");
     assert_eq!((out.code, out.stdout, out.stderr), (0, format!("{free}\n"), moved));
     assert_eq!(env.run(&["get", "pin-api"]).port(), free, "the pinned port is kept");
     // And a pin for another port of web's own is refused as any --port would be.

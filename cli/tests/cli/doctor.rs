@@ -77,6 +77,7 @@ fn a_healthy_registry_passes_every_check_and_is_left_unchanged() {
         "integrity",
         "records",
         "ranges",
+        "excluded",
         "stale",
         "bound",
     ];

@@ -110,14 +110,20 @@ fn a_full_range_says_no_free_port_until_an_owner_dies() {
     assert_eq!(env.ls_raw(), before, "a failed `get` changed the registry");
     // Asking again (and through `env`) fails the same way.
     env.run(&["get", "extra"]).error(3);
-    env.run(&["env", "extra"]).error(3);
+    env.run(&["env", "extra"]).env_error(3);
     assert_eq!(env.ls_raw(), before);
 
     // The owner dies: its leases go idle, and the least recently used one
     // is reclaimed.
     owner.kill();
-    let port = env.run(&["get", "extra"]).port();
-    assert_eq!(port, port_of_a, "the least recently used idle entry is evicted");
+    let out = env.run(&["get", "extra"]);
+    assert_eq!(
+        out.stdout,
+        format!("{port_of_a}\n"),
+        "the least recently used idle entry is evicted"
+    );
+    let note = format!("evicted `full-a` (port {port_of_a}, idle since ");
+    assert!(out.code == 0 && out.stderr.starts_with(&note), "{out:#?}");
     let listed = env.ls();
     let mut rows: Vec<(&str, &str)> =
         listed.iter().map(|e| (e.project.as_str(), e.state.as_str())).collect();

@@ -138,7 +138,9 @@ fn a_foreign_listener_on_a_projects_port_warns_fails_or_moves() {
         assert_ne!(moved, port, "{kind:?}");
         assert_eq!(
             out.stderr,
-            format!("moved `{name}` from port {port} (bound by another process) to {moved}\n")
+            format!(
+                "moved `{name}` from port {port} to {moved} (its port was bound by another process)\n"
+            )
         );
         assert_eq!(env.run(&["get", &name]).port(), moved, "{kind:?}: the move sticks");
         drop(listener);
@@ -154,14 +156,14 @@ fn move_json_reports_where_from() {
     let listener = Listen::V4Loopback.bind(port);
     let out = env.run(&["get", "truth-json", "--move", "--json"]);
     let got: GetJson = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!((got.moved_from, got.fresh), (Some(port), true));
+    assert_eq!((got.moved_from, got.fresh), (Some(port), false), "a move is not a new entry");
     assert_ne!(got.port, port);
     assert_eq!(
         (out.code, out.stderr.as_str()),
         (
             0,
             format!(
-                "moved `truth-json` from port {port} (bound by another process) to {}\n",
+                "moved `truth-json` from port {port} to {} (its port was bound by another process)\n",
                 got.port
             )
             .as_str()

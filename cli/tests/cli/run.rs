@@ -296,7 +296,9 @@ fn sigkill_of_portd_run_takes_the_child_and_frees_the_port() {
         portd_core::probe(port, portd_core::ProbeOptions { reuse: true, udp: false })
             == portd_core::Verdict::Free
     });
-    assert_eq!(env.run(&["get", "next"]).port(), port, "the dead lease was reclaimed");
+    let out = env.run(&["get", "next"]);
+    assert_eq!(out.stdout, format!("{port}\n"), "the dead lease was reclaimed: {out:#?}");
+    assert!(out.code == 0 && out.stderr.starts_with("evicted `victim` "), "{out:#?}");
 }
 
 #[test]

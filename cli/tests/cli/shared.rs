@@ -58,27 +58,43 @@ fn shared_registry_entries_belong_to_their_users() {
         assert_eq!((md.mode() & 0o777, md.gid()), (0o660, GROUP), "{f}");
     }
 
-    // Bob cannot release, move or lease Alice's project; nothing changes.
+    // Bob cannot release Alice's project, nor use its port (`get`, `env`,
+    // a move, a lease); nothing changes.
     let before = as_user(&env, None, &["ls", "--json"]).ok().to_owned();
+    let err = as_user(&env, Some(BOB), &["release", "alice-app"]).error(9).to_owned();
+    assert_eq!(
+        err,
+        format!(
+            "error: project `alice-app` belongs to uid {ALICE}; only that user or root can release it\n\
+             hint: ask its owner, or use a project name of your own\n"
+        )
+    );
     let free = alice + 1;
-    for (args, action) in [
-        (&["release", "alice-app"][..], "release"),
-        (&["get", "alice-app", "--port", &free.to_string()], "move"),
-        (&["run", "alice-app", "--", "true"], "lease"),
+    for args in [
+        &["get", "alice-app"][..],
+        &["env", "alice-app", "--json"],
+        &["get", "alice-app", "--port", &free.to_string()],
+        &["get", "alice-app", "--free", "--move"],
+        &["run", "alice-app", "--", "true"],
     ] {
         let err = as_user(&env, Some(BOB), args).error(9).to_owned();
         assert_eq!(
             err,
             format!(
-                "error: project `alice-app` belongs to uid {ALICE}; only that user or root can {action} it\n\
-                 hint: ask its owner, or use a project name of your own\n"
+                "error: project `alice-app` belongs to uid {ALICE} (`nobody`) in this shared registry; its port is for that user's server\n\
+                 hint: use a project name of your own; `portd show alice-app` prints this one's port\n"
             ),
             "{args:?}"
         );
         assert_eq!(as_user(&env, None, &["ls", "--json"]).ok(), before, "{args:?}");
     }
-    // Reading is fine.
-    assert_eq!(as_user(&env, Some(BOB), &["get", "alice-app"]).port(), alice);
+    // Reading it is fine.
+    let shown: EntryJson = as_user(&env, Some(BOB), &["show", "alice-app", "--json"]).json();
+    assert_eq!(shown.port, alice);
+    // A name of Bob's own gets a port of its own.
+    let bobs = as_user(&env, Some(BOB), &["get", "bob-alice-app"]).port();
+    assert_ne!(bobs, alice);
+    assert_eq!(as_user(&env, Some(BOB), &["release", "bob-alice-app"]).code, 0);
     // Emptying the registry would release everyone's entries.
     let err = as_user(&env, Some(BOB), &["reset", "--yes"]).error(9).to_owned();
     assert!(err.contains("only that user or root can reset it"), "{err}");
@@ -141,11 +157,14 @@ fn only_an_entrys_user_or_root_evicts_it() {
     cmd.env("PORTD_SHARED", "1").env("PORTD_IDLE_TTL", "1m").uid(BOB).gid(GROUP);
     assert_eq!(env.output(cmd).code, 0);
     assert_eq!(as_user(&env, None, &["ls", "--json"]).ok(), before);
-    // Alice's own allocation evicts her least recently used entry.
-    as_user(&env, Some(ALICE), &["get", "alice-3"]).port();
+    // Alice's own allocation evicts her least recently used entry, and
+    // says so.
+    let out = as_user(&env, Some(ALICE), &["get", "alice-3"]);
+    assert!(out.code == 0 && out.stderr.starts_with("evicted `alice-1` (port "), "{out:?}");
     assert_eq!(projects(&env), ["alice-2", "alice-3"]);
     // Root's too.
-    as_user(&env, None, &["get", "root-1"]).port();
+    let out = as_user(&env, None, &["get", "root-1"]);
+    assert!(out.code == 0 && out.stderr.starts_with("evicted `alice-2` (port "), "{out:?}");
     assert_eq!(projects(&env).len(), 2);
     assert!(projects(&env).contains(&"root-1".to_owned()));
 }

@@ -65,6 +65,16 @@ impl Output {
         &self.stderr
     }
 
+    /// Asserts a failed `portd env`: as [`Output::error`], but with `false`
+    /// on stdout, which makes `eval "$(portd env)"` fail. Returns stderr.
+    #[track_caller]
+    pub fn env_error(&self, code: i32) -> &str {
+        assert_eq!(self.stdout, "false\n", "{self:#?}");
+        let rest = Output { stdout: String::new(), ..self.clone() };
+        rest.error(code);
+        &self.stderr
+    }
+
     /// Asserts a clap usage error: exit 2, nothing on stdout, an `error:`
     /// on stderr (clap may add usage lines). Returns stderr.
     #[track_caller]
@@ -163,6 +173,25 @@ impl Env {
         cmd
     }
 
+    /// Runs `script` with `bash -c` in the test's directory, with the
+    /// environment of [`Env::command`] and the binary under test first on
+    /// `PATH` as `portd`: the README's shell lines, as a user types them.
+    pub fn shell(&self, script: &str) -> Output {
+        let bin_dir = Path::new(BIN).parent().unwrap().to_owned();
+        let mut path = vec![bin_dir];
+        path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+        let mut cmd = Command::new("bash");
+        cmd.args(["-c", script])
+            .env_clear()
+            .env("PATH", std::env::join_paths(path).unwrap())
+            .env("HOME", self.root())
+            .env("XDG_CONFIG_HOME", self.root())
+            .env("PORTD_HOME", self.home())
+            .current_dir(self.root())
+            .stdin(Stdio::null());
+        self.output(cmd)
+    }
+
     /// Runs `portd ARGS`.
     pub fn run(&self, args: &[&str]) -> Output {
         self.output(self.command(args))
@@ -246,6 +275,64 @@ pub fn is_root(env: &Env) -> bool {
     uid == 0
 }
 
+/// A live process to own leases (`sleep 60`); killed and reaped on drop.
+pub struct Sleeper(pub std::process::Child);
+
+impl Sleeper {
+    pub fn spawn() -> Sleeper {
+        let child = Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start `sleep`");
+        Sleeper(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The first of `n` consecutive ports at or above `from` that can be bound
+/// on every address now and are not reserved by the kernel: a private
+/// range for a test that needs every port of it.
+pub fn free_ports(from: u16, n: u16) -> u16 {
+    let reserved =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap_or_default();
+    let is_reserved = |p: u16| {
+        reserved.trim().split(',').filter(|s| !s.is_empty()).any(|span| {
+            let (a, b) = span.split_once('-').unwrap_or((span, span));
+            let (a, b): (u16, u16) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
+            (a..=b).contains(&p)
+        })
+    };
+    let bindable = |p: u16| {
+        TcpListener::bind(("0.0.0.0", p)).is_ok()
+            && (!ipv6_available() || TcpListener::bind(("::", p)).is_ok())
+    };
+    let mut start = from;
+    while start < 30000 {
+        if (start..start + n).all(|p| !is_reserved(p) && bindable(p)) {
+            return start;
+        }
+        start += n;
+    }
+    panic!("no {n} consecutive free ports between {from} and 30000");
+}
+
 /// Whether IPv6 loopback can be bound here.
 pub fn ipv6_available() -> bool {
     TcpListener::bind(("::1", 0)).is_ok()
@@ -282,6 +369,16 @@ pub struct GetJson {
     pub last_used: Option<String>,
     pub fresh: bool,
     pub moved_from: Option<u16>,
+    pub evicted: Vec<DroppedJson>,
+    pub expired: Vec<DroppedJson>,
+}
+
+/// An entry an allocation removed, in `get --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DroppedJson {
+    pub project: String,
+    pub key: String,
+    pub port: u16,
 }
 
 /// `env --json`.
@@ -291,6 +388,7 @@ pub struct EnvJson {
     pub PORT: String,
     pub PORTD_PORT: String,
     pub PORTD_PROJECT: String,
+    pub PORTD_PROJECT_KEY: String,
 }
 
 /// One range in `status --json`.
