@@ -90,14 +90,18 @@ pub(crate) fn serves(pid: u32, holders: &[Holder]) -> bool {
 }
 
 /// Whether `pid`'s environment carries `e`'s port (`PORT` or `PORTD_PORT`)
-/// and names no other project (`PORTD_PROJECT`, when set, names `e`'s).
+/// and names no other project: `PORTD_PROJECT_KEY`, when set, is `e`'s
+/// key; otherwise `PORTD_PROJECT`, when set, names `e`'s.
 fn started_for(e: &Entry, pid: u32) -> bool {
     let Some(vars) = sys::environ(pid) else { return false };
     let port = e.port.to_string();
     let var = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let carries = var("PORT") == Some(&port) || var("PORTD_PORT") == Some(&port);
-    let names_it =
-        var("PORTD_PROJECT").is_none_or(|p| p == e.project || p == display_name(&e.project));
+    let names_it = match var("PORTD_PROJECT_KEY") {
+        Some(k) => k == e.project,
+        None => var("PORTD_PROJECT")
+            .is_none_or(|p| p == e.project || p == display_name(&e.project)),
+    };
     carries && names_it
 }
 
