@@ -35,7 +35,7 @@ impl Ctx {
     }
 }
 
-/// The exit code of each error kind (SPEC §4).
+/// The exit code of each error kind (the table in `--help` and the README).
 pub fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Usage => 2,

@@ -358,7 +358,7 @@ fn bad_input_fails_cleanly_and_changes_nothing() {
     std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes()).unwrap();
 }
 
-/// SPEC §5: a malformed value names the file, line and key.
+/// A malformed value in the config file names the file, line and key.
 #[test]
 fn config_type_errors_name_the_key() {
     let env = Env::new();
