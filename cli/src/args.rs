@@ -164,7 +164,7 @@ status (128+N when killed by signal N). If portd is killed, the command dies wit
         command: Vec<String>,
     },
     /// Print `export PORT=…` lines for `eval "$(portd env)"`.
-    #[command(after_help = "Example:\n  eval \"$(portd env myapp)\" && npm start")]
+    #[command(after_help = "Example:\n  vars=$(portd env myapp) && eval \"$vars\" && npm start")]
     Env(GetArgs),
     /// List entries: project, port, range, state, pid, command, last used.
     #[command(alias = "list")]

@@ -81,7 +81,12 @@ _portd() {{
         w="${{COMP_WORDS[i]}}"
         case "$w" in
             --) return 0 ;;
-            --home) home=(--home "${{COMP_WORDS[i+1]}}"); ((i++)) ;;
+            # bash splits `--home=DIR` into `--home`, `=`, `DIR`.
+            --home) if [[ "${{COMP_WORDS[i+1]}}" == "=" ]]; then
+                        home=(--home "${{COMP_WORDS[i+2]}}"); ((i += 2))
+                    else
+                        home=(--home "${{COMP_WORDS[i+1]}}"); ((i++))
+                    fi ;;
             --home=*) home=(--home "${{w#--home=}}") ;;
             {values}) ((i++)) ;;
             -*) ;;

@@ -199,3 +199,19 @@ fn help_lists_every_environment_variable() {
         assert!(section.contains(&format!("  {v} ")), "--help does not list {v}: {help}");
     }
 }
+
+/// `--home DIR` and `--home=DIR` (which bash splits into `--home`, `=`,
+/// `DIR`) both choose the registry whose names are offered.
+#[test]
+fn bash_completion_follows_home_written_either_way() {
+    let (env, script) = setup("bash");
+    let other = env.root().join("other-home");
+    let out = env.run(&["--home", other.to_str().unwrap(), "get", "gamma"]);
+    out.port();
+    let dir = other.to_str().unwrap();
+    for words in
+        [&["portd", "--home", dir, "show", ""][..], &["portd", "--home", "=", dir, "show", ""]]
+    {
+        assert_eq!(bash_complete(&env, &script, words), ["gamma"], "{words:?}");
+    }
+}

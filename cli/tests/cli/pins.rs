@@ -174,3 +174,29 @@ fn a_failing_env_makes_the_readmes_eval_line_fail() {
     let out = env.run(&["env", "evalapp-2", "--json"]);
     out.error(3);
 }
+
+/// The README's recommended form starts the command only when `portd env`
+/// succeeded: after portd's own errors, and when portd is missing or killed
+/// (no output at all), where a bare `eval "$(…)"` would run it.
+#[test]
+fn the_readmes_env_line_runs_the_command_only_after_success() {
+    let env = Env::new();
+    let line = |portd: &str, name: &str| {
+        format!(r#"vars=$({portd} env {name}) && eval "$vars" && echo "PORT=$PORT" > started"#)
+    };
+    let started = env.root().join("started");
+    let out = env.shell(&line("portd", "vars-app"));
+    let port = env.run(&["get", "vars-app"]).port();
+    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (0, "", ""), "{out:#?}");
+    assert_eq!(std::fs::read_to_string(&started).unwrap(), format!("PORT={port}\n"));
+    std::fs::remove_file(&started).unwrap();
+    for (portd, name) in [
+        ("portd", "'bad name'"),
+        ("portd-not-installed", "vars-app"),
+        ("sh -c 'kill -9 $$' portd", "vars-app"),
+    ] {
+        let out = env.shell(&line(portd, name));
+        assert!(out.code != 0 && out.stdout.is_empty(), "{portd}: {out:#?}");
+        assert!(!started.exists(), "{portd}: the command ran although portd failed");
+    }
+}

@@ -333,6 +333,13 @@ pub fn free_ports(from: u16, n: u16) -> u16 {
     panic!("no {n} consecutive free ports between {from} and 30000");
 }
 
+/// The running kernel's (major, minor) version.
+pub fn kernel_version() -> (u32, u32) {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = r.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
 /// Whether IPv6 loopback can be bound here.
 pub fn ipv6_available() -> bool {
     TcpListener::bind(("::1", 0)).is_ok()
