@@ -43,12 +43,15 @@ pub enum Binding {
 }
 
 /// The pids a lease's processes descend from: its live owner and the child
-/// recorded for it. Empty when the owner is dead (or there is none).
+/// recorded for it. Empty when the owner is dead (or there is none). The
+/// child counts only while it still descends from the owner: a child pid is
+/// stored without a start time, and once the child has exited its pid may
+/// be reused by an unrelated process.
 fn family(e: &Entry) -> Vec<u32> {
     match e.owner {
-        Some(o) if o.liveness() != Liveness::Dead => {
-            std::iter::once(o.pid).chain(e.child_pid).collect()
-        }
+        Some(o) if o.liveness() != Liveness::Dead => std::iter::once(o.pid)
+            .chain(e.child_pid.filter(|&c| c != o.pid && related(&[o.pid], c)))
+            .collect(),
         _ => Vec::new(),
     }
 }
