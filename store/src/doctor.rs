@@ -642,6 +642,29 @@ mod tests {
         r.findings.into_iter().find(|f| f.check == "stale").unwrap()
     }
 
+    /// A use recorded in the touch log counts: an entry used a moment ago
+    /// is not past `idle_ttl`, whatever the registry file still says.
+    #[test]
+    fn stale_findings_count_uses_in_the_touch_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("portd");
+        let mut config = Config::default();
+        config.idle_ttl = std::time::Duration::from_secs(60);
+        let reg = Registry::open(&home, config.clone()).unwrap();
+        reg.get_many(&["used", "unused"]).unwrap();
+        let hour_ago = now_ms() - 3_600_000;
+        reg.set_last_used("used", hour_ago).unwrap();
+        reg.set_last_used("unused", hour_ago).unwrap();
+        // A use of an existing entry is only appended to the touch log.
+        reg.get("used").unwrap();
+        let listed = reg.list().unwrap();
+        let used = listed.iter().find(|l| l.entry.project == "used").unwrap();
+        assert!(used.entry.last_used_ms > hour_ago + 3_000_000, "{used:?}");
+        let report = examine(&home, &config, None);
+        let f = report.findings.iter().find(|f| f.check == "stale").unwrap();
+        assert_eq!(f.message, "1 idle entry past `idle_ttl`", "{report:#?}");
+    }
+
     #[test]
     fn stale_findings_say_only_what_was_found() {
         let dir = tempfile::tempdir().unwrap();

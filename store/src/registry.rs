@@ -873,6 +873,17 @@ impl Registry {
         Ok(Some(backup))
     }
 
+    /// Sets an entry's `last_used` (and `created`, if later), as if it was
+    /// last used at `ms`: for tests of what ages.
+    #[cfg(test)]
+    pub(crate) fn set_last_used(&self, key: &str, ms: u64) -> Result<()> {
+        self.write(|tx| {
+            let e = tx.entry(key)?.ok_or_else(|| unknown(key))?;
+            let aged = Entry { last_used_ms: ms, created_ms: e.created_ms.min(ms), ..e.clone() };
+            tx.put(&aged, Some(&e))
+        })
+    }
+
     /// The reset backups (`registry.redb.bak-<secs>[-<n>]`), oldest first.
     fn backups(&self) -> Vec<((u64, u64), PathBuf)> {
         let prefix = format!("{}.bak-", home::REGISTRY_FILE);
