@@ -99,8 +99,9 @@ fn started_for(e: &Entry, pid: u32) -> bool {
     let carries = var("PORT") == Some(&port) || var("PORTD_PORT") == Some(&port);
     let names_it = match var("PORTD_PROJECT_KEY") {
         Some(k) => k == e.project,
-        None => var("PORTD_PROJECT")
-            .is_none_or(|p| p == e.project || p == display_name(&e.project)),
+        None => {
+            var("PORTD_PROJECT").is_none_or(|p| p == e.project || p == display_name(&e.project))
+        }
     };
     carries && names_it
 }

@@ -342,7 +342,7 @@ fn an_unsafe_touch_log_is_refused_at_once_and_reset_removes_it() {
             let want = format!("error: touch log `[ROOT]/home/registry.touch` {says}");
             assert_eq!(err, want, "{what}, {args:?}");
             let now: Vec<_> = watched.iter().map(|p| snapshot(p)).collect();
-            assert!(now == snap, "{what}, {args:?}: the touch log was changed");
+            assert!(now == snap, "{what}, {args:?}: the touch log was changed: {snap:?} {now:?}");
             assert!(fs::read(env.registry()).unwrap() == registry, "{what}, {args:?}");
         }
         let out = env.output(env.wrapped(&["timeout", "10"], ["reset", "--yes"]));

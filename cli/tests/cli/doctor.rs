@@ -191,7 +191,7 @@ fn an_unsafe_touch_log_is_reported_and_repair_removes_it() {
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(
         finding(&r, "touch"),
-        ("ok".into(), "touch log: 1 touch not yet folded into the registry".into(), None)
+        ("ok".into(), "touch log: uses of 1 project not yet folded into the registry".into(), None)
     );
     fs::remove_file(&log).unwrap();
     let made = Command::new("mkfifo").arg(&log).status().unwrap();
@@ -205,7 +205,7 @@ fn an_unsafe_touch_log_is_reported_and_repair_removes_it() {
             "error".into(),
             "touch log `[ROOT]/home/registry.touch` is not a regular file (a FIFO)".into(),
             Some(
-                "run `portd doctor --repair` to remove it, or remove it yourself \
+                "run `portd doctor --repair` to remove it, or remove it \
                  (`rm [ROOT]/home/registry.touch`); portd creates its own"
                     .into()
             )
@@ -220,7 +220,7 @@ fn an_unsafe_touch_log_is_reported_and_repair_removes_it() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         out.stderr,
-        "removed the touch log `[ROOT]/home/registry.touch` (it was not a regular file (a FIFO)); portd creates its own\n"
+        "removed the touch log `[ROOT]/home/registry.touch`, which is not a regular file (a FIFO)\n"
     );
     assert!(fs::symlink_metadata(&log).is_err());
     assert!(fs::read(env.registry()).unwrap() == before, "repair changed the registry");

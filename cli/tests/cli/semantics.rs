@@ -312,10 +312,7 @@ fn a_torn_touch_record_never_dates_a_use_in_the_future() {
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     f.write_all(b"1").unwrap();
     env.run(&["get", "torn-b"]).port();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let last_used = |env: &Env| {
         let shown: EntryJson = env.run(&["show", "torn-b", "--json"]).json();
         epoch_secs(&shown.last_used.unwrap())
