@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ownership::bound_by_other;
 use crate::record::{self, Entry};
 use crate::registry::{Registry, State, now_ms};
-use crate::{Config, home, lock};
+use crate::{Config, home, lock, touch};
 use portd_core::{Liveness, sys};
 use redb::{ReadableDatabase, ReadableTable};
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,7 +45,8 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// Which check: `config`, `ephemeral`, `privileged`, `location`,
-    /// `filesystem`, `lock`, `integrity`, `records`, `ranges`, `stale`, `bound`.
+    /// `filesystem`, `lock`, `touch`, `integrity`, `records`, `ranges`,
+    /// `stale`, `bound`.
     pub check: &'static str,
     /// How serious it is.
     pub severity: Severity,
@@ -91,6 +92,9 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Whether the registry file is damaged (what `--repair` repairs).
     pub damaged: bool,
+    /// Whether the touch log is one that every command refuses (what
+    /// `--repair` removes, with [`remove_unsafe_touch_log`]).
+    pub touch_refused: bool,
 }
 
 impl Report {
@@ -137,6 +141,7 @@ pub fn examine(dir: &Path, config: &Config, config_error: Option<&Error>) -> Rep
             return r;
         }
     };
+    touch_log(dir, config.shared, &mut r);
     let path = dir.join(home::REGISTRY_FILE);
     match home::check_file(&path, config.shared) {
         Ok(true) => {}
@@ -150,8 +155,16 @@ pub fn examine(dir: &Path, config: &Config, config_error: Option<&Error>) -> Rep
         }
     }
     match examine_file(dir, &path) {
-        Ok((entries, notes)) => {
+        Ok((mut entries, notes)) => {
             r.findings.extend(notes);
+            // Uses not yet folded into the registry count, as in `ls`.
+            if let Ok(log) = touch::read(dir, config.shared) {
+                for e in &mut entries {
+                    if let Some(&ms) = log.touches.get(&e.project) {
+                        e.last_used_ms = e.last_used_ms.max(ms);
+                    }
+                }
+            }
             contents(&entries, config, &mut r);
         }
         Err(e) => {
@@ -243,6 +256,56 @@ fn location(dir: &Path, shared: bool, r: &mut Report) -> bool {
         None => r.findings.push(Finding::ok("filesystem", "the registry is on a local file system")),
     }
     true
+}
+
+/// The touch log: none, or a regular file that [`touch`] accepts (the
+/// registry file's rules of owner and mode); in a shared registry, one the
+/// group can write.
+fn touch_log(dir: &Path, shared: bool, r: &mut Report) {
+    let path = dir.join(touch::TOUCH_FILE);
+    match touch::inspect(dir, shared) {
+        Err(e) => {
+            r.touch_refused = true;
+            let mut f = Finding::error("touch", &e);
+            f.fix = Some(match e.hint() {
+                Some(h) => format!("run `portd doctor --repair` to remove it, or {h}"),
+                None => "run `portd doctor --repair` to remove it".to_owned(),
+            });
+            r.findings.push(f);
+        }
+        Ok(Some(md)) if shared && md.mode() & 0o060 != 0o060 => r.findings.push(Finding::warn(
+            "touch",
+            format!(
+                "touch log `{}` is not writable by the group (mode {:o}): other users' uses are not recorded",
+                path.display(),
+                md.mode() & 0o7777
+            ),
+            format!("run `chmod {:o} {}`", home::file_mode(true), path.display()),
+        )),
+        Ok(_) => {
+            let n = touch::read(dir, shared).map_or(0, |log| log.touches.len());
+            r.findings.push(Finding::ok(
+                "touch",
+                match n {
+                    0 => "touch log: no uses waiting to be folded into the registry".to_owned(),
+                    n => format!(
+                        "touch log: uses of {n} project{} not yet folded into the registry",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                },
+            ));
+        }
+    }
+}
+
+/// Removes a touch log that every command refuses (see [`Report::touch_refused`]):
+/// a symlink (not what it points to), a FIFO or other non-regular file,
+/// another user's file, one others can write. Returns why it was refused
+/// (`is not a regular file (a FIFO)`), or `None` when nothing needed
+/// removing. Only times of last use are lost.
+pub fn remove_unsafe_touch_log(dir: &Path, config: &Config) -> Result<Option<String>> {
+    let _lock = lock::acquire(dir, config.lock_timeout, config.shared)?;
+    touch::remove_unsafe(dir, config.shared)
 }
 
 /// A private copy of the registry file, removed on drop.
@@ -640,6 +703,28 @@ mod tests {
         let mut r = Report::default();
         contents(entries, &Config::default(), &mut r);
         r.findings.into_iter().find(|f| f.check == "stale").unwrap()
+    }
+
+    /// A use recorded in the touch log counts: an entry used a moment ago
+    /// is not past `idle_ttl`, whatever the registry file still says.
+    #[test]
+    fn stale_findings_count_uses_in_the_touch_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("portd");
+        let config = Config { idle_ttl: std::time::Duration::from_secs(60), ..Config::default() };
+        let reg = Registry::open(&home, config.clone()).unwrap();
+        reg.get_many(&["used", "unused"]).unwrap();
+        let hour_ago = now_ms() - 3_600_000;
+        reg.set_last_used("used", hour_ago).unwrap();
+        reg.set_last_used("unused", hour_ago).unwrap();
+        // A use of an existing entry is only appended to the touch log.
+        reg.get("used").unwrap();
+        let listed = reg.list().unwrap();
+        let used = listed.iter().find(|l| l.entry.project == "used").unwrap();
+        assert!(used.entry.last_used_ms > hour_ago + 3_000_000, "{used:?}");
+        let report = examine(&home, &config, None);
+        let f = report.findings.iter().find(|f| f.check == "stale").unwrap();
+        assert_eq!(f.message, "1 idle entry past `idle_ttl`", "{report:#?}");
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub fn prepare(dir: &Path, shared: bool) -> Result<()> {
 
 /// The mode bits that make a location unsafe: anyone else's write access,
 /// or, in a shared registry, write access for users outside its group.
-fn unsafe_bits(shared: bool) -> u32 {
+pub(crate) fn unsafe_bits(shared: bool) -> u32 {
     if shared { 0o002 } else { 0o022 }
 }
 

@@ -44,8 +44,8 @@ pub use ownership::{Binder, Binding, PortReport, binding, bound_by_other, busy_e
 pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
 pub use record::{Entry, display_name, shown_names};
 pub use registry::{
-    Allocation, CleanupReport, GetOptions, Listed, MoveReason, Project, RESET_BACKUPS_KEPT,
-    RangeStatus, Registry, State, Status, age,
+    Allocation, CleanupReport, GetOptions, Listed, Matches, MoveReason, Project,
+    RESET_BACKUPS_KEPT, RangeStatus, Registry, State, Status, age,
 };
 pub use spawn::{LeasedChild, lease_env, with_port};
 pub use touch::TOUCH_FILE;

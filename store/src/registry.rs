@@ -77,6 +77,17 @@ impl Project {
     }
 }
 
+/// What a name may refer to: see [`Registry::matches`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Matches {
+    /// The named project of that name, if it has an entry (or the directory
+    /// project, when the name is its whole path).
+    pub named: Option<Project>,
+    /// The other directory projects whose path ends with the name.
+    pub directories: Vec<Project>,
+}
+
 /// What to ask of `get`/`acquire`.
 #[derive(Debug, Clone, Default)]
 pub struct GetOptions {
@@ -309,29 +320,31 @@ impl Registry {
         &self.exclusions
     }
 
-    fn locked<T>(&self, f: impl FnOnce(&redb::Database) -> Result<T>) -> Result<T> {
+    /// Runs `f` on the registry opened for writing, under the lock, with
+    /// the touch log (read first: a refused log leaves the file unopened).
+    fn locked<T>(&self, f: impl FnOnce(&redb::Database, &touch::Log) -> Result<T>) -> Result<T> {
         let _inproc = self.inproc.lock();
         let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
+        let log = touch::read(&self.dir, self.config.shared)?;
         let path = self.path();
         db::contain(&path, || {
             let db = db::open(&self.dir, self.config.shared)?;
-            let out = f(&db)?;
+            let out = f(&db, &log)?;
             db.close().map_err(db_err)?;
             Ok(out)
         })
     }
 
     fn write<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        self.locked(|db| {
-            let touches = touch::read(&self.dir);
+        self.locked(|db, log| {
             let wtx = db.begin_write().map_err(db_err)?;
             let out = {
                 let mut tx = Tx::new(&wtx, self)?;
-                tx.fold(&touches)?;
+                tx.fold(&log.touches)?;
                 f(&mut tx)?
             };
             wtx.commit().map_err(db_err)?;
-            if !touches.is_empty() {
+            if log.pending {
                 touch::clear(&self.dir);
             }
             Ok(out)
@@ -403,10 +416,10 @@ impl Registry {
                     return Ok(None);
                 }
                 let now = now_ms().max(e.last_used_ms);
-                let logged = touch::append(&self.dir, self.config.shared, project.key(), now);
+                let logged = touch::append(&self.dir, self.config.shared, project.key(), now)?;
                 // Folded by the next write; past its size, by this call.
-                let fold = logged.as_ref().is_ok_and(|&size| size > touch::FOLD_AT);
-                if logged.is_ok() {
+                let fold = logged.is_some_and(|size| size > touch::FOLD_AT);
+                if logged.is_some() {
                     e.last_used_ms = now;
                 }
                 Ok(Some((e, fold)))
@@ -419,13 +432,15 @@ impl Registry {
         }
         // Concurrent callers of this process share one transaction.
         let done = self.group.submit(project.key(), opts, |leader| {
-            self.locked(|db| {
+            self.locked(|db, log| {
+                let mut log = Some(log);
                 loop {
                     let batch = leader.take();
                     if batch.is_empty() {
                         return Ok(());
                     }
-                    leader.answer(self.run_batch(db, batch)?);
+                    // Folded (and emptied) by the first batch.
+                    leader.answer(self.run_batch(db, batch, log.take())?);
                 }
             })
         });
@@ -444,16 +459,18 @@ impl Registry {
         &self,
         db: &redb::Database,
         mut batch: Vec<Request>,
+        log: Option<&touch::Log>,
     ) -> Result<Vec<(u64, Result<Allocation>)>> {
         let mut answers = Vec::with_capacity(batch.len());
-        let touches = touch::read(&self.dir);
+        let empty = touch::Log::default();
+        let log = log.unwrap_or(&empty);
         while !batch.is_empty() {
             let wtx = db.begin_write().map_err(db_err)?;
             let mut done = Vec::with_capacity(batch.len());
             let mut failed = None;
             {
                 let mut tx = Tx::new(&wtx, self)?;
-                tx.fold(&touches)?;
+                tx.fold(&log.touches)?;
                 for (i, r) in batch.iter().enumerate() {
                     match tx.get(&r.key, &r.opts) {
                         Ok(a) => done.push((r.id, Ok(a))),
@@ -467,7 +484,7 @@ impl Registry {
             match failed {
                 None => {
                     wtx.commit().map_err(db_err)?;
-                    if !touches.is_empty() {
+                    if log.pending {
                         touch::clear(&self.dir);
                     }
                     answers.extend(done);
@@ -653,7 +670,9 @@ impl Registry {
                 .map_err(db_err)?
                 .ok_or_else(|| unknown(project.key()))?;
             let mut entry = record::decode(project.key(), v.value()).map_err(decode_err)?;
-            if let Some(&ms) = touch::read(&self.dir).get(project.key()) {
+            if let Some(&ms) =
+                touch::read(&self.dir, self.config.shared)?.touches.get(project.key())
+            {
                 entry.last_used_ms = entry.last_used_ms.max(ms);
             }
             Ok(Listed { state: State::of(&entry), entry })
@@ -664,8 +683,30 @@ impl Registry {
     /// project `name` if it has an entry, else the one directory project
     /// whose path ends with `name` (`app`, or `a/app` where two are called
     /// `app`). `Ok(None)` when none matches; several are a usage error
-    /// that lists them.
+    /// that lists them. For reading: a command that changes a project
+    /// should take a plain name as a named project only (see
+    /// [`Registry::matches`]).
     pub fn lookup(&self, name: &str) -> Result<Option<Project>> {
+        let m = self.matches(name)?;
+        if m.named.is_some() {
+            return Ok(m.named);
+        }
+        match m.directories.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            many => Err(Error::usage(format!(
+                "`{name}` names {} directory projects: {}",
+                many.len(),
+                many.iter().map(|p| format!("`{}`", p.key())).collect::<Vec<_>>().join(", ")
+            ))
+            .with_hint("name one by more of its path (as `portd ls` shows it), or with `--dir`")),
+        }
+    }
+
+    /// Every project with an entry that `name` may refer to: the named
+    /// project `name`, and the directory projects whose path ends with
+    /// `/name` (by base name, or by as much of the path as `name` holds).
+    pub fn matches(&self, name: &str) -> Result<Matches> {
         let keys = self.read(|rtx| {
             let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
             let mut keys = Vec::new();
@@ -674,29 +715,22 @@ impl Registry {
             }
             Ok(keys)
         })?;
-        if keys.iter().any(|k| k == name) {
-            return Project::from_key(name).map(Some);
-        }
+        let named =
+            if keys.iter().any(|k| k == name) { Some(Project::from_key(name)?) } else { None };
         let tail = format!("/{}", name.trim_matches('/'));
-        let found: Vec<&String> =
-            keys.iter().filter(|k| k.starts_with('/') && k.ends_with(&tail)).collect();
-        match found.as_slice() {
-            [] => Ok(None),
-            [one] => Project::from_key(one).map(Some),
-            many => Err(Error::usage(format!(
-                "`{name}` names {} directory projects: {}",
-                many.len(),
-                many.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-            ))
-            .with_hint("name one by more of its path (as `portd ls` shows it), or with `--dir`")),
-        }
+        let directories = keys
+            .iter()
+            .filter(|k| k.starts_with('/') && k.ends_with(&tail) && *k != name)
+            .map(|k| Project::from_key(k))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Matches { named, directories })
     }
 
     /// Every entry, by port.
     pub fn list(&self) -> Result<Vec<Listed>> {
         let mut all = self.read(|rtx| {
             let mut all = read_entries(rtx)?;
-            let touches = touch::read(&self.dir);
+            let touches = touch::read(&self.dir, self.config.shared)?.touches;
             for e in &mut all {
                 if let Some(&ms) = touches.get(&e.project) {
                     e.last_used_ms = e.last_used_ms.max(ms);
@@ -788,14 +822,16 @@ impl Registry {
 
     /// Empties the registry, first moving the current file aside to
     /// `registry.redb.bak-<unix seconds>`; keeps the newest
-    /// [`RESET_BACKUPS_KEPT`] backups and removes older ones. Refused while
-    /// an entry has a running owner, unless `force`. Returns the backup's
-    /// path.
+    /// [`RESET_BACKUPS_KEPT`] backups and removes older ones, and removes
+    /// the touch log (whatever it is: one that every command refuses, too).
+    /// Refused while an entry has a running owner, unless `force`. Returns
+    /// the backup's path.
     pub fn reset(&self, force: bool) -> Result<Option<PathBuf>> {
         let _inproc = self.inproc.lock();
         let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
         let path = self.path();
         if !home::check_file(&path, self.config.shared)? {
+            touch::remove_unsafe(&self.dir, self.config.shared)?;
             return Ok(None);
         }
         let read = db::contain(&path, || {
@@ -833,6 +869,9 @@ impl Registry {
                 "stop them first, or pass `--force` to empty it anyway (they keep their ports until they stop)",
             ));
         }
+        // A touch log that every other command refuses goes (the times
+        // it may hold are moot in an empty registry).
+        touch::remove_unsafe(&self.dir, self.config.shared)?;
         let secs = now_ms() / 1000;
         // Named after the newest backup of this second, so that names sort
         // as the backups were made even after older ones were rotated away.
@@ -868,9 +907,20 @@ impl Registry {
             let _ = std::fs::remove_file(&backup);
         }
         swapped?;
-        touch::clear(&self.dir);
+        touch::remove(&self.dir);
         self.rotate_backups();
         Ok(Some(backup))
+    }
+
+    /// Sets an entry's `last_used` (and `created`, if later), as if it was
+    /// last used at `ms`: for tests of what ages.
+    #[cfg(test)]
+    pub(crate) fn set_last_used(&self, key: &str, ms: u64) -> Result<()> {
+        self.write(|tx| {
+            let e = tx.entry(key)?.ok_or_else(|| unknown(key))?;
+            let aged = Entry { last_used_ms: ms, created_ms: e.created_ms.min(ms), ..e.clone() };
+            tx.put(&aged, Some(&e))
+        })
     }
 
     /// The reset backups (`registry.redb.bak-<secs>[-<n>]`), oldest first.

@@ -8,7 +8,8 @@ use portd_store::{Config, Error};
 
 /// Prints every finding with its fix; exits 0 when nothing is broken, else
 /// with the exit code of the first error. `--repair` moves a damaged
-/// registry aside and starts a fresh one.
+/// registry aside and starts a fresh one, and removes a touch log that
+/// every command refuses.
 pub fn doctor(cli: &Cli, out: Printer, repair: bool) -> Result<u8, Error> {
     let env = |k: &str| std::env::var(k).ok();
     let (config, config_error) = match Config::load(&env) {
@@ -23,6 +24,11 @@ pub fn doctor(cli: &Cli, out: Printer, repair: bool) -> Result<u8, Error> {
             .with_hint("fix the configuration first; `--repair` uses it"));
     }
     let report = doctor::examine(&home, &config, config_error.as_ref());
+    let touch_removed = if repair && report.touch_refused {
+        doctor::remove_unsafe_touch_log(&home, &config)?
+    } else {
+        None
+    };
     let repaired =
         if repair && report.damaged { Some(doctor::repair(&home, &config)?) } else { None };
     if out.json {
@@ -44,10 +50,14 @@ pub fn doctor(cli: &Cli, out: Printer, repair: bool) -> Result<u8, Error> {
         });
         out.json(&serde_json::json!({
             "registry": home, "findings": findings, "damaged": report.damaged,
-            "repaired": repaired,
+            "repaired": repaired, "touch_log_removed": touch_removed.is_some(),
         }));
     } else {
         out.data(&render(&report));
+    }
+    if let Some(why) = &touch_removed {
+        let log = home.join(portd_store::TOUCH_FILE);
+        out.info(&format!("removed the touch log `{}`, which {why}", log.display()));
     }
     if let Some(r) = &repaired {
         out.info(&format!("moved the damaged registry to `{}`", r.moved_to.display()));
@@ -64,14 +74,22 @@ pub fn doctor(cli: &Cli, out: Printer, repair: bool) -> Result<u8, Error> {
         ));
         return Ok(0);
     }
-    if repair {
-        out.info(if report.first_error().is_some() {
-            "nothing repaired: `--repair` replaces a damaged registry file only; fix the problems above first"
+    // What is left once a refused touch log is gone.
+    let left = report
+        .findings
+        .iter()
+        .filter(|f| {
+            f.severity == Severity::Error && !(f.check == "touch" && touch_removed.is_some())
+        })
+        .find_map(|f| f.kind);
+    if repair && touch_removed.is_none() {
+        out.info(if left.is_some() {
+            "nothing repaired: `--repair` replaces a damaged registry file and removes an unsafe touch log, nothing else; fix the problems above first"
         } else {
             "nothing to repair: the registry file is not damaged"
         });
     }
-    Ok(report.first_error().and_then(|f| f.kind).map_or(0, crate::exit_code))
+    Ok(left.map_or(0, crate::exit_code))
 }
 
 fn render(report: &Report) -> String {

@@ -51,7 +51,8 @@ pub fn project_in(reg: &Registry, arg: &ProjectArg) -> Result<Project, Error> {
 
 /// A project that has an entry, named as `portd ls` shows it (a name, a
 /// directory's base name when no other project shares it, or enough of its
-/// path to tell it apart) or by a directory: for `show` and `release`.
+/// path to tell it apart) or by a directory: for `show`, which changes
+/// nothing.
 pub fn known_project(reg: &Registry, name: &str) -> Result<Project, Error> {
     if is_path(name) && std::path::Path::new(name).is_dir() {
         return project_of(name);
@@ -60,6 +61,34 @@ pub fn known_project(reg: &Registry, name: &str) -> Result<Project, Error> {
         Some(p) => Ok(p),
         None => project_of(name),
     }
+}
+
+/// A project to change (`release`): a plain name is the named project
+/// only, never a directory project that `portd ls` shows by that name; a
+/// directory project is named by its directory, or by a shown name that
+/// includes a path (`x/web`). A plain name that only directory projects
+/// answer to is an unknown project, with a hint naming their directories.
+pub fn project_to_change(reg: &Registry, name: &str, verb: &str) -> Result<Project, Error> {
+    if is_path(name) {
+        return known_project(reg, name);
+    }
+    let m = reg.matches(name)?;
+    if let Some(p) = m.named {
+        return Ok(p);
+    }
+    let keys: Vec<String> = m.directories.iter().map(|p| format!("`{}`", p.key())).collect();
+    let hint = match m.directories.as_slice() {
+        [] => return project_of(name),
+        [one] => format!(
+            "`{name}` is not a named project; to {verb} the directory project shown as `{name}`, name its directory: `portd {verb} {}`",
+            one.key()
+        ),
+        _ => format!(
+            "`{name}` is not a named project; to {verb} a directory project of that name, name its directory: {}",
+            keys.join(", ")
+        ),
+    };
+    Err(Error::new(ErrorKind::UnknownProject, format!("unknown project `{name}`")).with_hint(hint))
 }
 
 /// The note printed when a project's port changed, saying why.

@@ -18,7 +18,7 @@ pub fn release(ctx: &Ctx, names: &[String], idle: bool, force: bool) -> Result<(
     } else {
         let projects = names
             .iter()
-            .map(|n| super::known_project(&reg, n))
+            .map(|n| super::project_to_change(&reg, n, "release"))
             .collect::<Result<Vec<Project>, _>>()?;
         reg.release_many(&projects, force)?
     };
@@ -36,7 +36,10 @@ pub fn release(ctx: &Ctx, names: &[String], idle: bool, force: bool) -> Result<(
         ctx.out.info("nothing to release");
     } else {
         for e in &gone {
-            ctx.out.info(&format!("released `{}` (port {})", e.display_name(), e.port));
+            // A directory project by its path: its base name may be
+            // another project's name, or another directory's.
+            let shown = if e.is_dir() { &e.project } else { e.display_name() };
+            ctx.out.info(&format!("released `{shown}` (port {})", e.port));
         }
     }
     Ok(())

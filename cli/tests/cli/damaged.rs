@@ -258,6 +258,104 @@ fn an_unsafe_registry_location_is_refused() {
     }
 }
 
+/// A touch log (`registry.touch`) that is not a regular file of the user's
+/// is refused as an unsafe registry file is (exit 9, with the fix), and at
+/// once: a FIFO there never makes a command wait, a symlink is never read
+/// through. `reset` removes it, and nothing it pointed to.
+#[test]
+fn an_unsafe_touch_log_is_refused_at_once_and_reset_removes_it() {
+    let root_user = is_root(&Env::new());
+    type Make = fn(&Env, &Path) -> Vec<std::path::PathBuf>;
+    let rm = "hint: remove it (`rm [ROOT]/home/registry.touch`); portd creates its own\n";
+    let setups: [(&str, Make, String, bool); 5] = [
+        (
+            "a FIFO",
+            |_, log| {
+                let made = std::process::Command::new("mkfifo").arg(log).status().unwrap();
+                assert!(made.success());
+                vec![log.to_owned()]
+            },
+            format!("is not a regular file (a FIFO)\n{rm}"),
+            false,
+        ),
+        (
+            "a symlink",
+            |env, log| {
+                // A record far in the future: read through the link, it
+                // would pin the entry's last use.
+                let target = env.root().join("elsewhere");
+                fs::write(&target, b"\0dmg-seed\t9999999999999\09999999999999\tdmg-seed\0").unwrap();
+                std::os::unix::fs::symlink(&target, log).unwrap();
+                vec![log.to_owned(), target]
+            },
+            format!("is a symbolic link\n{rm}"),
+            false,
+        ),
+        (
+            "a directory",
+            |_, log| {
+                fs::create_dir(log).unwrap();
+                vec![log.to_owned()]
+            },
+            format!("is not a regular file (a directory)\n{rm}"),
+            false,
+        ),
+        (
+            "a world-writable file",
+            |_, log| {
+                fs::write(log, b"").unwrap();
+                fs::set_permissions(log, fs::Permissions::from_mode(0o666)).unwrap();
+                vec![log.to_owned()]
+            },
+            "is writable by other users (mode 666)\nhint: run `chmod 600 [ROOT]/home/registry.touch`\n"
+                .to_owned(),
+            false,
+        ),
+        (
+            "another user's file",
+            |_, log| {
+                fs::write(log, b"").unwrap();
+                std::os::unix::fs::chown(log, Some(65534), None).unwrap();
+                vec![log.to_owned()]
+            },
+            format!("is owned by uid 65534, not by you (uid 0)\n{rm}"),
+            true,
+        ),
+    ];
+    if !root_user {
+        skip("a touch log owned by another user needs root");
+    }
+    for (what, make, says, root_only) in &setups {
+        if *root_only && !root_user {
+            continue;
+        }
+        let env = Env::new();
+        let registry = seeded(&env);
+        let log = env.home().join("registry.touch");
+        let _ = fs::remove_file(&log);
+        let watched = make(&env, &log);
+        let snap: Vec<_> = watched.iter().map(|p| snapshot(p)).collect();
+        // `check` reads no entry's times: it does not open the touch log.
+        for args in COMMANDS.iter().filter(|a| a[0] != "check") {
+            let out = env.output(env.wrapped(&["timeout", "10"], *args));
+            let err = if args[0] == "env" { out.env_error(9) } else { out.error(9) };
+            let want = format!("error: touch log `[ROOT]/home/registry.touch` {says}");
+            assert_eq!(err, want, "{what}, {args:?}");
+            let now: Vec<_> = watched.iter().map(|p| snapshot(p)).collect();
+            assert!(now == snap, "{what}, {args:?}: the touch log was changed: {snap:?} {now:?}");
+            assert!(fs::read(env.registry()).unwrap() == registry, "{what}, {args:?}");
+        }
+        let out = env.output(env.wrapped(&["timeout", "10"], ["reset", "--yes"]));
+        assert_eq!(out.code, 0, "{what}: {out:#?}");
+        assert!(fs::symlink_metadata(&log).is_err(), "{what}: reset left the touch log");
+        for (p, before) in watched.iter().zip(&snap).skip(1) {
+            assert!(snapshot(p) == *before, "{what}: reset changed {p:?}");
+        }
+        assert_eq!(env.run(&["get", "dmg-seed"]).port(), env.run(&["get", "dmg-seed"]).port());
+        assert_eq!(env.ls().len(), 1, "{what}");
+    }
+}
+
 /// What a panic inside the storage engine says about itself: none of it
 /// may reach the user, who is told which file is damaged instead.
 const PANIC_TEXT: &[&str] = &[

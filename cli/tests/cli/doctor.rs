@@ -74,6 +74,7 @@ fn a_healthy_registry_passes_every_check_and_is_left_unchanged() {
         "ephemeral",
         "location",
         "filesystem",
+        "touch",
         "integrity",
         "records",
         "ranges",
@@ -176,6 +177,90 @@ fn repair_leaves_a_healthy_registry_alone() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(fs::read(env.registry()).unwrap() == before);
     assert_eq!(listing(&env), ["registry.lock", "registry.redb"]);
+}
+
+/// The touch log's type, owner and mode are checked as the registry
+/// file's are; `--repair` removes one that portd would refuse.
+#[test]
+fn an_unsafe_touch_log_is_reported_and_repair_removes_it() {
+    let env = Env::new();
+    env.run(&["get", "doc-touch"]).port();
+    env.run(&["get", "doc-touch"]).port();
+    let log = env.home().join("registry.touch");
+    let (code, r) = doctor(&env, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(
+        finding(&r, "touch"),
+        ("ok".into(), "touch log: uses of 1 project not yet folded into the registry".into(), None)
+    );
+    fs::remove_file(&log).unwrap();
+    let made = Command::new("mkfifo").arg(&log).status().unwrap();
+    assert!(made.success());
+    let before = fs::read(env.registry()).unwrap();
+    let (code, r) = doctor(&env, &[]);
+    assert_eq!(code, 9, "{r:#}");
+    assert_eq!(
+        finding(&r, "touch"),
+        (
+            "error".into(),
+            "touch log `[ROOT]/home/registry.touch` is not a regular file (a FIFO)".into(),
+            Some(
+                "run `portd doctor --repair` to remove it, or remove it \
+                 (`rm [ROOT]/home/registry.touch`); portd creates its own"
+                    .into()
+            )
+        )
+    );
+    assert_eq!(r["damaged"], false);
+    let human = env.run(&["doctor"]);
+    assert_eq!(human.code, 9, "{human:?}");
+    assert!(human.stdout.ends_with("1 problem, 0 warnings\n"), "{human:?}");
+
+    let out = env.run(&["doctor", "--repair"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "removed the touch log `[ROOT]/home/registry.touch`, which is not a regular file (a FIFO)\n"
+    );
+    assert!(fs::symlink_metadata(&log).is_err());
+    assert!(fs::read(env.registry()).unwrap() == before, "repair changed the registry");
+    assert_eq!(doctor(&env, &[]).0, 0);
+    assert_eq!(env.ls().len(), 1);
+
+    // In a shared registry, the other users must be able to append.
+    let shared = |args: &[&str]| {
+        let mut cmd = env.command(args);
+        cmd.env("PORTD_SHARED", "1");
+        env.output(cmd)
+    };
+    fs::set_permissions(env.home(), fs::Permissions::from_mode(0o2770)).unwrap();
+    fs::set_permissions(env.registry(), fs::Permissions::from_mode(0o660)).unwrap();
+    shared(&["get", "doc-touch"]).port();
+    assert_eq!(fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o660);
+    fs::set_permissions(&log, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = shared(&["doctor", "--json"]);
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(out.code, 0, "{r:#}");
+    assert_eq!(
+        finding(&r, "touch"),
+        (
+            "warn".into(),
+            "touch log `[ROOT]/home/registry.touch` is not writable by the group (mode 600): other users' uses are not recorded".into(),
+            Some("run `chmod 660 [ROOT]/home/registry.touch`".into())
+        )
+    );
+    fs::set_permissions(&log, fs::Permissions::from_mode(0o662)).unwrap();
+    let out = shared(&["doctor", "--json"]);
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(out.code, 9, "{r:#}");
+    let (status, msg, _) = finding(&r, "touch");
+    assert_eq!(
+        (status.as_str(), msg.as_str()),
+        ("error", "touch log `[ROOT]/home/registry.touch` is writable by other users (mode 662)")
+    );
+    let out = shared(&["doctor", "--repair"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(fs::symlink_metadata(&log).is_err());
 }
 
 #[test]

@@ -35,7 +35,7 @@ fn a_pin_applies_only_to_the_project_it_was_exported_for() {
     assert_eq!((port("b_after"), port("named_after")), (b, named), "{out:#?}");
     assert_eq!(
         (out.code, out.stderr.as_str()),
-        (0, format!("released `app` (port {a})\n").as_str()),
+        (0, format!("released `[ROOT]/a/app` (port {a})\n").as_str()),
         "{out:#?}"
     );
 }

@@ -45,7 +45,7 @@ fn release_refuses_a_running_owner_without_force() {
         (out.code, out.stdout.as_str(), out.stderr),
         (0, "", format!("released `rel-live` (port {live})\n"))
     );
-    assert_eq!(env.ls(), []);
+    assert!(env.ls().is_empty());
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn reset_refuses_running_owners_without_force_and_keeps_five_backups() {
     assert_eq!(backups(&env), Vec::<String>::new());
 
     let first: ResetJson = env.run(&["reset", "--yes", "--force", "--json"]).json();
-    assert_eq!(env.ls(), []);
+    assert!(env.ls().is_empty());
     // Seven resets in all: the newest five backups are kept.
     let mut made = vec![first.backup.unwrap()];
     for _ in 0..6 {
@@ -242,11 +242,101 @@ fn ls_tells_same_named_directories_apart_and_show_takes_its_names() {
          hint: name one by more of its path (as `portd ls` shows it), or with `--dir`\n"
     );
     let out = env.run(&["release", "b/app"]);
-    assert_eq!((out.code, out.stderr), (0, format!("released `app` (port {})\n", ports[1])));
+    assert_eq!(
+        (out.code, out.stderr),
+        (0, format!("released `[ROOT]/w/b/app` (port {})\n", ports[1]))
+    );
     // One left: its base name is enough again.
     assert_eq!(env.ls().iter().map(|e| e.project.as_str()).collect::<Vec<_>>(), ["app"]);
     let shown: EntryJson = env.run(&["show", "app", "--json"]).json();
     assert_eq!(shown.key, "[ROOT]/w/a/app");
+}
+
+/// `release` is destructive: a plain name means the named project only,
+/// never a directory project that is shown by that name; `show` (which
+/// changes nothing) still takes the name and says which directory it is.
+#[test]
+fn release_takes_a_directory_project_only_by_its_path() {
+    let env = Env::new();
+    let dir = env.root().join("x/web");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_port = env.run(&["get", "--dir", dir.to_str().unwrap()]).port();
+    let named = env.run(&["get", "web"]).port();
+    let out = env.run(&["release", "web"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr),
+        (0, "", format!("released `web` (port {named})\n"))
+    );
+    let before = env.ls_raw();
+    let out = env.run(&["release", "web"]);
+    assert_eq!(
+        out.error(4),
+        "error: unknown project `web`\n\
+         hint: `web` is not a named project; to release the directory project shown as `web`, \
+         name its directory: `portd release [ROOT]/x/web`\n"
+    );
+    assert_eq!(env.ls_raw(), before, "a failed release changed the registry");
+    let out = env.run(&["release", "--json", "web"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    // `show` takes the name it is shown by, and says which directory it is.
+    let shown: EntryJson = env.run(&["show", "web", "--json"]).json();
+    assert_eq!((shown.key.as_str(), shown.port), ("[ROOT]/x/web", dir_port));
+    let human = env.run(&["show", "web"]);
+    assert!(human.ok().starts_with("project    web\ndirectory  [ROOT]/x/web\n"), "{human:?}");
+    // By enough of its path, or by its directory, it is released, with its key.
+    let out = env.run(&["release", "x/web"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr),
+        (0, "", format!("released `[ROOT]/x/web` (port {dir_port})\n"))
+    );
+    env.run(&["get", "--dir", dir.to_str().unwrap()]).port();
+    let out = env.run(&["release", "--json", dir.to_str().unwrap()]);
+    let json: ReleaseJson = out.json();
+    assert_eq!(
+        json.released,
+        [ReleasedJson { project: "web".into(), key: "[ROOT]/x/web".into(), port: dir_port }]
+    );
+    assert!(env.ls().is_empty());
+}
+
+/// A record torn by a crash (or any junk at the end of the touch log) does
+/// not run into the next one: no entry gets a last use in the future.
+#[test]
+fn a_torn_touch_record_never_dates_a_use_in_the_future() {
+    use std::io::Write as _;
+    let env = Env::new();
+    env.run(&["get", "torn-a"]).port();
+    env.run(&["get", "torn-b"]).port();
+    env.run(&["get", "torn-b"]).port();
+    let log = env.home().join("registry.touch");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(b"1").unwrap();
+    env.run(&["get", "torn-b"]).port();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let last_used = |env: &Env| {
+        let shown: EntryJson = env.run(&["show", "torn-b", "--json"]).json();
+        epoch_secs(&shown.last_used.unwrap())
+    };
+    let t = last_used(&env);
+    assert!(t.abs_diff(now) <= 5, "last used {t}, now {now}");
+    // Folded into the registry by the next write: still now.
+    env.run(&["get", "torn-c"]).port();
+    let t = last_used(&env);
+    assert!(t.abs_diff(now) <= 5, "last used {t}, now {now}");
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time (`2025-11-25T00:00:00Z`).
+fn epoch_secs(s: &str) -> u64 {
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days * 86400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) as u64
 }
 
 #[test]

@@ -242,10 +242,14 @@ pub fn open_nofollow(path: &std::path::Path) -> io::Result<fs::File> {
 }
 
 /// Opens an existing file for reading without following a symlink in its
-/// last component (see [`open_nofollow`]).
+/// last component (see [`open_nofollow`]), and without blocking in `open`
+/// (`O_NONBLOCK`): a FIFO opens at once instead of waiting for a writer.
 pub fn open_nofollow_read(path: &std::path::Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// Creates a new file with `mode` for writing: never an existing name, and

@@ -61,24 +61,17 @@ pub enum ReadFileError {
 /// the caller and a device such as `/dev/zero` cannot fill its memory; at
 /// most `limit + 1` bytes are ever read.
 pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, ReadFileError> {
+    read_regular(&open_read_nonblocking(path).map_err(ReadFileError::Io)?, limit)
+}
+
+/// Reads an opened file (e.g. from [`open_nofollow_read`]) as
+/// [`read_regular_file`] does: only if it is a regular file of at most
+/// `limit` bytes, checked before anything is read.
+pub fn read_regular(file: &std::fs::File, limit: u64) -> Result<Vec<u8>, ReadFileError> {
     use std::io::Read;
-    use std::os::unix::fs::FileTypeExt;
-    let file = open_read_nonblocking(path).map_err(ReadFileError::Io)?;
     let ft = file.metadata().map_err(ReadFileError::Io)?.file_type();
     if !ft.is_file() {
-        return Err(ReadFileError::NotRegular(if ft.is_dir() {
-            "a directory"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_char_device() {
-            "a character device"
-        } else if ft.is_block_device() {
-            "a block device"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "not a regular file"
-        }));
+        return Err(ReadFileError::NotRegular(file_kind(&ft)));
     }
     let mut bytes = Vec::new();
     file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(ReadFileError::Io)?;
@@ -86,6 +79,28 @@ pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, ReadFileErr
         return Err(ReadFileError::TooLarge);
     }
     Ok(bytes)
+}
+
+/// What a file type is, for messages: `a regular file`, `a FIFO`, ….
+pub fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_file() {
+        "a regular file"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// Parses the interesting fields of a `/proc/PID/stat` line. The command

@@ -58,12 +58,13 @@ pub fn open_nofollow(path: &std::path::Path) -> io::Result<std::fs::File> {
         .open(path)
 }
 
-/// Opens an existing file for reading without following a symlink.
+/// Opens an existing file for reading without following a symlink, and
+/// without blocking in `open` (a FIFO).
 pub fn open_nofollow_read(path: &std::path::Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
 }
 /// Creates a new file with `mode`, never through a symlink.
