@@ -31,6 +31,7 @@ mod lock;
 mod record;
 mod registry;
 mod spawn;
+pub mod supervisor;
 
 pub use config::{Config, Source, format_duration, parse_duration, parse_port, parse_port_span};
 pub use db::SCHEMA_VERSION;
