@@ -255,9 +255,9 @@ impl Foreground {
         let mut fds: Vec<_> = launch.listeners.iter().map(AsRawFd::as_raw_fd).collect();
         fds.push(writer.as_raw_fd());
         sys::pass_fds(&mut cmd, fds);
-        let child = cmd.spawn().map_err(|e| {
-            other(&format!("cannot start the supervisor `{}`", exe.display()), e)
-        })?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| other(&format!("cannot start the supervisor `{}`", exe.display()), e))?;
         drop(writer);
         drop(launch.listeners);
         let supervisor = child.id();
@@ -429,7 +429,8 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
     ]) else {
         return 1;
     };
-    let listeners: Vec<OwnedFd> = (0..a.fds).filter_map(|i| sys::inherited_fd(3 + i as i32)).collect();
+    let listeners: Vec<OwnedFd> =
+        (0..a.fds).filter_map(|i| sys::inherited_fd(3 + i as i32)).collect();
     let mut report = sys::inherited_fd(3 + a.fds as i32).map(std::fs::File::from);
     let mut tell = |r: Report| {
         if let Some(mut f) = report.take() {
@@ -671,7 +672,10 @@ mod tests {
     fn report_lines_round_trip() {
         let r = Report::Failed(CannotStart::new("my prog", "command not found", 127));
         let Some(Report::Failed(c)) = Report::parse(&r.line()) else { panic!() };
-        assert_eq!((c.program.as_str(), c.reason.as_str(), c.code), ("my prog", "command not found", 127));
+        assert_eq!(
+            (c.program.as_str(), c.reason.as_str(), c.code),
+            ("my prog", "command not found", 127)
+        );
         assert!(matches!(Report::parse("started 42\n"), Some(Report::Started(42))));
         assert!(Report::parse("").is_none());
         assert!(Report::parse("started x\n").is_none());

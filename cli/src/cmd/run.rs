@@ -26,7 +26,9 @@ fn listen_of(a: &RunArgs) -> Result<Listen, Error> {
         (true, None | Some("localhost")) => Listen::Loopback,
         (true, Some(h)) => Listen::On(h.parse().map_err(|_| {
             super::usage(format!("`--host {h}` is not an IP address, which `--fd` needs"))
-                .with_hint("use e.g. `127.0.0.1`, `::1`, `0.0.0.0` (every interface) or `localhost`")
+                .with_hint(
+                    "use e.g. `127.0.0.1`, `::1`, `0.0.0.0` (every interface) or `localhost`",
+                )
         })?),
     })
 }
@@ -135,7 +137,13 @@ fn bind(lease: &Allocation, listen: &Listen) -> Result<Vec<TcpListener>, Error> 
 }
 
 /// `portd __supervise`: the supervisor process.
-pub fn supervise(name: &str, fds: usize, kill_grace_ms: u64, terminal: bool, argv: &[String]) -> u8 {
+pub fn supervise(
+    name: &str,
+    fds: usize,
+    kill_grace_ms: u64,
+    terminal: bool,
+    argv: &[String],
+) -> u8 {
     supervisor::supervise(&SuperviseArgs {
         name: name.to_owned(),
         fds,

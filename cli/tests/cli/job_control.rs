@@ -140,7 +140,11 @@ fn ctrl_z_stops_the_job_and_gives_the_prompt_back_then_bg_fg_and_ctrl_c_work() {
     });
     let e = e.unwrap();
     let (run, sleep) = (e.pid.unwrap(), e.child_pid.unwrap());
-    assert_eq!(portd_core::sys::cmdline(sleep).unwrap(), ["sleep", "30"], "child_pid is the command");
+    assert_eq!(
+        portd_core::sys::cmdline(sleep).unwrap(),
+        ["sleep", "30"],
+        "child_pid is the command"
+    );
 
     // Ctrl-Z: the shell reports the job stopped and prints its prompt.
     t.send("\x1a");

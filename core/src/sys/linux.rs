@@ -376,8 +376,7 @@ pub fn wait_child(pid: i32, block: bool) -> io::Result<Option<(u32, ChildEvent)>
 /// init, so it can find and stop them.
 pub fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
-    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) })
-        .map(drop)
+    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) }).map(drop)
 }
 
 /// Moves process `pid` (0: this one) into process group `pgid` (setpgid(2)).
