@@ -162,6 +162,7 @@ fn fd3_socket_is_ready_before_the_server_is() {
     );
     let t = Instant::now();
     let mut child = spawn(&env, &["run", "run-fd", "--fd", "--", "python3", "-c", &script]);
+    let _reaper = Reaper(vec![child.id()]);
     let e = active(&env, &mut child, "run-fd");
     let body = http_get(e.port).expect("connect succeeds at once: the socket is already listening");
     assert!(body.starts_with("HTTP/1.0 200"), "{body}");
@@ -654,13 +655,17 @@ fn a_command_that_cannot_start_leaves_the_registry_as_it_was() {
         (file.to_str().unwrap().to_owned(), 126, "permission denied"),
         (dir.to_str().unwrap().to_owned(), 126, "is a directory"),
     ];
-    for (program, code, why) in cases {
-        let before = (
+    let snapshot = || {
+        (
             env.run(&["ls", "--all", "--json"]).ok().to_owned(),
             std::fs::read(env.registry()).unwrap(),
-        );
+        )
+    };
+    for (program, code, why) in cases {
         for name in ["x", "other"] {
+            let before = snapshot();
             let out = env.run(&["run", name, "--", &program, "arg"]);
+            assert!(snapshot() == before, "`run {name} -- {program}` changed the registry");
             let shown = env.scrub(&program);
             assert_eq!(
                 (out.code, out.stdout.as_str(), out.stderr.as_str()),
@@ -668,11 +673,6 @@ fn a_command_that_cannot_start_leaves_the_registry_as_it_was() {
                 "{program}"
             );
         }
-        let after = (
-            env.run(&["ls", "--all", "--json"]).ok().to_owned(),
-            std::fs::read(env.registry()).unwrap(),
-        );
-        assert!(before == after, "{program}: the registry changed");
     }
 }
 
