@@ -175,8 +175,9 @@ pub struct SuperviseArgs {
     pub fds: usize,
     /// See [`Launch::kill_grace`].
     pub kill_grace: Duration,
-    /// The owner is the terminal's foreground job: give the terminal to the
-    /// command's group, and stop along with the command.
+    /// The owner runs on its session's terminal (job control): stop along
+    /// with the command, and give the command's group the terminal if the
+    /// owner has it.
     pub terminal: bool,
     /// The program and its arguments.
     pub argv: Vec<String>,
@@ -221,9 +222,11 @@ impl Foreground {
     /// command. `configure` sets the environment, which the command
     /// inherits. Returns once the command runs, with its pid known.
     ///
-    /// Blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGCHLD in the calling
-    /// thread (they are handled in [`Foreground::wait`]) and makes this
-    /// process a child subreaper. Call it from the main thread.
+    /// Blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD and SIGCONT in the
+    /// calling thread (they are handled in [`Foreground::wait`]) and makes
+    /// this process a child subreaper. Call it from the main thread of a
+    /// process that supervises this one command: [`Foreground::wait`]
+    /// reaps every child of the process and stops its descendants.
     pub fn start(
         exe: &Path,
         launch: Launch,
@@ -233,10 +236,16 @@ impl Foreground {
             StartError::Other(Error::new(ErrorKind::Other, format!("{what}: {e}")))
         };
         // Blocked before spawning, so no signal slips between spawn and wait.
-        let signals =
-            SignalSet::block(&[sys::SIGINT, sys::SIGTERM, sys::SIGHUP, sys::SIGQUIT, sys::SIGCHLD])
-                .map_err(|e| other("cannot block signals", e))?;
-        let terminal = sys::in_foreground().then(sys::pgrp);
+        let signals = SignalSet::block(&[
+            sys::SIGINT,
+            sys::SIGTERM,
+            sys::SIGHUP,
+            sys::SIGQUIT,
+            sys::SIGCHLD,
+            sys::SIGCONT,
+        ])
+        .map_err(|e| other("cannot block signals", e))?;
+        let terminal = sys::controlling_terminal().then(sys::pgrp);
         // If the supervisor dies, what it adopted comes here to be stopped.
         let _ = sys::set_child_subreaper();
         let (mut reader, writer) = std::io::pipe().map_err(|e| other("cannot make a pipe", e))?;
@@ -288,7 +297,14 @@ impl Foreground {
                         Err(_) => break Exit::Code(1),
                     }
                 };
-                fg.restore_terminal();
+                // A command that failed to exec may have taken the terminal
+                // for a group that no longer exists: take it back.
+                if let (Some(ours), Some(g)) = (terminal, sys::foreground_group())
+                    && g != ours
+                    && sys::kill(-(g as i32), 0).is_err()
+                {
+                    let _ = sys::set_foreground(ours);
+                }
                 Err(match failed {
                     Some(Report::Failed(c)) => StartError::Command(c),
                     _ => StartError::Other(Error::new(
@@ -350,6 +366,7 @@ impl Foreground {
             }
             match self.signals.wait() {
                 Ok(s) if s == sys::SIGCHLD => {}
+                Ok(s) if s == sys::SIGCONT => self.resume(),
                 Ok(s) => {
                     let _ = sys::kill(group, s);
                     let _ = sys::kill(group, sys::SIGCONT);
@@ -364,20 +381,35 @@ impl Foreground {
     /// the terminal over again if this process is in the foreground (`fg`,
     /// not `bg`) and continue the group.
     fn suspend(&mut self) {
-        let Some(ours) = self.terminal else { return };
+        if self.terminal.is_none() {
+            return;
+        }
         self.phase = Phase::Suspended;
-        let _ = sys::set_foreground(ours);
+        self.restore_terminal();
         let _ = sys::kill(std::process::id() as i32, sys::SIGTSTP);
         // Continued.
-        if sys::in_foreground() {
+        self.resume();
+    }
+
+    /// This process was continued (`fg`, `bg`, or a SIGCONT from anyone):
+    /// in the terminal's foreground, hand the terminal to the command's
+    /// group; continue the group.
+    fn resume(&mut self) {
+        if self.terminal.is_some() && sys::in_foreground() {
             let _ = sys::set_foreground(self.command);
         }
         let _ = sys::kill(-(self.command as i32), sys::SIGCONT);
-        self.phase = Phase::Running;
+        if self.phase == Phase::Suspended {
+            self.phase = Phase::Running;
+        }
     }
 
+    /// Takes the terminal back from the command's group, if it has it.
     fn restore_terminal(&self) {
-        if let Some(ours) = self.terminal {
+        if let Some(ours) = self.terminal
+            && self.command != 0
+            && sys::foreground_group() == Some(self.command)
+        {
             let _ = sys::set_foreground(ours);
         }
     }
@@ -458,8 +490,12 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
         c
     };
     cmd.process_group(0);
-    if a.terminal {
-        sys::take_terminal_in_child(&mut cmd);
+    // The owner's group (this process is still in it): if it has the
+    // terminal, the command's group takes it.
+    let owner_group = sys::pgrp();
+    let grab = a.terminal && sys::foreground_group() == Some(owner_group);
+    if grab {
+        sys::take_terminal_in_child(&mut cmd, owner_group);
     }
     sys::clear_signal_mask(&mut cmd);
     sys::parent_death_signal(&mut cmd, sys::SIGKILL);
@@ -480,7 +516,7 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
     // Join the command's group, so that the terminal's signals (Ctrl-C,
     // Ctrl-Z) reach this process too.
     let _ = sys::set_process_group(0, command);
-    if a.terminal {
+    if grab && sys::foreground_group() == Some(owner_group) {
         let _ = sys::set_foreground(command);
     }
     tell(Report::Started(command));

@@ -197,6 +197,30 @@ fn ctrl_z_then_fg_gives_the_terminal_back_to_the_command() {
 }
 
 #[test]
+fn a_run_started_in_the_background_gets_the_terminal_on_fg() {
+    let env = Env::new();
+    let mut t = Pty::start(&env);
+    t.expect(r"PROMPT\$ ");
+    // Reading the terminal from the background stops the job, as for any
+    // background job; `fg` gives the command the terminal.
+    t.send(&format!("{BIN} run bgrd -- sh -c 'read line; echo \"got:$line\"' &\n"));
+    t.expect(r"PROMPT\$ ");
+    wait_for("`bgrd` to run", || env.ls().iter().any(|e| e.child_pid.is_some()));
+    t.step("sleep 0.5");
+    t.send("jobs\n");
+    t.expect(r"\[1\]\+\s+Stopped.*run bgrd.*\n.*PROMPT\$ ");
+    t.send("fg\n");
+    t.expect("run bgrd");
+    t.step("sleep 0.5");
+    t.send("typed\n");
+    t.expect("got:typed");
+    t.expect(r"PROMPT\$ ");
+    t.send("echo rc=$?\n");
+    t.expect(r"rc=0");
+    assert_eq!(entry(&env, "bgrd").state, "idle");
+}
+
+#[test]
 fn a_stopped_command_dies_when_portd_run_is_terminated() {
     let env = Env::new();
     let pidfile = env.root().join("pid");

@@ -386,10 +386,28 @@ pub fn set_process_group(pid: u32, pgid: u32) -> io::Result<()> {
 }
 
 /// Whether stdin is a terminal whose foreground process group is this
-/// process's group: the condition for job control.
+/// process's group.
 pub fn in_foreground() -> bool {
-    // SAFETY: isatty/tcgetpgrp/getpgrp take an fd or nothing and touch no memory.
-    unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() }
+    foreground_group() == Some(pgrp())
+}
+
+/// Whether stdin is this session's controlling terminal: the condition for
+/// job control (tcgetsid(3)).
+pub fn controlling_terminal() -> bool {
+    // SAFETY: isatty/tcgetsid/getsid take an fd or a pid and touch no memory.
+    unsafe { libc::isatty(0) == 1 && libc::tcgetsid(0) == libc::getsid(0) }
+}
+
+/// The foreground process group of the terminal on stdin, if stdin is one.
+pub fn foreground_group() -> Option<u32> {
+    // SAFETY: isatty/tcgetpgrp take an fd and touch no memory.
+    let g = unsafe {
+        if libc::isatty(0) != 1 {
+            return None;
+        }
+        libc::tcgetpgrp(0)
+    };
+    (g > 0).then_some(g as u32)
 }
 
 /// Makes `pgid` the foreground group of the terminal on stdin, whatever
@@ -412,18 +430,19 @@ pub fn set_foreground(pgid: u32) -> io::Result<()> {
 
 /// In the child of `cmd`, after it has become the leader of its own
 /// process group (`CommandExt::process_group(0)`), makes that group the
-/// terminal's foreground group, as a shell does for a job it starts, so
-/// the program never runs in the background of its own terminal. Does
-/// nothing when stdin is not a terminal.
-pub fn take_terminal_in_child(cmd: &mut std::process::Command) {
+/// foreground group of the terminal on stdin if the foreground group is
+/// still `from` (the parent's), as a shell does for a job it starts, so the
+/// program never runs in the background of its own terminal.
+pub fn take_terminal_in_child(cmd: &mut std::process::Command, from: u32) {
     use std::os::unix::process::CommandExt;
     // SAFETY: runs in the forked child before exec; sigemptyset, sigaddset,
-    // pthread_sigmask, isatty, getpgrp and tcsetpgrp are async-signal-safe
-    // and use only this frame's set. SIGTTOU stays blocked only until
-    // `clear_signal_mask`'s closure (registered after this one) runs.
+    // pthread_sigmask, isatty, tcgetpgrp, getpgrp and tcsetpgrp are
+    // async-signal-safe and use only this frame's set. SIGTTOU stays
+    // blocked only until `clear_signal_mask`'s closure (registered after
+    // this one) runs.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::isatty(0) == 1 {
+        cmd.pre_exec(move || {
+            if libc::isatty(0) == 1 && libc::tcgetpgrp(0) == from as libc::pid_t {
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
                 libc::sigaddset(&mut set, libc::SIGTTOU);

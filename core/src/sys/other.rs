@@ -87,11 +87,19 @@ pub fn in_foreground() -> bool {
     false
 }
 /// Not available here.
+pub fn controlling_terminal() -> bool {
+    false
+}
+/// Not available here.
+pub fn foreground_group() -> Option<u32> {
+    None
+}
+/// Not available here.
 pub fn set_foreground(_pgid: u32) -> io::Result<()> {
     Err(unsupported())
 }
 /// Not available here.
-pub fn take_terminal_in_child(_cmd: &mut std::process::Command) {}
+pub fn take_terminal_in_child(_cmd: &mut std::process::Command, _from: u32) {}
 /// Not available here.
 pub fn pass_fds(_cmd: &mut std::process::Command, _fds: Vec<std::os::fd::RawFd>) {}
 /// Not available here.
