@@ -534,7 +534,13 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
                 // terminal, stop too, so that the owner sees its child
                 // stopped and gives the terminal back to the shell.
                 ChildEvent::Stopped(_) => {
-                    if a.terminal && sys::proc_stat(command).is_ok_and(|s| s.state == 'T') {
+                    // Still stopped a moment later: not a stop that the
+                    // SIGCONT waking this process is just undoing.
+                    let stopped = || sys::proc_stat(command).is_ok_and(|s| s.state == 'T');
+                    if a.terminal && stopped() && {
+                        std::thread::sleep(Duration::from_millis(20));
+                        stopped()
+                    } {
                         phase = Phase::Suspended;
                         let _ = sys::kill(std::process::id() as i32, sys::SIGSTOP);
                     }
@@ -599,32 +605,26 @@ pub fn exec_with_fds(name: &str, fds: usize, argv: &[String]) -> u8 {
 fn leftovers(pgid: Option<u32>, descendants: bool) -> BTreeMap<u32, String> {
     let me = std::process::id();
     let table = sys::process_table();
-    let mut out = BTreeMap::new();
-    for (pid, _, pgrp, state, comm) in &table {
-        if *pid != me && *state != 'Z' && Some(*pgrp) == pgid {
-            out.insert(*pid, comm.clone());
-        }
-    }
+    let mut tree = BTreeSet::from([me]);
     if descendants {
-        let mut tree = BTreeSet::from([me]);
         loop {
-            let before = tree.len();
-            for (pid, ppid, ..) in &table {
-                if tree.contains(ppid) {
-                    tree.insert(*pid);
-                }
-            }
-            if tree.len() == before {
+            let more: Vec<u32> = table
+                .iter()
+                .filter(|p| tree.contains(&p.ppid) && !tree.contains(&p.pid))
+                .map(|p| p.pid)
+                .collect();
+            if more.is_empty() {
                 break;
             }
-        }
-        for (pid, _, _, state, comm) in &table {
-            if *pid != me && *state != 'Z' && tree.contains(pid) {
-                out.insert(*pid, comm.clone());
-            }
+            tree.extend(more);
         }
     }
-    out
+    table
+        .into_iter()
+        .filter(|p| p.pid != me && p.state != 'Z')
+        .filter(|p| Some(p.pgrp) == pgid || (descendants && tree.contains(&p.pid)))
+        .map(|p| (p.pid, p.comm))
+        .collect()
 }
 
 /// What [`stop_leftovers`] stopped.

@@ -110,8 +110,8 @@ fn state_of(pid: u32) -> Option<char> {
 fn child_named(ppid: u32, comm: &str) -> Option<u32> {
     portd_core::sys::process_table()
         .into_iter()
-        .find(|(_, pp, _, st, c)| *pp == ppid && c == comm && *st != 'Z')
-        .map(|(pid, ..)| pid)
+        .find(|p| p.ppid == ppid && p.comm == comm && p.state != 'Z')
+        .map(|p| p.pid)
 }
 
 #[track_caller]
@@ -239,8 +239,8 @@ fn a_stopped_command_dies_when_portd_run_is_terminated() {
     let server: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     let supervisor = portd_core::sys::process_table()
         .into_iter()
-        .find(|(pid, ..)| *pid == server)
-        .map(|(_, ppid, ..)| ppid)
+        .find(|p| p.pid == server)
+        .map(|p| p.ppid)
         .unwrap();
     assert_eq!(child_named(run.id(), "portd"), Some(supervisor));
     portd_core::sys::kill(server as i32, portd_core::sys::SIGSTOP).unwrap();

@@ -628,8 +628,8 @@ fn child_pid_is_the_command_and_killing_the_supervisor_kills_it() {
     assert_eq!(shown.pid, Some(child.id()), "the owner is `portd run`");
     let supervisor = portd_core::sys::process_table()
         .into_iter()
-        .find(|(pid, ..)| *pid == server)
-        .map(|(_, ppid, ..)| ppid)
+        .find(|p| p.pid == server)
+        .map(|p| p.ppid)
         .unwrap();
     assert_ne!(supervisor, child.id());
     signal(supervisor, "KILL");

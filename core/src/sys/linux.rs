@@ -505,9 +505,24 @@ pub fn executable(path: &std::path::Path) -> bool {
     unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
 }
 
-/// Every process's (pid, parent pid, process group, state, short name),
-/// from `/proc/*/stat`; processes that vanish meanwhile are skipped.
-pub fn process_table() -> Vec<(u32, u32, u32, char, String)> {
+/// One process in [`process_table`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcEntry {
+    /// Its pid.
+    pub pid: u32,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+    /// The kernel's state letter (`R`, `S`, `T`, `Z`, …).
+    pub state: char,
+    /// Its short name.
+    pub comm: String,
+}
+
+/// Every process, from `/proc/*/stat`; processes that vanish meanwhile are
+/// skipped.
+pub fn process_table() -> Vec<ProcEntry> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -528,7 +543,7 @@ pub fn process_table() -> Vec<(u32, u32, u32, char, String)> {
         let ppid = f.next().and_then(|s| s.parse().ok());
         let pgrp = f.next().and_then(|s| s.parse().ok());
         if let (Some(state), Some(ppid), Some(pgrp)) = (state, ppid, pgrp) {
-            out.push((pid, ppid, pgrp, state, comm));
+            out.push(ProcEntry { pid, ppid, pgrp, state, comm });
         }
     }
     out

@@ -111,7 +111,21 @@ pub fn executable(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
+/// One process in [`process_table`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcEntry {
+    /// Its pid.
+    pub pid: u32,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+    /// The kernel's state letter.
+    pub state: char,
+    /// Its short name.
+    pub comm: String,
+}
 /// Not available here.
-pub fn process_table() -> Vec<(u32, u32, u32, char, String)> {
+pub fn process_table() -> Vec<ProcEntry> {
     Vec::new()
 }
