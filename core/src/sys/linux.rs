@@ -157,26 +157,6 @@ pub fn parent_death_signal(cmd: &mut std::process::Command, signal: i32) {
     }
 }
 
-/// Passes `fd` to the child of `cmd` as file descriptor 3 (dup2(2)); the
-/// result has no close-on-exec flag, so it survives into the program.
-pub fn pass_fd3(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: runs in the forked child before exec; dup2 and fcntl are
-    // async-signal-safe, and `fd` stays open in the parent until the child
-    // has been spawned (the caller holds the socket).
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                let flags = cvt(libc::fcntl(3, libc::F_GETFD))?;
-                cvt(libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC))?;
-            } else {
-                cvt(libc::dup2(fd, 3))?;
-            }
-            Ok(())
-        });
-    }
-}
-
 /// A set of signals blocked in the calling thread, to be received
 /// synchronously with [`SignalSet::wait`] (sigwait(3)). The mask is
 /// inherited by children: start them through [`clear_signal_mask`].
@@ -228,30 +208,6 @@ pub fn pgrp() -> u32 {
 pub fn ppid() -> u32 {
     // SAFETY: getppid cannot fail and touches no memory.
     unsafe { libc::getppid() as u32 }
-}
-
-/// If stdin is a terminal whose foreground group is ours, makes `pgid`
-/// the foreground group and returns the group to give it back to.
-pub fn give_terminal(pgid: u32) -> Option<u32> {
-    // SAFETY: tcgetpgrp/tcsetpgrp take an fd and integers only.
-    unsafe {
-        if libc::isatty(0) != 1 || libc::tcgetpgrp(0) != libc::getpgrp() {
-            return None;
-        }
-        let ours = libc::getpgrp() as u32;
-        (libc::tcsetpgrp(0, pgid as libc::pid_t) == 0).then_some(ours)
-    }
-}
-
-/// Gives the terminal back to group `pgid` (from a background group, so
-/// SIGTTOU is blocked around the call by the caller's [`SignalSet`] or here).
-pub fn take_terminal(pgid: u32) {
-    if let Ok(_mask) = SignalSet::block(&[libc::SIGTTOU]) {
-        // SAFETY: tcsetpgrp takes an fd and an integer only.
-        unsafe {
-            libc::tcsetpgrp(0, pgid as libc::pid_t);
-        }
-    }
 }
 
 /// Makes a write past `RLIMIT_FSIZE` fail with `EFBIG` instead of killing
