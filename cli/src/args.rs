@@ -106,8 +106,9 @@ pub struct RunArgs {
     /// Ask for exactly this port.
     #[arg(long, value_name = "PORT", value_parser = parse_port)]
     pub port: Option<u16>,
-    /// Bind the port first and pass the listening socket as fd 3
-    /// (systemd protocol: LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES).
+    /// Bind the port first and pass the listening sockets from fd 3 (systemd
+    /// protocol: LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES): 127.0.0.1 and, where
+    /// IPv6 is up, ::1 (two sockets); with `--host`, that address only.
     #[arg(long)]
     pub fd: bool,
     /// If the port is bound by another process, take a fresh one instead of failing.
@@ -116,9 +117,14 @@ pub struct RunArgs {
     /// Require the UDP port to be free as well.
     #[arg(long)]
     pub udp: bool,
-    /// Also set HOST for the command.
+    /// Set HOST for the command; with `--fd`, the address to listen on
+    /// (`0.0.0.0` or `::` reach the network; default: loopback).
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+    /// When the command exits, how long what it left running gets between
+    /// SIGTERM and SIGKILL (`500ms`, `5s`, `1m`).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_grace)]
+    pub kill_grace: std::time::Duration,
     /// The command and its arguments; `{port}` is replaced by the port.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -141,18 +147,24 @@ Examples:
   portd run myapp -- npm run dev                 the server reads PORT
   portd run api -- python3 -m http.server {port}
   portd run web -- vite --port {port} --strictPort
-  portd run svc --fd -- ./server                 listening socket as fd 3 (systemd style)
+  portd run svc --fd -- ./server                 listening sockets from fd 3 (systemd style)
 
 The command gets PORT, PORTD_PORT and PORTD_PROJECT. SIGINT, SIGTERM, SIGHUP and SIGQUIT
-are forwarded to it; a second Ctrl-C within 2 s kills it. portd exits with the command's
-status (128+N when killed by signal N). If portd is killed, the command dies with it.")]
+are forwarded to its process group; a second Ctrl-C within 2 s kills it; Ctrl-Z stops it
+(`fg`, `bg` resume). When the command exits, what it left running is stopped (SIGTERM,
+then SIGKILL after --kill-grace). portd exits with the command's status (128+N when killed
+by signal N), 127/126 when it cannot be started. If portd is killed, the command dies with it.")]
     Run(RunArgs),
     #[command(name = "__supervise", hide = true)]
     Supervise {
         #[arg(long)]
         name: String,
+        #[arg(long, default_value_t = 0)]
+        fds: usize,
+        #[arg(long, default_value_t = 5000)]
+        kill_grace_ms: u64,
         #[arg(long)]
-        fd: bool,
+        terminal: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -160,6 +172,8 @@ status (128+N when killed by signal N). If portd is killed, the command dies wit
     Exec {
         #[arg(long)]
         name: String,
+        #[arg(long, default_value_t = 1)]
+        fds: usize,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -257,6 +271,10 @@ Examples:
 
 fn parse_port(s: &str) -> Result<u16, String> {
     portd_store::parse_port(s)
+}
+
+fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
+    portd_store::parse_duration(s)
 }
 
 fn parse_pid(s: &str) -> Result<u32, String> {

@@ -86,10 +86,10 @@ fn run(cli: Cli) -> Result<u8, Error> {
             cmd::completions::projects(&cli, &out);
             return Ok(0);
         }
-        Command::Supervise { name, fd, command } => {
-            return Ok(cmd::run::supervise(name, *fd, command));
+        Command::Supervise { name, fds, kill_grace_ms, terminal, command } => {
+            return Ok(cmd::run::supervise(name, *fds, *kill_grace_ms, *terminal, command));
         }
-        Command::Exec { name, command } => return Ok(cmd::run::exec(name, command)),
+        Command::Exec { name, fds, command } => return Ok(cmd::run::exec(name, *fds, command)),
         // Doctor reports a broken configuration instead of stopping at it.
         Command::Doctor { repair } => return cmd::doctor::doctor(&cli, out, *repair),
         _ => {}

@@ -17,7 +17,7 @@
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// What a probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,30 +70,36 @@ fn probe_proto(port: u16, ty: Type, proto: Protocol, reuse: bool) -> Verdict {
         .unwrap_or(Verdict::Busy)
 }
 
-/// Binds a listening TCP socket on `port` the way servers do
-/// (`SO_REUSEADDR`, dual-stack `[::]`, else `0.0.0.0`), for handing to a
-/// child process: between this call and the child's `accept`, nobody else
-/// can take the port, and early clients wait in the backlog.
-pub fn bind_listener(port: u16) -> io::Result<std::net::TcpListener> {
-    let listen = |domain: Domain| -> io::Result<Socket> {
-        let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-        s.set_reuse_address(true)?;
-        let addr: SocketAddr = if domain == Domain::IPV6 {
-            s.set_only_v6(false)?;
-            (Ipv6Addr::UNSPECIFIED, port).into()
-        } else {
-            (Ipv4Addr::UNSPECIFIED, port).into()
-        };
-        s.bind(&addr.into())?;
-        s.listen(1024)?;
-        Ok(s)
-    };
-    let s = match listen(Domain::IPV6) {
-        Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
-        Err(_) => listen(Domain::IPV4)?,
-    };
+/// Binds a listening TCP socket on `ip:port` the way servers do
+/// (`SO_REUSEADDR`; on `::`, dual-stack, so it takes IPv4 too), for handing
+/// to a child process: between this call and the child's `accept`, nobody
+/// else can take the port, and early clients wait in the backlog.
+pub fn bind_listener_on(ip: IpAddr, port: u16) -> io::Result<std::net::TcpListener> {
+    let domain = if ip.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        s.set_only_v6(false)?;
+    } else if ip.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&SocketAddr::new(ip, port).into())?;
+    s.listen(1024)?;
     Ok(s.into())
+}
+
+/// Listening sockets on the loopback addresses only: `127.0.0.1:port` and,
+/// where IPv6 is up, `[::1]:port` (two sockets then, IPv4 first). Nothing
+/// outside the machine can connect. A port taken on `::1` fails like one
+/// taken on `127.0.0.1`; a host without IPv6 gets the one IPv4 socket.
+pub fn bind_loopback(port: u16) -> io::Result<Vec<std::net::TcpListener>> {
+    let v4 = bind_listener_on(IpAddr::V4(Ipv4Addr::LOCALHOST), port)?;
+    match bind_listener_on(IpAddr::V6(Ipv6Addr::LOCALHOST), port) {
+        Ok(v6) => Ok(vec![v4, v6]),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(e),
+        // No IPv6 here (EAFNOSUPPORT, EADDRNOTAVAIL): IPv4 alone.
+        Err(_) => Ok(vec![v4]),
+    }
 }
 
 /// Probes one port.
@@ -172,9 +178,10 @@ mod tests {
         let _band = BAND.lock().unwrap_or_else(|e| e.into_inner());
         let (l, p) = pick();
         drop(l);
-        let held = bind_listener(p).unwrap();
+        let held = bind_loopback(p).unwrap();
+        assert!(!held.is_empty());
         assert_eq!(probe(p, ProbeOptions::default()), Verdict::Busy);
-        assert!(bind_listener(p).is_err());
+        assert!(bind_loopback(p).is_err());
         drop(held);
     }
 

@@ -34,6 +34,7 @@ mod ownership;
 mod record;
 mod registry;
 mod spawn;
+pub mod supervisor;
 mod touch;
 
 pub use config::{Config, Source, format_duration, parse_duration, parse_port, parse_port_span};

@@ -176,11 +176,25 @@ impl Allocation {
 }
 
 impl Allocation {
-    /// The port, bound and listening (`SO_REUSEADDR`, dual-stack `[::]`,
-    /// else `0.0.0.0`): a pre-bound listener to hand to a server, with no
-    /// window in which another process can take the port.
+    /// The port, bound and listening on `127.0.0.1` (`SO_REUSEADDR`): a
+    /// pre-bound listener to hand to a server, with no window in which
+    /// another process can take the port. Loopback only, so nothing outside
+    /// the machine can connect; [`Allocation::bind_tcp_loopback`] adds
+    /// `::1`, [`Allocation::bind_tcp_on`] binds another address.
     pub fn bind_tcp(&self) -> std::io::Result<std::net::TcpListener> {
-        portd_core::bind_listener(self.entry.port)
+        self.bind_tcp_on(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// The port, listening on `host` (`::` is dual-stack and, like
+    /// `0.0.0.0`, reachable from the network: only when asked for).
+    pub fn bind_tcp_on(&self, host: std::net::IpAddr) -> std::io::Result<std::net::TcpListener> {
+        portd_core::bind_listener_on(host, self.entry.port)
+    }
+
+    /// The port, listening on `127.0.0.1` and, where IPv6 is up, on `::1`
+    /// (IPv4 first): what `portd run --fd` passes by default.
+    pub fn bind_tcp_loopback(&self) -> std::io::Result<Vec<std::net::TcpListener>> {
+        portd_core::bind_loopback(self.entry.port)
     }
 }
 

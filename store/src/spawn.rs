@@ -6,9 +6,12 @@
 //! it runs in its own process group, starts with no blocked signals, and is
 //! sent SIGKILL by the kernel if the thread that spawned it dies (Linux
 //! parent-death signal: spawn from a thread that lives as long as the
-//! child). [`LeasedChild::wait`] ends the lease; dropping a `LeasedChild`
-//! that was not waited for kills its process group and ends the lease, so
-//! nothing is left behind.
+//! child). A program that cannot be started is found out before the lease
+//! is taken, so it changes nothing. [`LeasedChild::wait`] stops what the
+//! child left in its process group (SIGTERM, then SIGKILL after
+//! [`DEFAULT_KILL_GRACE`](crate::supervisor::DEFAULT_KILL_GRACE)) and ends
+//! the lease; dropping a `LeasedChild` that was not waited for kills its
+//! process group and ends the lease, so nothing is left behind.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{Allocation, GetOptions, Project, Registry};
@@ -38,6 +41,8 @@ impl Registry {
         let (program, args) = argv.split_first().ok_or_else(|| {
             Error::usage("no command to run").with_hint("pass the program and its arguments")
         })?;
+        crate::supervisor::resolve_program(program.as_ref())
+            .map_err(|e| Error::new(ErrorKind::Other, e.to_string()))?;
         let owner = Owner::this_process();
         let command: Vec<String> = argv.iter().map(|a| a.as_ref().to_owned()).collect();
         let opts = GetOptions {
@@ -57,6 +62,9 @@ impl Registry {
             Ok(c) => c,
             Err(e) => {
                 let _ = self.end_lease(project, owner);
+                if lease.fresh {
+                    let _ = self.release_many(std::slice::from_ref(project), true);
+                }
                 return Err(Error::new(
                     ErrorKind::Other,
                     format!("cannot start `{}`: {e}", program.as_ref()),
@@ -109,11 +117,16 @@ impl LeasedChild<'_> {
         sys::kill(-(self.id() as i32), signal)
     }
 
-    /// Waits for the child, then ends the lease (the entry goes idle and
-    /// keeps its port).
+    /// Waits for the child, stops what it left in its process group, then
+    /// ends the lease (the entry goes idle and keeps its port).
     pub fn wait(mut self) -> Result<ExitStatus> {
         let mut child = self.child.take().expect("present until wait or drop");
         let status = child.wait().map_err(|e| Error::io("cannot wait for the child", e));
+        crate::supervisor::stop_leftovers(
+            Some(child.id()),
+            false,
+            crate::supervisor::DEFAULT_KILL_GRACE,
+        );
         self.registry.end_lease(&self.project, self.owner)?;
         status
     }

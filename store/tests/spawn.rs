@@ -1,6 +1,7 @@
 //! The library's way to run a command under a lease.
 
 use portd_store::{Config, GetOptions, Project, Registry, State};
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 fn registry() -> (tempfile::TempDir, Registry) {
@@ -63,4 +64,74 @@ fn empty_command_is_a_usage_error() {
     let err = reg.spawn::<&str>(&p, &[], &GetOptions::default()).unwrap_err();
     assert_eq!(err.kind(), portd_store::ErrorKind::Usage);
     assert!(reg.list().unwrap().is_empty(), "a failed spawn leaves no entry");
+}
+
+fn alive(pid: u32) -> bool {
+    portd_core::sys::proc_stat(pid).is_ok_and(|s| s.state != 'Z')
+}
+
+#[test]
+fn wait_stops_what_the_child_left_in_its_group() {
+    let (dir, reg) = registry();
+    let pidfile = dir.path().join("left");
+    let p = Project::name("left").unwrap();
+    let script = format!("sleep 300 & echo $! > {}", pidfile.display());
+    let child = reg.spawn(&p, &["sh", "-c", &script], &GetOptions::default()).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let left: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!alive(left), "the leftover was stopped before `wait` returned");
+    assert_eq!(reg.show(&p).unwrap().state, State::Idle);
+}
+
+#[test]
+fn spawn_of_a_program_that_cannot_start_changes_nothing() {
+    let (dir, reg) = registry();
+    reg.get("other").unwrap();
+    let before = std::fs::read(reg.path()).unwrap();
+    let p = Project::name("missing").unwrap();
+    for program in ["/nonexistent/cmd", "nosuchcmd-xyz", dir.path().to_str().unwrap()] {
+        let err = reg.spawn(&p, &[program], &GetOptions::default()).unwrap_err();
+        assert!(err.message().starts_with(&format!("cannot run `{program}`: ")), "{err:?}");
+    }
+    assert_eq!(std::fs::read(reg.path()).unwrap(), before, "the registry file is unchanged");
+    assert_eq!(reg.list().unwrap().len(), 1);
+}
+
+/// An IPv4 address of this machine that is not loopback, if it has one.
+fn non_loopback_v4() -> Option<std::net::Ipv4Addr> {
+    let out = std::process::Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_ascii_whitespace()
+        .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        .find(|a| !a.is_loopback())
+}
+
+#[test]
+fn bind_tcp_listens_on_loopback_unless_a_host_is_given() {
+    use std::net::{IpAddr, Ipv4Addr, TcpStream};
+    let (_dir, reg) = registry();
+    let lease = reg.get_with(&Project::name("bound").unwrap(), &GetOptions::default()).unwrap();
+    let port = lease.entry.port;
+    let connects =
+        |ip: IpAddr| TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(2)).is_ok();
+    let l = lease.bind_tcp().unwrap();
+    assert_eq!(l.local_addr().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+    assert!(connects(Ipv4Addr::LOCALHOST.into()));
+    let lan = non_loopback_v4();
+    if let Some(ip) = lan {
+        assert!(!connects(ip.into()), "{ip} must not reach a loopback listener");
+    }
+    drop(l);
+    let all = lease.bind_tcp_loopback().unwrap();
+    assert!(all.iter().all(|l| l.local_addr().unwrap().ip().is_loopback()));
+    drop(all);
+    let open = lease.bind_tcp_on(Ipv4Addr::UNSPECIFIED.into()).unwrap();
+    if let Some(ip) = lan {
+        assert!(connects(ip.into()), "asked for 0.0.0.0: {ip} connects");
+    } else {
+        let _ = writeln!(std::io::stderr(), "SKIP: no non-loopback IPv4 address");
+        assert!(std::env::var_os("PORTD_NO_SKIP").is_none(), "SKIP not allowed here");
+    }
+    drop(open);
 }

@@ -162,15 +162,18 @@ fn fd3_socket_is_ready_before_the_server_is() {
     );
     let t = Instant::now();
     let mut child = spawn(&env, &["run", "run-fd", "--fd", "--", "python3", "-c", &script]);
+    let _reaper = Reaper(vec![child.id()]);
     let e = active(&env, &mut child, "run-fd");
     let body = http_get(e.port).expect("connect succeeds at once: the socket is already listening");
     assert!(body.starts_with("HTTP/1.0 200"), "{body}");
     assert!(t.elapsed() >= Duration::from_millis(900), "served before the server slept?");
     let r = std::fs::read_to_string(&report).unwrap();
     let f: Vec<&str> = r.split(' ').collect();
-    assert_eq!(f[0], "1");
+    // 127.0.0.1 as fd 3 and, where IPv6 is up, ::1 as fd 4.
+    let n = if ipv6_available() { 2 } else { 1 };
+    assert_eq!(f[0], n.to_string());
     assert_eq!(f[1], f[2], "LISTEN_PID is the server's own pid");
-    assert_eq!(f[3], "run-fd");
+    assert_eq!(f[3], vec!["run-fd"; n].join(":"));
     signal(child.id(), "TERM");
     assert_eq!(finish(&env, child).0, 143);
 }
@@ -353,4 +356,337 @@ fn busy_port_refused_with_holder_named_and_move_takes_another() {
     assert!(out.stderr.contains(&format!("moved `squatted` from port {port}")), "{out:#?}");
     assert_eq!(env.run(&["get", "squatted"]).port(), moved);
     drop(squatter);
+}
+
+/// An IPv4 address of this machine that is not loopback, if it has one.
+fn non_loopback_v4() -> Option<std::net::Ipv4Addr> {
+    let out = std::process::Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_ascii_whitespace()
+        .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        .find(|a| !a.is_loopback())
+}
+
+fn connects(addr: std::net::SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+}
+
+/// Serves on every socket passed to it (LISTEN_FDS from fd 3), after
+/// writing the addresses it was given to `report`.
+fn fd_server(report: &std::path::Path) -> String {
+    format!(
+        "import os, socket, selectors\n\
+         n = int(os.environ['LISTEN_FDS'])\n\
+         socks = [socket.socket(fileno=3 + i) for i in range(n)]\n\
+         open({r:?} + '.tmp', 'w').write(' '.join(s.getsockname()[0] for s in socks))\n\
+         os.rename({r:?} + '.tmp', {r:?})\n\
+         sel = selectors.DefaultSelector()\n\
+         for s in socks: sel.register(s, selectors.EVENT_READ)\n\
+         while True:\n\
+         \x20   for key, _ in sel.select():\n\
+         \x20       c, _ = key.fileobj.accept(); c.recv(1024)\n\
+         \x20       c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nfd'); c.close()",
+        r = report.to_str().unwrap()
+    )
+}
+
+#[test]
+fn fd_sockets_listen_on_loopback_only_unless_a_host_is_given() {
+    let env = private_range(24100, 100);
+    let lan = non_loopback_v4();
+    let v6 = ipv6_available();
+    for (round, host) in [None, Some("127.0.0.1"), Some("0.0.0.0")].into_iter().enumerate() {
+        let report = env.root().join(format!("fd-{round}"));
+        let script = fd_server(&report);
+        let mut args = vec!["run", "fdhost", "--fd"];
+        if let Some(h) = host {
+            args.extend(["--host", h]);
+        }
+        args.extend(["--", "python3", "-c", &script]);
+        let mut child = spawn(&env, &args);
+        let _reaper = Reaper(vec![child.id()]);
+        let e = active(&env, &mut child, "fdhost");
+        wait_for("the report", Duration::from_secs(10), || report.exists());
+        let given = std::fs::read_to_string(&report).unwrap();
+        let v4: std::net::SocketAddr = ([127, 0, 0, 1], e.port).into();
+        let v6addr: std::net::SocketAddr = (std::net::Ipv6Addr::LOCALHOST, e.port).into();
+        match host {
+            None if v6 => assert_eq!(given, "127.0.0.1 ::1"),
+            None => assert_eq!(given, "127.0.0.1"),
+            Some(h) => assert_eq!(given, h, "one socket, on the host asked for"),
+        }
+        assert!(http_get(e.port).unwrap().ends_with("fd"));
+        assert!(connects(v4));
+        if v6 && host.is_none() {
+            assert!(connects(v6addr), "::1 is served by default");
+        }
+        match lan {
+            Some(ip) => assert_eq!(
+                connects((ip, e.port).into()),
+                host == Some("0.0.0.0"),
+                "{ip} reachable only with --host 0.0.0.0 (round {round})"
+            ),
+            None => skip("no non-loopback IPv4 address to test exposure with"),
+        }
+        signal(child.id(), "TERM");
+        assert_eq!(finish(&env, child).0, 143);
+    }
+    let out = env.run(&["run", "fdhost", "--fd", "--host", "my-laptop", "--", "true"]);
+    assert!(out.error(2).contains("`--host my-laptop` is not an IP address"), "{out:#?}");
+}
+
+/// `app.py` (WSGI, answers with its pid and parent's pid) and `asgi.py`
+/// (ASGI) in `dir`.
+fn python_apps(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("app.py"),
+        "import os\n\
+         def app(environ, start_response):\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+         \x20   return [('%d %d' % (os.getpid(), os.getppid())).encode()]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("asgi.py"),
+        "async def app(scope, receive, send):\n\
+         \x20   await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n\
+         \x20   await send({'type': 'http.response.body', 'body': b'uvicorn'})\n",
+    )
+    .unwrap();
+}
+
+fn python_module(name: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {name}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip(&format!("python3 has no `{name}` (pip install {name})"));
+    }
+    ok
+}
+
+/// The README's gunicorn line: no `--bind`, gunicorn reads LISTEN_FDS.
+#[test]
+fn gunicorn_master_and_workers_serve_on_the_passed_sockets() {
+    if !python_module("gunicorn") {
+        return;
+    }
+    let env = private_range(24200, 100);
+    python_apps(env.root());
+    let root = env.root().to_str().unwrap().to_owned();
+    let mut child = spawn(
+        &env,
+        &["run", "guni", "--fd", "--", "gunicorn", "--chdir", &root, "-w", "2", "app:app"],
+    );
+    let _reaper = Reaper(vec![child.id()]);
+    let e = active(&env, &mut child, "guni");
+    let master = e.child_pid.unwrap();
+    let mut workers = std::collections::BTreeSet::new();
+    let v6 = ipv6_available();
+    let end = Instant::now() + Duration::from_secs(20);
+    while workers.len() < 2 && Instant::now() < end {
+        let body = serves(e.port);
+        let ids: Vec<u32> = body
+            .rsplit("\r\n\r\n")
+            .next()
+            .unwrap()
+            .split(' ')
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(ids[1], master, "a worker of the master portd started: {body}");
+        workers.insert(ids[0]);
+        if v6 {
+            let mut s = TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, e.port)).unwrap();
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut b = String::new();
+            s.read_to_string(&mut b).unwrap();
+            assert!(b.starts_with("HTTP/1.1 200") || b.starts_with("HTTP/1.0 200"), "{b}");
+        }
+    }
+    assert!(!workers.is_empty() && !workers.contains(&master), "{workers:?}");
+    signal(child.id(), "TERM");
+    let (code, stderr) = finish(&env, child);
+    // gunicorn exits 0 on SIGTERM after stopping its workers.
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("portd: stopped"), "no worker was left behind: {stderr}");
+}
+
+/// The README's uvicorn line: one socket (`--host 127.0.0.1`) for `--fd 3`.
+#[test]
+fn uvicorn_serves_on_fd_3() {
+    if !python_module("uvicorn") {
+        return;
+    }
+    let env = private_range(24300, 100);
+    python_apps(env.root());
+    let root = env.root().to_str().unwrap().to_owned();
+    let mut child = spawn(
+        &env,
+        &[
+            "run",
+            "uvi",
+            "--fd",
+            "--host",
+            "127.0.0.1",
+            "--",
+            "uvicorn",
+            "--fd",
+            "3",
+            "--app-dir",
+            &root,
+            "--lifespan",
+            "off",
+            "asgi:app",
+        ],
+    );
+    let _reaper = Reaper(vec![child.id()]);
+    let e = active(&env, &mut child, "uvi");
+    let body = serves(e.port);
+    assert!(body.starts_with("HTTP/1.1 200") && body.ends_with("uvicorn"), "{body}");
+    signal(child.id(), "INT");
+    let (code, stderr) = finish(&env, child);
+    assert!(code == 0 || code == 130, "exit {code}: {stderr}");
+}
+
+fn read_pid(path: &std::path::Path) -> u32 {
+    wait_for("the pid file", Duration::from_secs(10), || {
+        std::fs::read_to_string(path).is_ok_and(|s| s.ends_with('\n'))
+    });
+    std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn what_the_command_leaves_running_is_stopped_before_the_lease_ends() {
+    let env = private_range(24400, 100);
+    let pidfile = env.root().join("bg.pid");
+    // Returns once the background server has answered a connection.
+    let script = format!(
+        "python3 -m http.server {{port}} --bind 127.0.0.1 >/dev/null 2>&1 & echo $! > {}; \
+         until (exec 3<>/dev/tcp/127.0.0.1/{{port}}) 2>/dev/null; do sleep 0.05; done",
+        pidfile.display()
+    );
+    let out = env.run(&["run", "bg", "--", "bash", "-c", &script]);
+    let server = read_pid(&pidfile);
+    let port = env.run(&["get", "bg"]).port();
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:#?}");
+    let name = portd_core::sys::proc_stat(server).map(|s| s.comm).unwrap_or_default();
+    assert!(
+        out.stderr.starts_with(&format!("portd: stopped 1 process left by `bg`: pid {server} (")),
+        "{out:#?} ({name})"
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{out:#?}");
+    assert!(!alive(server), "the server is gone");
+    assert!(http_get(port).is_err(), "nothing serves on {port}");
+    let e = env.ls().into_iter().find(|e| e.project == "bg").unwrap();
+    assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
+    // The port is the project's to run again.
+    let out = env.run(&["run", "bg", "--", "sh", "-c", "echo $PORT"]);
+    assert_eq!(out.ok(), format!("{port}\n"));
+}
+
+#[test]
+fn leftovers_that_escape_the_group_or_ignore_sigterm_are_killed_after_the_grace() {
+    let env = private_range(24500, 100);
+    let (a, b) = (env.root().join("a.pid"), env.root().join("b.pid"));
+    // One leftover in a session of its own, one that ignores SIGTERM.
+    let script = format!(
+        "setsid sleep 300 & echo $! > {a}; (trap '' TERM; echo $BASHPID > {b}.tmp; exec sleep 300) & \
+         until [ -s {b}.tmp ]; do sleep 0.01; done; mv {b}.tmp {b}",
+        a = a.display(),
+        b = b.display()
+    );
+    let t = Instant::now();
+    let out = env.run(&["run", "esc", "--kill-grace", "300ms", "--", "bash", "-c", &script]);
+    let (a, b) = (read_pid(&a), read_pid(&b));
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:#?}");
+    let (lo, hi) = (a.min(b), a.max(b));
+    let err = &out.stderr;
+    assert!(
+        err.starts_with(&format!("portd: stopped 2 processes left by `esc`: pid {lo} ("))
+            && err.contains(&format!("), pid {hi} ("))
+            && err.ends_with(") (SIGKILL after 300ms)\n")
+            && err.lines().count() == 1,
+        "{out:#?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(!alive(a) && !alive(b));
+    let out = env.run(&["run", "esc", "--kill-grace", "soon", "--", "true"]);
+    assert!(out.usage().contains("`soon` is not a duration"), "{out:#?}");
+}
+
+#[test]
+fn child_pid_is_the_command_and_killing_the_supervisor_kills_it() {
+    let env = private_range(24600, 100);
+    let pidfile = env.root().join("server.pid");
+    let script = format!(
+        "echo $$ > {}; exec python3 -m http.server {{port}} --bind 127.0.0.1",
+        pidfile.display()
+    );
+    let mut child = spawn(&env, &["run", "sup", "--", "sh", "-c", &script]);
+    let _reaper = Reaper(vec![child.id()]);
+    let e = active(&env, &mut child, "sup");
+    let server = read_pid(&pidfile);
+    assert!(serves(e.port).starts_with("HTTP/1.0 200"));
+    let shown: EntryJson = env.run(&["show", "sup", "--json"]).json();
+    assert_eq!(shown.child_pid, Some(server), "child_pid names the command itself");
+    assert_eq!(shown.pid, Some(child.id()), "the owner is `portd run`");
+    let supervisor = portd_core::sys::process_table()
+        .into_iter()
+        .find(|p| p.pid == server)
+        .map(|p| p.ppid)
+        .unwrap();
+    assert_ne!(supervisor, child.id());
+    signal(supervisor, "KILL");
+    wait_for("the server to die", Duration::from_secs(2), || !alive(server));
+    let (code, _) = finish(&env, child);
+    assert_eq!(code, 137, "portd run reports its supervisor's SIGKILL");
+    let e = env.ls().into_iter().find(|e| e.project == "sup").unwrap();
+    assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
+    assert!(http_get(e.port).is_err());
+}
+
+#[test]
+fn a_command_that_cannot_start_leaves_the_registry_as_it_was() {
+    let env = private_range(24700, 100);
+    env.run(&["get", "other"]).port();
+    let file = env.root().join("not-executable");
+    std::fs::write(&file, "#!/bin/sh\necho hi\n").unwrap();
+    let dir = env.root().join("a-dir");
+    std::fs::create_dir(&dir).unwrap();
+    let cases = [
+        ("/nonexistent/cmd".to_owned(), 127, "no such file or directory"),
+        ("nosuchcmd-xyz".to_owned(), 127, "command not found"),
+        (file.to_str().unwrap().to_owned(), 126, "permission denied"),
+        (dir.to_str().unwrap().to_owned(), 126, "is a directory"),
+    ];
+    let snapshot = || {
+        (
+            env.run(&["ls", "--all", "--json"]).ok().to_owned(),
+            std::fs::read(env.registry()).unwrap(),
+        )
+    };
+    for (program, code, why) in cases {
+        for name in ["x", "other"] {
+            let before = snapshot();
+            let out = env.run(&["run", name, "--", &program, "arg"]);
+            assert!(snapshot() == before, "`run {name} -- {program}` changed the registry");
+            let shown = env.scrub(&program);
+            assert_eq!(
+                (out.code, out.stdout.as_str(), out.stderr.as_str()),
+                (code, "", format!("error: cannot run `{shown}`: {why}\n").as_str()),
+                "{program}"
+            );
+        }
+    }
+}
+
+#[test]
+fn run_refuses_json_because_it_prints_no_data() {
+    let env = private_range(24800, 100);
+    let out = env.run(&["run", "j", "--json", "--", "true"]);
+    let err = out.error(2);
+    assert!(err.starts_with("error: `run` prints no data, so `--json` does not apply\n"), "{err}");
+    assert_eq!(env.run(&["ls", "--json"]).ok(), "[]\n");
 }

@@ -309,26 +309,6 @@ pub fn parent_death_signal(cmd: &mut std::process::Command, signal: i32) {
     }
 }
 
-/// Passes `fd` to the child of `cmd` as file descriptor 3 (dup2(2)); the
-/// result has no close-on-exec flag, so it survives into the program.
-pub fn pass_fd3(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: runs in the forked child before exec; dup2 and fcntl are
-    // async-signal-safe, and `fd` stays open in the parent until the child
-    // has been spawned (the caller holds the socket).
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                let flags = cvt(libc::fcntl(3, libc::F_GETFD))?;
-                cvt(libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC))?;
-            } else {
-                cvt(libc::dup2(fd, 3))?;
-            }
-            Ok(())
-        });
-    }
-}
-
 /// A set of signals blocked in the calling thread, to be received
 /// synchronously with [`SignalSet::wait`] (sigwait(3)). The mask is
 /// inherited by children: start them through [`clear_signal_mask`].
@@ -380,30 +360,6 @@ pub fn pgrp() -> u32 {
 pub fn ppid() -> u32 {
     // SAFETY: getppid cannot fail and touches no memory.
     unsafe { libc::getppid() as u32 }
-}
-
-/// If stdin is a terminal whose foreground group is ours, makes `pgid`
-/// the foreground group and returns the group to give it back to.
-pub fn give_terminal(pgid: u32) -> Option<u32> {
-    // SAFETY: tcgetpgrp/tcsetpgrp take an fd and integers only.
-    unsafe {
-        if libc::isatty(0) != 1 || libc::tcgetpgrp(0) != libc::getpgrp() {
-            return None;
-        }
-        let ours = libc::getpgrp() as u32;
-        (libc::tcsetpgrp(0, pgid as libc::pid_t) == 0).then_some(ours)
-    }
-}
-
-/// Gives the terminal back to group `pgid` (from a background group, so
-/// SIGTTOU is blocked around the call by the caller's [`SignalSet`] or here).
-pub fn take_terminal(pgid: u32) {
-    if let Ok(_mask) = SignalSet::block(&[libc::SIGTTOU]) {
-        // SAFETY: tcsetpgrp takes an fd and an integer only.
-        unsafe {
-            libc::tcsetpgrp(0, pgid as libc::pid_t);
-        }
-    }
 }
 
 /// Makes a write past `RLIMIT_FSIZE` fail with `EFBIG` instead of killing
@@ -461,4 +417,242 @@ pub fn network_fs(path: &std::path::Path) -> Option<&'static str> {
         0x0bd0_0bd0 => Some("Lustre"),
         _ => None,
     }
+}
+
+// ---- supervision
+//
+// What `portd run` and its supervisor need below std: waiting for stopped
+// and continued children, process groups, the terminal's foreground group,
+// the child subreaper flag, and passing inherited descriptors.
+
+pub use libc::{SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN};
+
+/// What `waitpid` reported for a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEvent {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled(i32),
+    /// It was stopped by this signal.
+    Stopped(i32),
+    /// It was continued by SIGCONT.
+    Continued,
+}
+
+/// Waits for a state change of child `pid` (`-1`: any child), including
+/// stops and continues (waitpid(2) with `WUNTRACED | WCONTINUED`). With
+/// `block == false` returns `Ok(None)` when no child has changed; `ECHILD`
+/// (no such child) is an error of kind `NotFound`.
+pub fn wait_child(pid: i32, block: bool) -> io::Result<Option<(u32, ChildEvent)>> {
+    let mut flags = libc::WUNTRACED | libc::WCONTINUED;
+    if !block {
+        flags |= libc::WNOHANG;
+    }
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `status` is a valid, writable int for the duration of the call.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if e.raw_os_error() == Some(libc::ECHILD) {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "no such child"));
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let ev = if libc::WIFEXITED(status) {
+            ChildEvent::Exited(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            ChildEvent::Signaled(libc::WTERMSIG(status))
+        } else if libc::WIFSTOPPED(status) {
+            ChildEvent::Stopped(libc::WSTOPSIG(status))
+        } else {
+            ChildEvent::Continued
+        };
+        return Ok(Some((r as u32, ev)));
+    }
+}
+
+/// Makes this process a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`,
+/// see prctl(2)): orphaned descendants are reparented to it instead of to
+/// init, so it can find and stop them.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) }).map(drop)
+}
+
+/// Moves process `pid` (0: this one) into process group `pgid` (setpgid(2)).
+pub fn set_process_group(pid: u32, pgid: u32) -> io::Result<()> {
+    // SAFETY: setpgid takes plain integers and touches no memory.
+    cvt(unsafe { libc::setpgid(pid as libc::pid_t, pgid as libc::pid_t) }).map(drop)
+}
+
+/// Whether stdin is a terminal whose foreground process group is this
+/// process's group.
+pub fn in_foreground() -> bool {
+    foreground_group() == Some(pgrp())
+}
+
+/// Whether stdin is this session's controlling terminal: the condition for
+/// job control (tcgetsid(3)).
+pub fn controlling_terminal() -> bool {
+    // SAFETY: isatty/tcgetsid/getsid take an fd or a pid and touch no memory.
+    unsafe { libc::isatty(0) == 1 && libc::tcgetsid(0) == libc::getsid(0) }
+}
+
+/// The foreground process group of the terminal on stdin, if stdin is one.
+pub fn foreground_group() -> Option<u32> {
+    // SAFETY: isatty/tcgetpgrp take an fd and touch no memory.
+    let g = unsafe {
+        if libc::isatty(0) != 1 {
+            return None;
+        }
+        libc::tcgetpgrp(0)
+    };
+    (g > 0).then_some(g as u32)
+}
+
+/// Makes `pgid` the foreground group of the terminal on stdin, whatever
+/// group this process is in (SIGTTOU blocked around the call).
+pub fn set_foreground(pgid: u32) -> io::Result<()> {
+    // SAFETY: `set` and `old` are valid sigset_t values owned by this frame;
+    // pthread_sigmask reads the one and writes the other; tcsetpgrp takes
+    // an fd and an integer only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTTOU);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        let r = cvt(libc::tcsetpgrp(0, pgid as libc::pid_t)).map(drop);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
+/// In the child of `cmd`, after it has become the leader of its own
+/// process group (`CommandExt::process_group(0)`), makes that group the
+/// foreground group of the terminal on stdin if the foreground group is
+/// still `from` (the parent's), as a shell does for a job it starts, so the
+/// program never runs in the background of its own terminal.
+pub fn take_terminal_in_child(cmd: &mut std::process::Command, from: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec; sigemptyset, sigaddset,
+    // pthread_sigmask, isatty, tcgetpgrp, getpgrp and tcsetpgrp are
+    // async-signal-safe and use only this frame's set. SIGTTOU stays
+    // blocked only until `clear_signal_mask`'s closure (registered after
+    // this one) runs.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::isatty(0) == 1 && libc::tcgetpgrp(0) == from as libc::pid_t {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTTOU);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                libc::tcsetpgrp(0, libc::getpgrp());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Passes `fds[i]` to the child of `cmd` as descriptor `3 + i`, without
+/// close-on-exec; the sources are first moved above the targets so that
+/// no source is overwritten before it is copied (dup(2), dup2(2)).
+pub fn pass_fds(cmd: &mut std::process::Command, fds: Vec<std::os::fd::RawFd>) {
+    use std::os::unix::process::CommandExt;
+    let n = fds.len() as libc::c_int;
+    let mut moved = fds;
+    // SAFETY: runs in the forked child before exec; fcntl and dup2 are
+    // async-signal-safe. `moved` was allocated before fork and is only
+    // written in place. The caller keeps every fd open until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in moved.iter_mut() {
+                *fd = cvt(libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3 + n))?;
+            }
+            for (i, &fd) in moved.iter().enumerate() {
+                cvt(libc::dup2(fd, 3 + i as libc::c_int))?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of descriptor `fd` inherited from the parent (passed
+/// with [`pass_fds`]), if it is open; it is marked close-on-exec.
+pub fn inherited_fd(fd: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl on any integer is harmless; it fails with EBADF when
+    // `fd` is not open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if fd < 3 || flags == -1 {
+        return None;
+    }
+    // SAFETY: as above; `fd` is open.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+    // SAFETY: the descriptor is open and, by the protocol of `pass_fds`,
+    // nothing else in this process owns it.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether `path` names a file this process may execute (access(2) with
+/// `X_OK`; for root: any execute bit).
+pub fn executable(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// One process in [`process_table`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcEntry {
+    /// Its pid.
+    pub pid: u32,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+    /// The kernel's state letter (`R`, `S`, `T`, `Z`, …).
+    pub state: char,
+    /// Its short name.
+    pub comm: String,
+}
+
+/// Every process, from `/proc/*/stat`; processes that vanish meanwhile are
+/// skipped.
+pub fn process_table() -> Vec<ProcEntry> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for d in dir.flatten() {
+        let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(line) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (line.find('('), line.rfind(')')) else {
+            continue;
+        };
+        let comm = line.get(open + 1..close).unwrap_or_default().to_owned();
+        let mut f = line.get(close + 1..).unwrap_or_default().split_ascii_whitespace();
+        let state = f.next().and_then(|s| s.chars().next());
+        let ppid = f.next().and_then(|s| s.parse().ok());
+        let pgrp = f.next().and_then(|s| s.parse().ok());
+        if let (Some(state), Some(ppid), Some(pgrp)) = (state, ppid, pgrp) {
+            out.push(ProcEntry { pid, ppid, pgrp, state, comm });
+        }
+    }
+    out
 }

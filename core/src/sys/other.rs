@@ -99,3 +99,80 @@ pub fn ignore_file_size_signal() {}
 pub fn network_fs(_path: &std::path::Path) -> Option<&'static str> {
     None
 }
+
+// ---- supervision: not available here (portd run needs Linux).
+
+/// What `waitpid` reported for a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEvent {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled(i32),
+    /// It was stopped by this signal.
+    Stopped(i32),
+    /// It was continued by SIGCONT.
+    Continued,
+}
+fn unsupported() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "process supervision needs Linux")
+}
+/// Not available here.
+pub fn wait_child(_pid: i32, _block: bool) -> io::Result<Option<(u32, ChildEvent)>> {
+    Err(unsupported())
+}
+/// Not available here.
+pub fn set_child_subreaper() -> io::Result<()> {
+    Err(unsupported())
+}
+/// Not available here.
+pub fn set_process_group(_pid: u32, _pgid: u32) -> io::Result<()> {
+    Err(unsupported())
+}
+/// Not available here.
+pub fn in_foreground() -> bool {
+    false
+}
+/// Not available here.
+pub fn controlling_terminal() -> bool {
+    false
+}
+/// Not available here.
+pub fn foreground_group() -> Option<u32> {
+    None
+}
+/// Not available here.
+pub fn set_foreground(_pgid: u32) -> io::Result<()> {
+    Err(unsupported())
+}
+/// Not available here.
+pub fn take_terminal_in_child(_cmd: &mut std::process::Command, _from: u32) {}
+/// Not available here.
+pub fn pass_fds(_cmd: &mut std::process::Command, _fds: Vec<std::os::fd::RawFd>) {}
+/// Not available here.
+pub fn inherited_fd(_fd: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd> {
+    None
+}
+/// Whether `path` is a file with an execute bit.
+pub fn executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+/// One process in [`process_table`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcEntry {
+    /// Its pid.
+    pub pid: u32,
+    /// Its parent's pid.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+    /// The kernel's state letter.
+    pub state: char,
+    /// Its short name.
+    pub comm: String,
+}
+/// Not available here.
+pub fn process_table() -> Vec<ProcEntry> {
+    Vec::new()
+}

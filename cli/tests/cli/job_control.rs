@@ -1,0 +1,257 @@
+//! Job control of `portd run`: in a real interactive bash on a
+//! pseudo-terminal (Ctrl-Z, `jobs`, `bg`, `fg`, Ctrl-C), and without a
+//! terminal (a stopped command still dies when `portd run` is terminated).
+
+use crate::util::*;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Drives `bash --norc --noprofile -i` on a pty. Reads steps from stdin,
+/// one per line: `send HEX` (the bytes to type, hex-encoded), `expect REGEX` (prints
+/// `MATCHED <text up to the match>`), `sleep SECONDS`. Exits 3 when an
+/// expected text does not come within 15 s, printing what came instead.
+const DRIVER: &str = r#"
+import os, pty, re, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ['PS1'] = 'PROMPT$ '
+    os.execvp('bash', ['bash', '--norc', '--noprofile', '-i'])
+buf = b''
+def expect(pat):
+    global buf
+    end = time.time() + 15
+    while True:
+        m = re.search(pat.encode(), buf)
+        if m:
+            out, buf = buf[:m.end()], buf[m.end():]
+            return out.decode(errors='replace')
+        r, _, _ = select.select([fd], [], [], max(0, end - time.time()))
+        data = b''
+        if r:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                pass
+        if not data:
+            print('TIMEOUT waiting for %r; got %r' % (pat, buf), flush=True)
+            os.kill(pid, 9)
+            sys.exit(3)
+        buf += data
+for line in sys.stdin:
+    verb, _, arg = line.rstrip('\n').partition(' ')
+    if verb == 'send':
+        os.write(fd, bytes.fromhex(arg))
+    elif verb == 'expect':
+        print('MATCHED ' + repr(expect(arg)), flush=True)
+    elif verb == 'sleep':
+        time.sleep(float(arg))
+os.kill(pid, 9)
+"#;
+
+struct Pty {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Pty {
+    fn start(env: &Env) -> Pty {
+        let mut child = Command::new("python3")
+            .args(["-c", DRIVER])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", env.root())
+            .env("XDG_CONFIG_HOME", env.root())
+            .env("PORTD_HOME", env.home())
+            .env("TERM", "dumb")
+            .current_dir(env.root())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Pty { child, out }
+    }
+
+    fn step(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn send(&mut self, text: &str) {
+        let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
+        self.step(&format!("send {hex}"));
+    }
+
+    /// Waits for `regex` on the terminal; returns the text up to it.
+    #[track_caller]
+    fn expect(&mut self, regex: &str) -> String {
+        self.step(&format!("expect {regex}"));
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert!(line.starts_with("MATCHED "), "on the terminal: {line}");
+        line
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn state_of(pid: u32) -> Option<char> {
+    portd_core::sys::proc_stat(pid).ok().map(|s| s.state)
+}
+
+/// The process whose parent is `ppid` and whose name is `comm`.
+fn child_named(ppid: u32, comm: &str) -> Option<u32> {
+    portd_core::sys::process_table()
+        .into_iter()
+        .find(|p| p.ppid == ppid && p.comm == comm && p.state != 'Z')
+        .map(|p| p.pid)
+}
+
+#[track_caller]
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn entry(env: &Env, name: &str) -> EntryJson {
+    env.ls().into_iter().find(|e| e.project == name).expect("the entry exists")
+}
+
+#[test]
+fn ctrl_z_stops_the_job_and_gives_the_prompt_back_then_bg_fg_and_ctrl_c_work() {
+    let env = Env::new();
+    let mut t = Pty::start(&env);
+    t.expect(r"PROMPT\$ ");
+    t.send(&format!("{BIN} run zz -- sleep 30\n"));
+    let mut e = None;
+    wait_for("`zz` to run", || {
+        e = env.ls().into_iter().find(|e| e.project == "zz" && e.child_pid.is_some());
+        e.is_some()
+    });
+    let e = e.unwrap();
+    let (run, sleep) = (e.pid.unwrap(), e.child_pid.unwrap());
+    assert_eq!(
+        portd_core::sys::cmdline(sleep).unwrap(),
+        ["sleep", "30"],
+        "child_pid is the command"
+    );
+
+    // Ctrl-Z: the shell reports the job stopped and prints its prompt.
+    t.send("\x1a");
+    t.expect(r"Stopped .*run zz -- sleep 30\s+.*PROMPT\$ ");
+    assert_eq!(state_of(sleep), Some('T'));
+    assert_eq!(state_of(run), Some('T'), "`portd run` stopped itself");
+    t.send("jobs\n");
+    t.expect(r"\[1\]\+\s+Stopped\s+.*run zz -- sleep 30\s+.*PROMPT\$ ");
+    assert_eq!(entry(&env, "zz").state, "active", "a stopped job keeps its lease");
+
+    // `bg`: the job runs on in the background, without the terminal.
+    t.send("bg\n");
+    t.expect(r"PROMPT\$ ");
+    wait_for("the command to run again", || state_of(sleep).is_some_and(|s| s != 'T'));
+    t.send("jobs\n");
+    t.expect(r"\[1\]\+\s+Running\s+.*run zz -- sleep 30 &\s+.*PROMPT\$ ");
+
+    // `fg`, then Ctrl-C reaches the command: the job ends with 130.
+    t.send("fg\n");
+    t.expect("run zz -- sleep 30");
+    t.step("sleep 0.5");
+    t.send("\x03");
+    t.expect(r"PROMPT\$ ");
+    t.send("echo rc=$?\n");
+    t.expect(r"rc=130");
+    wait_for("the processes to end", || state_of(sleep).is_none() && state_of(run).is_none());
+    let e = entry(&env, "zz");
+    assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
+}
+
+#[test]
+fn ctrl_z_then_fg_gives_the_terminal_back_to_the_command() {
+    let env = Env::new();
+    let mut t = Pty::start(&env);
+    t.expect(r"PROMPT\$ ");
+    // The command reads the terminal: it can only do so in the foreground.
+    t.send(&format!("{BIN} run rd -- sh -c 'read line; echo \"got:$line\"'\n"));
+    wait_for("`rd` to run", || env.ls().iter().any(|e| e.child_pid.is_some()));
+    t.send("\x1a");
+    t.expect(r"Stopped .*\n.*PROMPT\$ ");
+    t.send("fg\n");
+    t.expect("run rd");
+    t.step("sleep 0.5");
+    t.send("hello\n");
+    t.expect("got:hello");
+    t.expect(r"PROMPT\$ ");
+    t.send("echo rc=$?\n");
+    t.expect(r"rc=0");
+    assert_eq!(entry(&env, "rd").state, "idle");
+}
+
+#[test]
+fn a_run_started_in_the_background_gets_the_terminal_on_fg() {
+    let env = Env::new();
+    let mut t = Pty::start(&env);
+    t.expect(r"PROMPT\$ ");
+    // Reading the terminal from the background stops the job, as for any
+    // background job; `fg` gives the command the terminal.
+    t.send(&format!("{BIN} run bgrd -- sh -c 'read line; echo \"got:$line\"' &\n"));
+    t.expect(r"PROMPT\$ ");
+    wait_for("`bgrd` to run", || env.ls().iter().any(|e| e.child_pid.is_some()));
+    t.step("sleep 0.5");
+    t.send("jobs\n");
+    t.expect(r"\[1\]\+\s+Stopped.*run bgrd.*\n.*PROMPT\$ ");
+    t.send("fg\n");
+    t.expect("run bgrd");
+    t.step("sleep 0.5");
+    t.send("typed\n");
+    t.expect("got:typed");
+    t.expect(r"PROMPT\$ ");
+    t.send("echo rc=$?\n");
+    t.expect(r"rc=0");
+    assert_eq!(entry(&env, "bgrd").state, "idle");
+}
+
+#[test]
+fn a_stopped_command_dies_when_portd_run_is_terminated() {
+    let env = Env::new();
+    let pidfile = env.root().join("pid");
+    let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+    let run = env
+        .command(["run", "stp", "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _reaper = Reaper(vec![run.id()]);
+    wait_for("the command", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+            && env.ls().iter().any(|e| e.child_pid.is_some())
+    });
+    let server: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let supervisor = portd_core::sys::process_table()
+        .into_iter()
+        .find(|p| p.pid == server)
+        .map(|p| p.ppid)
+        .unwrap();
+    assert_eq!(child_named(run.id(), "portd"), Some(supervisor));
+    portd_core::sys::kill(server as i32, portd_core::sys::SIGSTOP).unwrap();
+    wait_for("the command to stop", || state_of(server) == Some('T'));
+    portd_core::sys::kill(run.id() as i32, portd_core::sys::SIGTERM).unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    for pid in [server, supervisor] {
+        wait_for("every process to end", || state_of(pid).is_none_or(|s| s == 'Z'));
+    }
+    let e = entry(&env, "stp");
+    assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
+}

@@ -1,0 +1,728 @@
+//! Supervising a command on a leased port: one implementation, used in the
+//! foreground by `portd run` (and meant for background servers too).
+//!
+//! Two processes do the work, each with one job:
+//! - the **owner** ([`Foreground`], inside `portd run`) holds the lease,
+//!   forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to the command's process group
+//!   (each followed by SIGCONT, so that a stopped group can die), does job
+//!   control on a terminal, and returns the command's status;
+//! - the **supervisor** ([`supervise`], the process `portd __supervise`)
+//!   starts the command as the leader of a new process group and joins that
+//!   group itself, is a child subreaper (orphaned descendants are
+//!   reparented to it), reports the command's pid to the owner, and when
+//!   the command exits stops everything the command left behind: SIGTERM
+//!   (and SIGCONT), then SIGKILL after a grace period. It gets a
+//!   parent-death signal from the owner, so a SIGKILLed owner takes the
+//!   whole group down; the command gets SIGKILL when the supervisor dies.
+//!
+//! The command's pid is also its process group id, which is what the
+//! registry records as the lease's `child_pid`.
+//!
+//! What this module does not do: decide the port (the registry does) or
+//! print anything but the one line about stopped leftovers.
+
+use crate::error::{Error, ErrorKind};
+use portd_core::sys::{self, ChildEvent, SignalSet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How long what a command leaves behind gets between SIGTERM and SIGKILL.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// A second SIGINT within this window kills the command's group.
+pub const DOUBLE_INT: Duration = Duration::from_secs(2);
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+impl Exit {
+    /// The exit code a shell reports for it (128+N for signal N).
+    pub fn shell_code(self) -> u8 {
+        match self {
+            Exit::Code(c) => c as u8,
+            Exit::Signal(s) => 128u8.wrapping_add(s as u8),
+        }
+    }
+}
+
+/// Where a supervised command is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The supervisor is starting the command.
+    Starting,
+    /// The command runs.
+    Running,
+    /// The command's group is stopped (job control); the owner, on a
+    /// terminal, has stopped itself too.
+    Suspended,
+    /// The command has exited; what it left behind is being stopped.
+    Stopping,
+    /// Done.
+    Exited(Exit),
+}
+
+/// A command that cannot be started, as a shell reports it: exit 127 when
+/// the program is not found, 126 when it is found but cannot be executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CannotStart {
+    /// The program as given.
+    pub program: String,
+    /// Why, in a few words.
+    pub reason: String,
+    /// 127 (not found) or 126 (not executable, a directory, …).
+    pub code: u8,
+}
+
+impl fmt::Display for CannotStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot run `{}`: {}", self.program, self.reason)
+    }
+}
+
+impl CannotStart {
+    fn new(program: &str, reason: &str, code: u8) -> Self {
+        CannotStart { program: program.to_owned(), reason: reason.to_owned(), code }
+    }
+
+    fn of_io(program: &str, e: &std::io::Error) -> Self {
+        let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+        let text = e.to_string();
+        let reason = text.split(" (os error").next().unwrap_or(&text).to_lowercase();
+        CannotStart::new(program, &reason, code)
+    }
+}
+
+/// Finds the file `program` names, as `execvp` would: a name with a `/` is
+/// a path, anything else is looked up in `PATH`. Checked before a lease is
+/// taken, so a command that cannot start changes nothing.
+pub fn resolve_program(program: &str) -> Result<PathBuf, CannotStart> {
+    let check = |p: &Path| -> Result<(), CannotStart> {
+        let m = std::fs::metadata(p).map_err(|e| CannotStart::of_io(program, &e))?;
+        if m.is_dir() {
+            return Err(CannotStart::new(program, "is a directory", 126));
+        }
+        if !m.is_file() || !sys::executable(p) {
+            return Err(CannotStart::new(program, "permission denied", 126));
+        }
+        Ok(())
+    };
+    if program.is_empty() {
+        return Err(CannotStart::new(program, "command not found", 127));
+    }
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return check(&p).map(|()| p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut denied = None;
+    for dir in std::env::split_paths(&path) {
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let p = dir.join(program);
+        match check(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.code == 126 && std::fs::metadata(&p).is_ok_and(|m| m.is_file()) => {
+                denied.get_or_insert(e);
+            }
+            Err(_) => {}
+        }
+    }
+    Err(denied.unwrap_or_else(|| CannotStart::new(program, "command not found", 127)))
+}
+
+/// Why [`Foreground::start`] failed.
+#[derive(Debug)]
+pub enum StartError {
+    /// The command could not be started (exit 127 or 126).
+    Command(CannotStart),
+    /// Anything else: the supervisor could not be started.
+    Other(Error),
+}
+
+/// What to supervise.
+#[derive(Debug)]
+pub struct Launch {
+    /// The name the command serves under (`LISTEN_FDNAMES`, messages).
+    pub name: String,
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// Listening sockets for the command, as descriptors 3, 4, … with the
+    /// systemd variables (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`).
+    pub listeners: Vec<std::net::TcpListener>,
+    /// Between SIGTERM and SIGKILL for what the command leaves behind.
+    pub kill_grace: Duration,
+}
+
+/// The arguments of the supervisor process, as [`Foreground`] passes them
+/// to `EXE __supervise`.
+#[derive(Debug, Clone)]
+pub struct SuperviseArgs {
+    /// See [`Launch::name`].
+    pub name: String,
+    /// How many listening sockets arrive as descriptors 3, 4, …; the
+    /// report pipe follows them.
+    pub fds: usize,
+    /// See [`Launch::kill_grace`].
+    pub kill_grace: Duration,
+    /// The owner runs on its session's terminal (job control): stop along
+    /// with the command, and give the command's group the terminal if the
+    /// owner has it.
+    pub terminal: bool,
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+}
+
+impl SuperviseArgs {
+    /// The command-line arguments after `EXE` (`__supervise …`).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "__supervise".to_owned(),
+            "--name".to_owned(),
+            self.name.clone(),
+            "--fds".to_owned(),
+            self.fds.to_string(),
+            "--kill-grace-ms".to_owned(),
+            self.kill_grace.as_millis().to_string(),
+        ];
+        if self.terminal {
+            a.push("--terminal".to_owned());
+        }
+        a.push("--".to_owned());
+        a.extend(self.argv.iter().cloned());
+        a
+    }
+}
+
+/// The owner's side of a supervised command, in the foreground.
+#[derive(Debug)]
+pub struct Foreground {
+    supervisor: u32,
+    command: u32,
+    /// This process's group, to take the terminal back to, when on a terminal.
+    terminal: Option<u32>,
+    signals: SignalSet,
+    name: String,
+    kill_grace: Duration,
+    phase: Phase,
+}
+
+impl Foreground {
+    /// Starts `exe __supervise …` (see [`SuperviseArgs`]), which starts the
+    /// command. `configure` sets the environment, which the command
+    /// inherits. Returns once the command runs, with its pid known.
+    ///
+    /// Blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD and SIGCONT in the
+    /// calling thread (they are handled in [`Foreground::wait`]) and makes
+    /// this process a child subreaper. Call it from the main thread of a
+    /// process that supervises this one command: [`Foreground::wait`]
+    /// reaps every child of the process and stops its descendants.
+    pub fn start(
+        exe: &Path,
+        launch: Launch,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Foreground, StartError> {
+        let other = |what: &str, e: std::io::Error| {
+            StartError::Other(Error::new(ErrorKind::Other, format!("{what}: {e}")))
+        };
+        // Blocked before spawning, so no signal slips between spawn and wait.
+        let signals = SignalSet::block(&[
+            sys::SIGINT,
+            sys::SIGTERM,
+            sys::SIGHUP,
+            sys::SIGQUIT,
+            sys::SIGCHLD,
+            sys::SIGCONT,
+        ])
+        .map_err(|e| other("cannot block signals", e))?;
+        let terminal = sys::controlling_terminal().then(sys::pgrp);
+        // If the supervisor dies, what it adopted comes here to be stopped.
+        let _ = sys::set_child_subreaper();
+        let (mut reader, writer) = std::io::pipe().map_err(|e| other("cannot make a pipe", e))?;
+        let args = SuperviseArgs {
+            name: launch.name.clone(),
+            fds: launch.listeners.len(),
+            kill_grace: launch.kill_grace,
+            terminal: terminal.is_some(),
+            argv: launch.argv,
+        };
+        let mut cmd = Command::new(exe);
+        cmd.args(args.to_args());
+        configure(&mut cmd);
+        sys::clear_signal_mask(&mut cmd);
+        sys::parent_death_signal(&mut cmd, sys::SIGUSR2);
+        let mut fds: Vec<_> = launch.listeners.iter().map(AsRawFd::as_raw_fd).collect();
+        fds.push(writer.as_raw_fd());
+        sys::pass_fds(&mut cmd, fds);
+        let child = cmd
+            .spawn()
+            .map_err(|e| other(&format!("cannot start the supervisor `{}`", exe.display()), e))?;
+        drop(writer);
+        drop(launch.listeners);
+        let supervisor = child.id();
+        let mut report = String::new();
+        let _ = reader.read_to_string(&mut report);
+        let mut fg = Foreground {
+            supervisor,
+            command: 0,
+            terminal,
+            signals,
+            name: launch.name,
+            kill_grace: launch.kill_grace,
+            phase: Phase::Starting,
+        };
+        match Report::parse(&report) {
+            Some(Report::Started(pid)) => {
+                fg.command = pid;
+                fg.phase = Phase::Running;
+                Ok(fg)
+            }
+            failed => {
+                // The supervisor exits at once after a failed start.
+                let exit = loop {
+                    match sys::wait_child(supervisor as i32, true) {
+                        Ok(Some((_, ChildEvent::Exited(c)))) => break Exit::Code(c),
+                        Ok(Some((_, ChildEvent::Signaled(s)))) => break Exit::Signal(s),
+                        Ok(_) => {}
+                        Err(_) => break Exit::Code(1),
+                    }
+                };
+                // A command that failed to exec may have taken the terminal
+                // for a group that no longer exists: take it back.
+                if let (Some(ours), Some(g)) = (terminal, sys::foreground_group())
+                    && g != ours
+                    && sys::kill(-(g as i32), 0).is_err()
+                {
+                    let _ = sys::set_foreground(ours);
+                }
+                Err(match failed {
+                    Some(Report::Failed(c)) => StartError::Command(c),
+                    _ => StartError::Other(Error::new(
+                        ErrorKind::Other,
+                        format!(
+                            "the supervisor of `{}` ended before starting it ({})",
+                            fg.name,
+                            describe(exit)
+                        ),
+                    )),
+                })
+            }
+        }
+    }
+
+    /// The command's pid, which is also its process group id.
+    pub fn command_pid(&self) -> u32 {
+        self.command
+    }
+
+    /// The supervisor's pid.
+    pub fn supervisor_pid(&self) -> u32 {
+        self.supervisor
+    }
+
+    /// Where the command is.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Forwards signals and does job control until the supervisor exits,
+    /// then returns the command's exit. If the supervisor was killed, stops
+    /// what is left of the command's group and of this process's adopted
+    /// descendants (saying so on stderr), and returns the supervisor's
+    /// signal.
+    pub fn wait(mut self) -> Exit {
+        let group = -(self.command as i32);
+        loop {
+            while let Ok(Some((pid, ev))) = sys::wait_child(-1, false) {
+                if pid != self.supervisor {
+                    continue; // an adopted orphan, reaped
+                }
+                match ev {
+                    ChildEvent::Exited(c) => self.phase = Phase::Exited(Exit::Code(c)),
+                    ChildEvent::Signaled(s) => self.phase = Phase::Exited(Exit::Signal(s)),
+                    ChildEvent::Stopped(_) => self.suspend(),
+                    ChildEvent::Continued => {}
+                }
+            }
+            if let Phase::Exited(exit) = self.phase {
+                // Normally the supervisor has stopped everything; if it was
+                // killed, what is left is this process's to stop.
+                self.phase = Phase::Stopping;
+                let left = stop_leftovers(Some(self.command), true, self.kill_grace);
+                say_stopped(&self.name, &left, self.kill_grace);
+                self.phase = Phase::Exited(exit);
+                self.restore_terminal();
+                return exit;
+            }
+            match self.signals.wait() {
+                Ok(s) if s == sys::SIGCHLD => {}
+                Ok(s) if s == sys::SIGCONT => self.resume(),
+                Ok(s) => {
+                    let _ = sys::kill(group, s);
+                    let _ = sys::kill(group, sys::SIGCONT);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// The command's group stopped: on a terminal, take it back and stop
+    /// this process too (so the shell's job stops); once continued, hand
+    /// the terminal over again if this process is in the foreground (`fg`,
+    /// not `bg`) and continue the group.
+    fn suspend(&mut self) {
+        if self.terminal.is_none() {
+            return;
+        }
+        self.phase = Phase::Suspended;
+        self.restore_terminal();
+        let _ = sys::kill(std::process::id() as i32, sys::SIGTSTP);
+        // Continued.
+        self.resume();
+    }
+
+    /// This process was continued (`fg`, `bg`, or a SIGCONT from anyone):
+    /// in the terminal's foreground, hand the terminal to the command's
+    /// group; continue the group.
+    fn resume(&mut self) {
+        if self.terminal.is_some() && sys::in_foreground() {
+            let _ = sys::set_foreground(self.command);
+        }
+        let _ = sys::kill(-(self.command as i32), sys::SIGCONT);
+        if self.phase == Phase::Suspended {
+            self.phase = Phase::Running;
+        }
+    }
+
+    /// Takes the terminal back from the command's group, if it has it.
+    fn restore_terminal(&self) {
+        if let Some(ours) = self.terminal
+            && self.command != 0
+            && sys::foreground_group() == Some(self.command)
+        {
+            let _ = sys::set_foreground(ours);
+        }
+    }
+}
+
+/// What the supervisor tells the owner, one line on the report pipe.
+enum Report {
+    Started(u32),
+    Failed(CannotStart),
+}
+
+impl Report {
+    fn line(&self) -> String {
+        match self {
+            Report::Started(pid) => format!("started {pid}\n"),
+            Report::Failed(c) => format!("failed {} {}\t{}\n", c.code, c.program, c.reason),
+        }
+    }
+
+    fn parse(s: &str) -> Option<Report> {
+        let s = s.strip_suffix('\n')?;
+        if let Some(pid) = s.strip_prefix("started ") {
+            return pid.parse().ok().map(Report::Started);
+        }
+        let rest = s.strip_prefix("failed ")?;
+        let (code, rest) = rest.split_once(' ')?;
+        let (program, reason) = rest.rsplit_once('\t')?;
+        Some(Report::Failed(CannotStart::new(program, reason, code.parse().ok()?)))
+    }
+}
+
+fn describe(exit: Exit) -> String {
+    match exit {
+        Exit::Code(c) => format!("exit {c}"),
+        Exit::Signal(s) => format!("signal {s}"),
+    }
+}
+
+/// The supervisor process (`portd __supervise`): see the module docs.
+/// Returns the exit code to exit with: the command's, as a shell reports it.
+pub fn supervise(a: &SuperviseArgs) -> u8 {
+    let Ok(signals) = SignalSet::block(&[
+        sys::SIGINT,
+        sys::SIGTERM,
+        sys::SIGHUP,
+        sys::SIGQUIT,
+        sys::SIGUSR2,
+        sys::SIGCHLD,
+    ]) else {
+        return 1;
+    };
+    let listeners: Vec<OwnedFd> =
+        (0..a.fds).filter_map(|i| sys::inherited_fd(3 + i as i32)).collect();
+    let mut report = sys::inherited_fd(3 + a.fds as i32).map(std::fs::File::from);
+    let mut tell = |r: Report| {
+        if let Some(mut f) = report.take() {
+            let _ = f.write_all(r.line().as_bytes());
+        }
+    };
+    let Some(program) = a.argv.first() else {
+        tell(Report::Failed(CannotStart::new("", "no command", 127)));
+        return 127;
+    };
+    let _ = sys::set_child_subreaper();
+    let mut cmd = if a.fds > 0 {
+        // `__exec` sets LISTEN_PID to its own pid, then becomes the command.
+        let Ok(exe) = std::env::current_exe() else {
+            tell(Report::Failed(CannotStart::new(program, "cannot find portd itself", 127)));
+            return 127;
+        };
+        let mut c = Command::new(exe);
+        c.arg("__exec").arg("--name").arg(&a.name).arg("--fds").arg(a.fds.to_string());
+        c.arg("--").args(&a.argv);
+        c
+    } else {
+        let mut c = Command::new(program);
+        c.args(&a.argv[1..]);
+        c
+    };
+    cmd.process_group(0);
+    // The owner's group (this process is still in it): if it has the
+    // terminal, the command's group takes it.
+    let owner_group = sys::pgrp();
+    let grab = a.terminal && sys::foreground_group() == Some(owner_group);
+    if grab {
+        sys::take_terminal_in_child(&mut cmd, owner_group);
+    }
+    sys::clear_signal_mask(&mut cmd);
+    sys::parent_death_signal(&mut cmd, sys::SIGKILL);
+    sys::pass_fds(&mut cmd, listeners.iter().map(AsRawFd::as_raw_fd).collect());
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let c = CannotStart::of_io(program, &e);
+            let code = c.code;
+            tell(Report::Failed(c));
+            return code;
+        }
+    };
+    drop(listeners);
+    let command = child.id();
+    drop(child); // waited for with waitpid below
+    let group = -(command as i32);
+    // Join the command's group, so that the terminal's signals (Ctrl-C,
+    // Ctrl-Z) reach this process too.
+    let _ = sys::set_process_group(0, command);
+    if grab && sys::foreground_group() == Some(owner_group) {
+        let _ = sys::set_foreground(command);
+    }
+    tell(Report::Started(command));
+    let mut phase = Phase::Running;
+    let mut last_int: Option<Instant> = None;
+    let exit = loop {
+        while let Ok(Some((pid, ev))) = sys::wait_child(-1, false) {
+            if pid != command {
+                continue; // an adopted orphan, reaped
+            }
+            match ev {
+                ChildEvent::Exited(c) => phase = Phase::Exited(Exit::Code(c)),
+                ChildEvent::Signaled(s) => phase = Phase::Exited(Exit::Signal(s)),
+                // Stopped alone (SIGSTOP from outside, SIGTTIN, …): on a
+                // terminal, stop too, so that the owner sees its child
+                // stopped and gives the terminal back to the shell.
+                ChildEvent::Stopped(_) => {
+                    // Still stopped a moment later: not a stop that the
+                    // SIGCONT waking this process is just undoing.
+                    let stopped = || sys::proc_stat(command).is_ok_and(|s| s.state == 'T');
+                    if a.terminal && stopped() && {
+                        std::thread::sleep(Duration::from_millis(20));
+                        stopped()
+                    } {
+                        phase = Phase::Suspended;
+                        let _ = sys::kill(std::process::id() as i32, sys::SIGSTOP);
+                    }
+                }
+                ChildEvent::Continued => {
+                    if phase == Phase::Suspended {
+                        phase = Phase::Running;
+                    }
+                }
+            }
+        }
+        if let Phase::Exited(exit) = phase {
+            break exit;
+        }
+        match signals.wait() {
+            Ok(s) if s == sys::SIGUSR2 => {
+                // The owner died: take everything down, this process included.
+                for (pid, _) in leftovers(Some(command), true) {
+                    let _ = sys::kill(pid as i32, sys::SIGKILL);
+                }
+                let _ = sys::kill(group, sys::SIGKILL);
+                let _ = sys::kill(std::process::id() as i32, sys::SIGKILL);
+            }
+            Ok(s) if s == sys::SIGINT => {
+                if last_int.is_some_and(|t| t.elapsed() < DOUBLE_INT) {
+                    let _ = sys::kill(group, sys::SIGKILL);
+                }
+                last_int = Some(Instant::now());
+            }
+            // The command got the same signal through the group.
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let left = stop_leftovers(Some(command), true, a.kill_grace);
+    say_stopped(&a.name, &left, a.kill_grace);
+    exit.shell_code()
+}
+
+/// `portd __exec`: sets the systemd socket-activation variables for the
+/// `fds` descriptors from 3 with this process's own pid, then becomes the
+/// command. Returns only if that fails, with 127 or 126.
+pub fn exec_with_fds(name: &str, fds: usize, argv: &[String]) -> u8 {
+    let Some(program) = argv.first() else { return 127 };
+    let names = vec![name; fds].join(":");
+    let mut cmd = Command::new(program);
+    cmd.args(&argv[1..])
+        .env("LISTEN_FDS", fds.to_string())
+        .env("LISTEN_PID", std::process::id().to_string())
+        .env("LISTEN_FDNAMES", names);
+    // portd's main ignored SIGXFSZ; the server gets the default.
+    sys::clear_signal_mask(&mut cmd);
+    let err = cmd.exec();
+    let c = CannotStart::of_io(program, &err);
+    let _ = writeln!(std::io::stderr(), "error: {c}");
+    c.code
+}
+
+/// What is left to stop: the processes of group `pgid` and, with
+/// `descendants`, every live descendant of this process (a subreaper
+/// adopts the orphans of its tree), this process excluded.
+fn leftovers(pgid: Option<u32>, descendants: bool) -> BTreeMap<u32, String> {
+    let me = std::process::id();
+    let table = sys::process_table();
+    let mut tree = BTreeSet::from([me]);
+    if descendants {
+        loop {
+            let more: Vec<u32> = table
+                .iter()
+                .filter(|p| tree.contains(&p.ppid) && !tree.contains(&p.pid))
+                .map(|p| p.pid)
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            tree.extend(more);
+        }
+    }
+    table
+        .into_iter()
+        .filter(|p| p.pid != me && p.state != 'Z')
+        .filter(|p| Some(p.pgrp) == pgid || (descendants && tree.contains(&p.pid)))
+        .map(|p| (p.pid, p.comm))
+        .collect()
+}
+
+/// What [`stop_leftovers`] stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// Each process signalled, by pid, with its short name.
+    pub processes: BTreeMap<u32, String>,
+    /// Whether some of them needed SIGKILL after the grace period.
+    pub killed: bool,
+}
+
+/// Stops what a command left behind: the processes of group `pgid` and,
+/// with `descendants`, every live descendant of this process (a subreaper
+/// adopts the orphans of its tree; they are reaped meanwhile). SIGTERM and
+/// SIGCONT to each, then SIGKILL to what is still there after `grace`.
+pub fn stop_leftovers(pgid: Option<u32>, descendants: bool, grace: Duration) -> Stopped {
+    let mut done = Stopped::default();
+    let deadline = Instant::now() + grace;
+    let mut killed_at: Option<Instant> = None;
+    loop {
+        if descendants {
+            while let Ok(Some(_)) = sys::wait_child(-1, false) {}
+        }
+        let now = leftovers(pgid, descendants);
+        if now.is_empty() {
+            break;
+        }
+        for (pid, comm) in &now {
+            if !done.processes.contains_key(pid) {
+                done.processes.insert(*pid, comm.clone());
+                let _ = sys::kill(*pid as i32, sys::SIGTERM);
+                let _ = sys::kill(*pid as i32, sys::SIGCONT);
+            }
+        }
+        if Instant::now() >= deadline {
+            for pid in now.keys() {
+                let _ = sys::kill(*pid as i32, sys::SIGKILL);
+            }
+            done.killed = true;
+            let t = *killed_at.get_or_insert_with(Instant::now);
+            if t.elapsed() > Duration::from_secs(2) {
+                break; // unkillable (uninterruptible sleep): give up waiting
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done
+}
+
+/// One stderr line about what was stopped, if anything.
+fn say_stopped(name: &str, s: &Stopped, grace: Duration) {
+    if s.processes.is_empty() {
+        return;
+    }
+    let n = s.processes.len();
+    let list: Vec<String> = s.processes.iter().map(|(p, c)| format!("pid {p} ({c})")).collect();
+    let how = if s.killed {
+        format!(" (SIGKILL after {})", crate::config::format_duration(grace))
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "portd: stopped {n} process{} left by `{name}`: {}{how}",
+        if n == 1 { "" } else { "es" },
+        list.join(", ")
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_codes() {
+        assert_eq!(Exit::Code(7).shell_code(), 7);
+        assert_eq!(Exit::Signal(15).shell_code(), 143);
+    }
+
+    #[test]
+    fn report_lines_round_trip() {
+        let r = Report::Failed(CannotStart::new("my prog", "command not found", 127));
+        let Some(Report::Failed(c)) = Report::parse(&r.line()) else { panic!() };
+        assert_eq!(
+            (c.program.as_str(), c.reason.as_str(), c.code),
+            ("my prog", "command not found", 127)
+        );
+        assert!(matches!(Report::parse("started 42\n"), Some(Report::Started(42))));
+        assert!(Report::parse("").is_none());
+        assert!(Report::parse("started x\n").is_none());
+    }
+
+    #[test]
+    fn programs_resolve_as_a_shell_finds_them() {
+        assert!(resolve_program("sh").is_ok());
+        assert_eq!(resolve_program("/nonexistent/cmd").unwrap_err().code, 127);
+        assert_eq!(resolve_program("nosuchcmd-xyz").unwrap_err().code, 127);
+        assert_eq!(resolve_program("/").unwrap_err().code, 126);
+        assert_eq!(resolve_program("").unwrap_err().code, 127);
+    }
+}
