@@ -142,7 +142,7 @@ mod tests {
 
     fn pick() -> (TcpListener, u16) {
         // Any currently free port from a high test-only band; skip busy ones.
-        for p in 23000..23999 {
+        for p in 29_500..29_999 {
             if probe(p, ProbeOptions::default()) == Verdict::Free
                 && let Ok(l) = TcpListener::bind(("127.0.0.1", p))
             {
