@@ -23,8 +23,12 @@ pub struct EntryJson {
     /// The owner's pid, while the owner runs (`null` when idle: no owner,
     /// or a dead one).
     pub pid: Option<u32>,
-    /// The child started by `portd run`, while its owner runs.
+    /// The command started by `portd run` (or a library spawn), while its
+    /// owner runs.
     pub child_pid: Option<u32>,
+    /// The process between the owner and the command (`portd run`'s
+    /// supervisor): the command's parent, when it is not the owner itself.
+    pub supervisor_pid: Option<u32>,
     pub command: Option<Vec<String>>,
     /// RFC 3339 UTC.
     pub created: Option<String>,
@@ -47,6 +51,12 @@ impl EntryJson {
             state,
             pid: e.owner.filter(|_| !idle).map(|o| o.pid),
             child_pid: e.child_pid.filter(|_| !idle),
+            supervisor_pid: e
+                .child_pid
+                .filter(|_| !idle)
+                .and_then(|c| portd_core::sys::proc_stat(c).ok())
+                .map(|st| st.ppid)
+                .filter(|&p| p > 1 && e.owner.is_some_and(|o| o.pid != p)),
             command: e.command.clone(),
             created: Some(rfc3339(e.created_ms)),
             last_used: Some(rfc3339(e.last_used_ms)),
@@ -105,6 +115,7 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
             state: Some("released"),
             pid: None,
             child_pid: None,
+            supervisor_pid: None,
             command: None,
             created: None,
             last_used: None,

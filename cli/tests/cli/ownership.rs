@@ -238,10 +238,12 @@ fn a_server_started_as_the_readme_shows_is_adopted_as_the_owner_silently() {
     let bound = report["findings"].as_array().unwrap().iter().find(|f| f["check"] == "bound");
     assert_eq!(bound.unwrap()["status"], "ok", "{doctor:#?}");
 
-    // When the server stops, the lease is idle again and keeps the port.
+    // When the server stops, the lease is idle again and keeps the port
+    // (the server may be a grandchild of the test: its exit is awaited).
     drop(server);
-    let e = env.ls().into_iter().find(|e| e.project == "api").unwrap();
-    assert_eq!((e.state.as_str(), e.port), ("idle", port));
+    wait_for("the adopted server to be gone", Duration::from_secs(5), || {
+        env.ls().into_iter().any(|e| e.project == "api" && e.state == "idle" && e.port == port)
+    });
 }
 
 #[test]

@@ -638,6 +638,7 @@ fn child_pid_is_the_command_and_killing_the_supervisor_kills_it() {
         .map(|p| p.ppid)
         .unwrap();
     assert_ne!(supervisor, child.id());
+    assert_eq!(shown.supervisor_pid, Some(supervisor), "the supervisor has its own field");
     signal(supervisor, "KILL");
     wait_for("the server to die", Duration::from_secs(2), || !alive(server));
     let (code, _) = finish(&env, child);

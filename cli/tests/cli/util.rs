@@ -357,6 +357,7 @@ pub struct EntryJson {
     pub state: String,
     pub pid: Option<u32>,
     pub child_pid: Option<u32>,
+    pub supervisor_pid: Option<u32>,
     pub command: Option<Vec<String>>,
     pub created: Option<String>,
     pub last_used: Option<String>,
