@@ -301,6 +301,12 @@ impl Model {
 
     /// `free`: the ports that are not excluded and that no server binds.
     fn predict(&self, name: &str, free: &BTreeSet<u16>) -> Fresh {
+        self.predict_claimed(name, free, &[])
+    }
+
+    /// As [`Self::predict`], inside a batch whose earlier names (`claimed`)
+    /// are never evicted by its later ones.
+    fn predict_claimed(&self, name: &str, free: &BTreeSet<u16>, claimed: &[&str]) -> Fresh {
         let eligible: Vec<&PortRange> = self.ranges.iter().filter(|r| r.fallback).collect();
         let open = |p: &u16| {
             eligible.iter().any(|r| r.contains(*p)) && free.contains(p) && !self.holds(*p)
@@ -320,7 +326,7 @@ impl Model {
             }
         }
         let idle: Vec<(&'static str, &Held)> = (self.held.iter())
-            .filter(|(_, h)| self.idle(h) && free.contains(&h.port))
+            .filter(|(n, h)| self.idle(h) && free.contains(&h.port) && !claimed.contains(n))
             .map(|(n, h)| (*n, h))
             .collect();
         if idle.is_empty() {
@@ -497,14 +503,17 @@ impl Run<'_> {
         let got = self.reg.get_many(&names);
         let mut next = self.model.clone();
         let mut exhausted = false;
+        let mut claimed: Vec<&str> = Vec::new();
         for (i, name) in names.into_iter().enumerate() {
             let answer = got.as_ref().ok().map(|ports| ports[i]);
+            let earlier = claimed.clone();
+            claimed.push(name);
             if let Some(h) = next.held.get_mut(name) {
                 ensure!(answer.is_none_or(|p| p == h.port), "`{name}` keeps its port in a batch");
                 h.used = None;
                 continue;
             }
-            let want = next.predict(name, free);
+            let want = next.predict_claimed(name, free, &earlier);
             if want == Fresh::Exhausted {
                 exhausted = true;
                 break;

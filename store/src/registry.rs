@@ -990,6 +990,10 @@ struct Tx<'t> {
     now: u64,
     /// Entries evicted by the allocation under way.
     evicted: Vec<Entry>,
+    /// Keys answered by this transaction so far (a `get_many` batch, or a
+    /// group-commit batch of several callers): never evicted by a later
+    /// request of the same transaction, so that a batch is all or nothing.
+    claimed: std::collections::HashSet<String>,
 }
 
 impl<'t> Tx<'t> {
@@ -1003,6 +1007,7 @@ impl<'t> Tx<'t> {
             reg,
             now: now_ms(),
             evicted: Vec::new(),
+            claimed: std::collections::HashSet::new(),
         })
     }
 
@@ -1091,7 +1096,15 @@ impl<'t> Tx<'t> {
         Ok(dropped)
     }
 
+    /// The project's allocation as [`Tx::get_unclaimed`] makes it; the key
+    /// is then claimed for the rest of the transaction.
     fn get(&mut self, key: &str, opts: &GetOptions) -> Result<Allocation> {
+        let a = self.get_unclaimed(key, opts)?;
+        self.claimed.insert(key.to_owned());
+        Ok(a)
+    }
+
+    fn get_unclaimed(&mut self, key: &str, opts: &GetOptions) -> Result<Allocation> {
         let cfg = &self.reg.config;
         if let Some(r) = &opts.range {
             cfg.check_range(r)?;
@@ -1360,6 +1373,7 @@ impl<'t> Tx<'t> {
                 continue;
             };
             if State::of(&e) != State::Idle
+                || self.claimed.contains(&key)
                 || guard(&e, "evict").is_err()
                 || Some(e.port) == avoid
                 || self.reg.exclusions.reason(e.port).is_some()

@@ -179,3 +179,71 @@ fn concurrent_callers_in_one_process_share_transactions_safely() {
     let ports: BTreeSet<u16> = listed.values().copied().collect();
     assert_eq!(ports.len(), listed.len(), "no port twice");
 }
+
+/// A batch is all or nothing and never evicts what it allocated itself: on
+/// tiny ranges, random `get_many` batches (with names already held, names
+/// repeated, and more names than ports) either return distinct ports, every
+/// name then listed with the port returned, or fail with "no free port"
+/// changing nothing. A `BTreeMap` model checks the registry after each one.
+#[test]
+fn get_many_is_all_or_nothing_and_never_evicts_its_own_allocations() {
+    let names: Vec<String> = (0..12).map(|i| format!("batch-{i}")).collect();
+    for seed in 1..=6u64 {
+        let size = 3 + (seed as u16 % 4); // 3 to 6 ports
+        let start = 26_100 + 10 * seed as u16;
+        let (_dir, reg) = registry(start, start + size - 1);
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut model: BTreeMap<String, u16> = BTreeMap::new();
+        for step in 0..40 {
+            let n = 1 + rng.below(2 * size as usize);
+            let batch: Vec<&str> = (0..n).map(|_| names[rng.below(names.len())].as_str()).collect();
+            let distinct: BTreeSet<&str> = batch.iter().copied().collect();
+            let before: Vec<_> = reg.list().unwrap().into_iter().map(|l| l.entry).collect();
+            match reg.get_many(&batch) {
+                Ok(ports) => {
+                    assert!(distinct.len() <= size as usize, "seed {seed} step {step}: {batch:?}");
+                    let mut by_name = BTreeMap::new();
+                    for (name, port) in batch.iter().zip(&ports) {
+                        assert_eq!(*by_name.entry(*name).or_insert(*port), *port, "{name}");
+                    }
+                    let unique: BTreeSet<u16> = by_name.values().copied().collect();
+                    assert_eq!(
+                        unique.len(),
+                        by_name.len(),
+                        "seed {seed} step {step}: one port twice"
+                    );
+                    // What the batch returned is what the registry holds.
+                    let listed: BTreeMap<String, u16> = reg
+                        .list()
+                        .unwrap()
+                        .into_iter()
+                        .map(|l| (l.entry.project, l.entry.port))
+                        .collect();
+                    for (name, port) in &by_name {
+                        assert_eq!(
+                            listed.get(*name),
+                            Some(port),
+                            "seed {seed} step {step}: {name}"
+                        );
+                    }
+                    // Entries not in the batch may have been evicted; those in
+                    // the model that survive keep their port.
+                    model.retain(|k, p| listed.get(k) == Some(p));
+                    for (name, port) in by_name {
+                        model.insert(name.to_owned(), port);
+                    }
+                    assert_eq!(listed, model, "seed {seed} step {step}");
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::NoFreePort, "seed {seed} step {step}: {e}");
+                    assert!(
+                        distinct.len() > size as usize,
+                        "seed {seed} step {step}: {batch:?}: {e}"
+                    );
+                    let after: Vec<_> = reg.list().unwrap().into_iter().map(|l| l.entry).collect();
+                    assert_eq!(before, after, "a failed batch changed the registry");
+                }
+            }
+        }
+    }
+}
