@@ -675,6 +675,10 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
         }
     });
     say_stopped(&a.name, &left, a.kill_grace);
+    // Killed by a signal, the command's status reaches the owner as such.
+    if let Exit::Signal(n) = exit {
+        sys::die_of_signal(n);
+    }
     exit.shell_code()
 }
 
@@ -685,7 +689,8 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
 /// got too).
 fn from_outside(sender: Option<u32>, me: u32, owner: u32, command: u32) -> bool {
     sender.is_some_and(|p| {
-        p != me && p != owner && sys::proc_stat(p).is_ok_and(|s| s.pgrp != command)
+        // A sender that has exited already (`kill`) is outside.
+        p != me && p != owner && sys::proc_stat(p).map_or(true, |s| s.pgrp != command)
     })
 }
 
@@ -763,6 +768,8 @@ pub struct Stopped {
     pub processes: BTreeMap<u32, String>,
     /// Whether some of them needed SIGKILL after the grace period.
     pub killed: bool,
+    /// Whether the grace period was cut short (a second Ctrl-C).
+    pub cut_short: bool,
 }
 
 /// Stops what a command left behind: the processes of group `pgid` and,
@@ -814,8 +821,9 @@ fn stop_leftovers_until(
                 break; // unkillable (uninterruptible sleep): give up waiting
             }
         }
-        if pause(Duration::from_millis(20)) {
+        if pause(Duration::from_millis(20)) && !now_kill {
             now_kill = true;
+            done.cut_short = Instant::now() < deadline;
         }
     }
     done
@@ -828,7 +836,9 @@ fn say_stopped(name: &str, s: &Stopped, grace: Duration) {
     }
     let n = s.processes.len();
     let list: Vec<String> = s.processes.iter().map(|(p, c)| format!("pid {p} ({c})")).collect();
-    let how = if s.killed {
+    let how = if s.killed && s.cut_short {
+        " (SIGKILL on a second Ctrl-C)".to_owned()
+    } else if s.killed {
         format!(" (SIGKILL after {})", crate::config::format_duration(grace))
     } else {
         String::new()
