@@ -411,7 +411,13 @@ impl Foreground {
                 Ok(Some(r)) if r.signal == sys::SIGCONT => self.resume(),
                 // The supervisor: the command's group stopped.
                 Ok(Some(r)) if r.signal == sys::SIGUSR1 => {
-                    if r.sender == Some(self.supervisor) && self.command_stopped() {
+                    if r.sender != Some(self.supervisor) || !self.command_stopped() {
+                    } else if self.terminal.is_some() && sys::in_foreground() {
+                        // This job is in the foreground already (`fg` of a
+                        // running job sends no SIGCONT): the command stopped
+                        // reading a terminal it did not have; hand it over.
+                        self.resume();
+                    } else {
                         self.suspend();
                     }
                 }
