@@ -9,11 +9,17 @@
 //! - the **supervisor** ([`supervise`], the process `portd __supervise`)
 //!   starts the command as the leader of a new process group and joins that
 //!   group itself, is a child subreaper (orphaned descendants are
-//!   reparented to it), reports the command's pid to the owner, and when
-//!   the command exits stops everything the command left behind: SIGTERM
-//!   (and SIGCONT), then SIGKILL after a grace period. It gets a
+//!   reparented to it), reports the command's pid to the owner once its
+//!   exec has succeeded, tells the owner (SIGUSR1) when the command stops
+//!   and continues the owner when someone else continues the command,
+//!   forwards the signals sent to it alone, and when the command exits
+//!   stops everything the command left behind: SIGTERM (and SIGCONT), then
+//!   SIGKILL after a grace period or at a second Ctrl-C. It gets a
 //!   parent-death signal from the owner, so a SIGKILLed owner takes the
 //!   whole group down; the command gets SIGKILL when the supervisor dies.
+//!
+//! Threads: [`Foreground`] must run in the main thread of a
+//! single-threaded process (see [`Foreground::start`]).
 //!
 //! The command's pid is also its process group id, which is what the
 //! registry records as the lease's `child_pid`.
@@ -411,7 +417,9 @@ impl Foreground {
                 Ok(Some(r)) if r.signal == sys::SIGCONT => self.resume(),
                 // The supervisor: the command's group stopped.
                 Ok(Some(r)) if r.signal == sys::SIGUSR1 => {
-                    if r.sender != Some(self.supervisor) || !self.command_stopped() {
+                    let ours = r.sender == Some(self.supervisor);
+                    if !ours || !self.command_stopped() {
+                        // Not the supervisor's report, or stale.
                     } else if self.terminal.is_some() && sys::in_foreground() {
                         // This job is in the foreground already (`fg` of a
                         // running job sends no SIGCONT): the command stopped

@@ -3,8 +3,8 @@
 
 use crate::util::*;
 use std::io::{Read, Write};
-use std::os::unix::process::ExitStatusExt;
 use std::net::TcpStream;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -788,7 +788,8 @@ fn a_second_ctrl_c_during_the_kill_grace_kills_at_once() {
          until [ -s {p}.tmp ]; do sleep 0.01; done; mv {p}.tmp {p}",
         p = p.display()
     );
-    let mut child = spawn(&env, &["run", "grace", "--kill-grace", "30s", "--", "bash", "-c", &script]);
+    let mut child =
+        spawn(&env, &["run", "grace", "--kill-grace", "30s", "--", "bash", "-c", &script]);
     let _reaper = Reaper(vec![child.id()]);
     let left = read_pid(&p);
     // The command is gone (reaped): the supervisor is in its grace period.
@@ -811,7 +812,9 @@ fn a_second_ctrl_c_during_the_kill_grace_kills_at_once() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         stderr,
-        format!("portd: stopped 1 process left by `grace`: pid {left} (sleep) (SIGKILL on a second Ctrl-C)\n")
+        format!(
+            "portd: stopped 1 process left by `grace`: pid {left} (sleep) (SIGKILL on a second Ctrl-C)\n"
+        )
     );
     assert!(!alive(left));
 }
