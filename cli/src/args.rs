@@ -149,11 +149,12 @@ Examples:
   portd run web -- vite --port {port} --strictPort
   portd run svc --fd -- ./server                 listening sockets from fd 3 (systemd style)
 
-The command gets PORT, PORTD_PORT and PORTD_PROJECT. SIGINT, SIGTERM, SIGHUP and SIGQUIT
-are forwarded to its process group; a second Ctrl-C within 2 s kills it; Ctrl-Z stops it
-(`fg`, `bg` resume). When the command exits, what it left running is stopped (SIGTERM,
-then SIGKILL after --kill-grace). portd exits with the command's status (128+N when killed
-by signal N), 127/126 when it cannot be started. If portd is killed, the command dies with it.")]
+The command gets PORT, PORTD_PORT, PORTD_PROJECT and PORTD_PROJECT_KEY. SIGINT, SIGTERM,
+SIGHUP and SIGQUIT are forwarded to its process group; a second Ctrl-C within 2 s kills it;
+Ctrl-Z stops the job (`fg`, `bg` resume). When the command exits, what it left running is
+stopped (SIGTERM, then SIGKILL after --kill-grace or at a second Ctrl-C). portd exits with
+the command's status; killed by signal N, it dies of signal N (a shell shows 128+N); 127/126
+when the command cannot be started. If portd is killed, the command dies with it.")]
     Run(RunArgs),
     #[command(name = "__supervise", hide = true)]
     Supervise {

@@ -46,6 +46,8 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::Damaged => 7,
         ErrorKind::Config => 8,
         ErrorKind::Permission => 9,
+        ErrorKind::CommandNotFound => 127,
+        ErrorKind::CommandNotExecutable => 126,
         _ => 1,
     }
 }

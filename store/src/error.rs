@@ -26,6 +26,11 @@ pub enum ErrorKind {
     Config,
     /// The registry location is unsafe or not ours: refused.
     Permission,
+    /// A command to run was not found (a shell's exit 127).
+    CommandNotFound,
+    /// A command to run was found but cannot be executed: not executable,
+    /// a directory, a bad interpreter line (a shell's exit 126).
+    CommandNotExecutable,
     /// Anything else (I/O and the like).
     Other,
 }

@@ -594,6 +594,43 @@ impl Registry {
         })
     }
 
+    /// Undoes `lease`, a `get` whose command never started, if the entry
+    /// is still exactly what that `get` wrote: puts back `before`, the
+    /// project's entry before it (or removes the new entry, writing no
+    /// history, and sets the history row back to `history`, the port it
+    /// had in history before), and puts back the idle entries the `get`
+    /// evicted or expired whose ports nobody took meanwhile. One
+    /// transaction; returns whether it undid anything.
+    pub fn undo_get(
+        &self,
+        project: &Project,
+        lease: &Allocation,
+        before: Option<&Entry>,
+        history: Option<u16>,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            if tx.entry(project.key())?.as_ref() != Some(&lease.entry) {
+                return Ok(false);
+            }
+            tx.remove(&lease.entry)?;
+            for e in lease.evicted.iter().chain(&lease.expired) {
+                if tx.entry(&e.project)?.is_none() && tx.port_holder(e.port)?.is_none() {
+                    let kept = tx.history_port(&e.project)?;
+                    tx.put(e, None)?;
+                    tx.set_history(&e.project, kept)?;
+                }
+            }
+            let history = before.map(|b| Some(b.port)).unwrap_or(history);
+            if let Some(b) = before
+                && tx.port_holder(b.port)?.is_none()
+            {
+                tx.put(b, None)?;
+            }
+            tx.set_history(project.key(), history)?;
+            Ok(true)
+        })
+    }
+
     /// Records the child process started for an active lease.
     pub fn set_child(&self, project: &Project, owner: Owner, child: u32) -> Result<bool> {
         self.write(|tx| {
@@ -1051,6 +1088,14 @@ impl<'t> Tx<'t> {
         self.lru.insert((e.last_used_ms, e.project.as_str()), ()).map_err(db_err)?;
         self.history.insert(e.project.as_str(), e.port).map_err(db_err)?;
         Ok(())
+    }
+
+    /// Sets (or, with `None`, deletes) `key`'s history row.
+    fn set_history(&mut self, key: &str, port: Option<u16>) -> Result<()> {
+        match port {
+            Some(p) => self.history.insert(key, p).map_err(db_err).map(drop),
+            None => self.history.remove(key).map_err(db_err).map(drop),
+        }
     }
 
     fn remove(&mut self, e: &Entry) -> Result<()> {

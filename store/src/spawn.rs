@@ -11,9 +11,23 @@
 //! child left in its process group (SIGTERM, then SIGKILL after
 //! [`DEFAULT_KILL_GRACE`](crate::supervisor::DEFAULT_KILL_GRACE)) and ends
 //! the lease; dropping a `LeasedChild` that was not waited for kills its
-//! process group and ends the lease, so nothing is left behind.
+//! process group and ends the lease, so nothing is left behind. A program
+//! that cannot be started is an error of kind
+//! [`ErrorKind::CommandNotFound`] (a shell's 127) or
+//! [`ErrorKind::CommandNotExecutable`] (126: not executable, a bad `#!`
+//! interpreter), and the registry is left as it was.
+//!
+//! Threads: the parent-death signal is tied to the *thread* that calls
+//! [`Registry::spawn`] (the kernel sends it when that thread exits, even if
+//! the process lives on), and only the direct child gets it: what the child
+//! starts in turn is not killed with it. Nothing here blocks signals, so a
+//! multi-threaded caller needs no care beyond spawning from a long-lived
+//! thread; for the full supervision of `portd run` (signal forwarding, job
+//! control, a whole tree stopped) see [`crate::supervisor::Foreground`],
+//! which must be used from a single-threaded process.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::record::Entry;
 use crate::registry::{Allocation, GetOptions, Project, Registry};
 use portd_core::{Owner, sys};
 use std::os::unix::process::CommandExt;
@@ -31,7 +45,10 @@ pub struct LeasedChild<'r> {
 
 impl Registry {
     /// Takes an active lease for `project` (owned by this process, port
-    /// bindable now) and starts `argv` on it.
+    /// bindable now) and starts `argv` on it. A program that cannot be
+    /// started fails with [`ErrorKind::CommandNotFound`] or
+    /// [`ErrorKind::CommandNotExecutable`] and changes nothing. Call it from
+    /// a thread that outlives the child (see the module docs).
     pub fn spawn<S: AsRef<str>>(
         &self,
         project: &Project,
@@ -41,8 +58,7 @@ impl Registry {
         let (program, args) = argv.split_first().ok_or_else(|| {
             Error::usage("no command to run").with_hint("pass the program and its arguments")
         })?;
-        crate::supervisor::resolve_program(program.as_ref())
-            .map_err(|e| Error::new(ErrorKind::Other, e.to_string()))?;
+        crate::supervisor::resolve_program(program.as_ref()).map_err(Error::from)?;
         let owner = Owner::this_process();
         let command: Vec<String> = argv.iter().map(|a| a.as_ref().to_owned()).collect();
         let opts = GetOptions {
@@ -51,6 +67,7 @@ impl Registry {
             require_free: true,
             ..opts.clone()
         };
+        let (before, history) = self.before_get(project)?;
         let lease = self.get_with(project, &opts)?;
         let mut cmd = Command::new(program.as_ref());
         cmd.args(args.iter().map(|a| with_port(a.as_ref(), lease.entry.port)));
@@ -61,14 +78,9 @@ impl Registry {
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.end_lease(project, owner);
-                if lease.fresh {
-                    let _ = self.release_many(std::slice::from_ref(project), true);
-                }
-                return Err(Error::new(
-                    ErrorKind::Other,
-                    format!("cannot start `{}`: {e}", program.as_ref()),
-                ));
+                let _ = self.undo_get(project, &lease, before.as_ref(), history);
+                let c = crate::supervisor::CannotStart::of_exec(program.as_ref(), &e);
+                return Err(Error::from(c));
             }
         };
         let _ = self.set_child(project, owner, child.id());
@@ -79,6 +91,23 @@ impl Registry {
             lease,
             child: Some(child),
         })
+    }
+}
+
+impl Registry {
+    /// What [`Registry::undo_get`] needs to put `project` back as it is
+    /// now: its entry, and its history row when it has no entry.
+    pub fn before_get(&self, project: &Project) -> Result<(Option<Entry>, Option<u16>)> {
+        let before = match self.show(project) {
+            Ok(l) => Some(l.entry),
+            Err(e) if e.kind() == ErrorKind::UnknownProject => None,
+            Err(e) => return Err(e),
+        };
+        let history = match before {
+            Some(_) => None,
+            None => self.history()?.into_iter().find(|(k, _)| k == project.key()).map(|(_, p)| p),
+        };
+        Ok((before, history))
     }
 }
 

@@ -9,11 +9,17 @@
 //! - the **supervisor** ([`supervise`], the process `portd __supervise`)
 //!   starts the command as the leader of a new process group and joins that
 //!   group itself, is a child subreaper (orphaned descendants are
-//!   reparented to it), reports the command's pid to the owner, and when
-//!   the command exits stops everything the command left behind: SIGTERM
-//!   (and SIGCONT), then SIGKILL after a grace period. It gets a
+//!   reparented to it), reports the command's pid to the owner once its
+//!   exec has succeeded, tells the owner (SIGUSR1) when the command stops
+//!   and continues the owner when someone else continues the command,
+//!   forwards the signals sent to it alone, and when the command exits
+//!   stops everything the command left behind: SIGTERM (and SIGCONT), then
+//!   SIGKILL after a grace period or at a second Ctrl-C. It gets a
 //!   parent-death signal from the owner, so a SIGKILLed owner takes the
 //!   whole group down; the command gets SIGKILL when the supervisor dies.
+//!
+//! Threads: [`Foreground`] must run in the main thread of a
+//! single-threaded process (see [`Foreground::start`]).
 //!
 //! The command's pid is also its process group id, which is what the
 //! registry records as the lease's `child_pid`.
@@ -101,6 +107,30 @@ impl CannotStart {
         let text = e.to_string();
         let reason = text.split(" (os error").next().unwrap_or(&text).to_lowercase();
         CannotStart::new(program, &reason, code)
+    }
+
+    /// A failed exec of `program`, which [`resolve_program`] found: "not
+    /// found" then means its interpreter (`#!` line) or loader is missing,
+    /// which a shell reports as 126.
+    pub(crate) fn of_exec(program: &str, e: &std::io::Error) -> Self {
+        let c = CannotStart::of_io(program, e);
+        if c.code == 127 && resolve_program(program).is_ok() {
+            return CannotStart::new(program, "bad interpreter or loader: not found", 126);
+        }
+        c
+    }
+}
+
+impl From<CannotStart> for Error {
+    /// [`ErrorKind::CommandNotFound`] for 127,
+    /// [`ErrorKind::CommandNotExecutable`] for 126.
+    fn from(c: CannotStart) -> Error {
+        let kind = if c.code == 127 {
+            ErrorKind::CommandNotFound
+        } else {
+            ErrorKind::CommandNotExecutable
+        };
+        Error::new(kind, c.to_string())
     }
 }
 
@@ -222,11 +252,18 @@ impl Foreground {
     /// command. `configure` sets the environment, which the command
     /// inherits. Returns once the command runs, with its pid known.
     ///
-    /// Blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD and SIGCONT in the
-    /// calling thread (they are handled in [`Foreground::wait`]) and makes
-    /// this process a child subreaper. Call it from the main thread of a
-    /// process that supervises this one command: [`Foreground::wait`]
-    /// reaps every child of the process and stops its descendants.
+    /// Blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGCONT and
+    /// SIGUSR1 in the calling thread (they are handled in
+    /// [`Foreground::wait`]) and makes this process a child subreaper.
+    ///
+    /// Threads: call it from the main thread of a single-threaded process
+    /// that supervises this one command, and call [`Foreground::wait`]
+    /// from the same thread. The signal mask is per thread, so another
+    /// thread that does not block these signals would take them instead
+    /// (a Ctrl-C would kill the process instead of being forwarded); the
+    /// supervisor's parent-death signal fires when the *calling thread*
+    /// exits; and [`Foreground::wait`] reaps every child of the process
+    /// and stops its descendants, including those of other threads.
     pub fn start(
         exe: &Path,
         launch: Launch,
@@ -243,6 +280,7 @@ impl Foreground {
             sys::SIGQUIT,
             sys::SIGCHLD,
             sys::SIGCONT,
+            sys::SIGUSR1,
         ])
         .map_err(|e| other("cannot block signals", e))?;
         let terminal = sys::controlling_terminal().then(sys::pgrp);
@@ -350,30 +388,59 @@ impl Foreground {
                 match ev {
                     ChildEvent::Exited(c) => self.phase = Phase::Exited(Exit::Code(c)),
                     ChildEvent::Signaled(s) => self.phase = Phase::Exited(Exit::Signal(s)),
-                    ChildEvent::Stopped(_) => self.suspend(),
-                    ChildEvent::Continued => {}
+                    // Only SIGSTOP stops the supervisor (it blocks the
+                    // terminal's stop signals): a `kill -STOP` of the whole
+                    // group, which the supervisor cannot report.
+                    ChildEvent::Stopped(_) if self.command_stopped() => self.suspend(),
+                    ChildEvent::Stopped(_) | ChildEvent::Continued => {}
                 }
             }
             if let Phase::Exited(exit) = self.phase {
                 // Normally the supervisor has stopped everything; if it was
                 // killed, what is left is this process's to stop.
                 self.phase = Phase::Stopping;
-                let left = stop_leftovers(Some(self.command), true, self.kill_grace);
+                let mut last_int = None;
+                let signals = &self.signals;
+                let left = stop_leftovers_until(Some(self.command), true, self.kill_grace, |d| {
+                    match signals.wait_for(Some(d)) {
+                        Ok(Some(r)) if r.signal == sys::SIGINT => double_int(&mut last_int),
+                        _ => false,
+                    }
+                });
                 say_stopped(&self.name, &left, self.kill_grace);
                 self.phase = Phase::Exited(exit);
                 self.restore_terminal();
                 return exit;
             }
-            match self.signals.wait() {
-                Ok(s) if s == sys::SIGCHLD => {}
-                Ok(s) if s == sys::SIGCONT => self.resume(),
-                Ok(s) => {
-                    let _ = sys::kill(group, s);
+            match self.signals.wait_for(None) {
+                Ok(Some(r)) if r.signal == sys::SIGCHLD => {}
+                Ok(Some(r)) if r.signal == sys::SIGCONT => self.resume(),
+                // The supervisor: the command's group stopped.
+                Ok(Some(r)) if r.signal == sys::SIGUSR1 => {
+                    let ours = r.sender == Some(self.supervisor);
+                    if !ours || !self.command_stopped() {
+                        // Not the supervisor's report, or stale.
+                    } else if self.terminal.is_some() && sys::in_foreground() {
+                        // This job is in the foreground already (`fg` of a
+                        // running job sends no SIGCONT): the command stopped
+                        // reading a terminal it did not have; hand it over.
+                        self.resume();
+                    } else {
+                        self.suspend();
+                    }
+                }
+                Ok(Some(r)) => {
+                    let _ = sys::kill(group, r.signal);
                     let _ = sys::kill(group, sys::SIGCONT);
                 }
+                Ok(None) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
+    }
+
+    fn command_stopped(&self) -> bool {
+        sys::proc_stat(self.command).is_ok_and(|s| s.state == 'T')
     }
 
     /// The command's group stopped: on a terminal, take it back and stop
@@ -381,12 +448,13 @@ impl Foreground {
     /// the terminal over again if this process is in the foreground (`fg`,
     /// not `bg`) and continue the group.
     fn suspend(&mut self) {
-        if self.terminal.is_none() {
-            return;
-        }
+        let Some(ours) = self.terminal else { return };
         self.phase = Phase::Suspended;
         self.restore_terminal();
-        let _ = sys::kill(std::process::id() as i32, sys::SIGTSTP);
+        // The whole job stops, as with `sudo`: a shell waiting in
+        // `sh -c 'portd run …; …'` stops too, so the job is reported
+        // stopped and the prompt comes back.
+        let _ = sys::kill(sys::job_target(std::process::id(), ours), sys::SIGTSTP);
         // Continued.
         self.resume();
     }
@@ -451,6 +519,9 @@ fn describe(exit: Exit) -> String {
 /// The supervisor process (`portd __supervise`): see the module docs.
 /// Returns the exit code to exit with: the command's, as a shell reports it.
 pub fn supervise(a: &SuperviseArgs) -> u8 {
+    // The terminal's stop signals are blocked too: the supervisor must stay
+    // able to act while the command is stopped (to report the stop, and to
+    // continue the owner when someone else continues the command).
     let Ok(signals) = SignalSet::block(&[
         sys::SIGINT,
         sys::SIGTERM,
@@ -458,6 +529,10 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
         sys::SIGQUIT,
         sys::SIGUSR2,
         sys::SIGCHLD,
+        sys::SIGCONT,
+        sys::SIGTSTP,
+        sys::SIGTTIN,
+        sys::SIGTTOU,
     ]) else {
         return 1;
     };
@@ -474,12 +549,21 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
         return 127;
     };
     let _ = sys::set_child_subreaper();
+    // With `--fd`, `__exec` tells on this pipe whether the command's exec
+    // failed (one line) or succeeded (end of file: the pipe is
+    // close-on-exec in `__exec`).
+    let mut status = None;
     let mut cmd = if a.fds > 0 {
         // `__exec` sets LISTEN_PID to its own pid, then becomes the command.
         let Ok(exe) = std::env::current_exe() else {
             tell(Report::Failed(CannotStart::new(program, "cannot find portd itself", 127)));
             return 127;
         };
+        let Ok(pipe) = std::io::pipe() else {
+            tell(Report::Failed(CannotStart::new(program, "cannot make a pipe", 126)));
+            return 126;
+        };
+        status = Some(pipe);
         let mut c = Command::new(exe);
         c.arg("__exec").arg("--name").arg(&a.name).arg("--fds").arg(a.fds.to_string());
         c.arg("--").args(&a.argv);
@@ -493,26 +577,44 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
     // The owner's group (this process is still in it): if it has the
     // terminal, the command's group takes it.
     let owner_group = sys::pgrp();
+    let owner = sys::ppid();
     let grab = a.terminal && sys::foreground_group() == Some(owner_group);
     if grab {
         sys::take_terminal_in_child(&mut cmd, owner_group);
     }
     sys::clear_signal_mask(&mut cmd);
     sys::parent_death_signal(&mut cmd, sys::SIGKILL);
-    sys::pass_fds(&mut cmd, listeners.iter().map(AsRawFd::as_raw_fd).collect());
-    let child = match cmd.spawn() {
+    let mut fds: Vec<_> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
+    if let Some((_, w)) = &status {
+        fds.push(w.as_raw_fd());
+    }
+    sys::pass_fds(&mut cmd, fds);
+    let spawned = cmd.spawn();
+    drop(listeners);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            let c = CannotStart::of_io(program, &e);
+            let c = CannotStart::of_exec(program, &e);
             let code = c.code;
             tell(Report::Failed(c));
             return code;
         }
     };
-    drop(listeners);
+    if let Some((mut r, w)) = status {
+        drop(w);
+        let mut line = String::new();
+        let _ = r.read_to_string(&mut line);
+        if let Some(Report::Failed(c)) = Report::parse(&line) {
+            let _ = child.wait();
+            let code = c.code;
+            tell(Report::Failed(c));
+            return code;
+        }
+    }
     let command = child.id();
     drop(child); // waited for with waitpid below
     let group = -(command as i32);
+    let me = std::process::id();
     // Join the command's group, so that the terminal's signals (Ctrl-C,
     // Ctrl-Z) reach this process too.
     let _ = sys::set_process_group(0, command);
@@ -523,6 +625,7 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
     let mut phase = Phase::Running;
     let mut last_int: Option<Instant> = None;
     let exit = loop {
+        let was = phase;
         while let Ok(Some((pid, ev))) = sys::wait_child(-1, false) {
             if pid != command {
                 continue; // an adopted orphan, reaped
@@ -530,60 +633,97 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
             match ev {
                 ChildEvent::Exited(c) => phase = Phase::Exited(Exit::Code(c)),
                 ChildEvent::Signaled(s) => phase = Phase::Exited(Exit::Signal(s)),
-                // Stopped alone (SIGSTOP from outside, SIGTTIN, …): on a
-                // terminal, stop too, so that the owner sees its child
-                // stopped and gives the terminal back to the shell.
-                ChildEvent::Stopped(_) => {
-                    // Still stopped a moment later: not a stop that the
-                    // SIGCONT waking this process is just undoing.
-                    let stopped = || sys::proc_stat(command).is_ok_and(|s| s.state == 'T');
-                    if a.terminal && stopped() && {
-                        std::thread::sleep(Duration::from_millis(20));
-                        stopped()
-                    } {
-                        phase = Phase::Suspended;
-                        let _ = sys::kill(std::process::id() as i32, sys::SIGSTOP);
-                    }
-                }
-                ChildEvent::Continued => {
-                    if phase == Phase::Suspended {
-                        phase = Phase::Running;
-                    }
-                }
+                ChildEvent::Stopped(_) => phase = Phase::Suspended,
+                ChildEvent::Continued => phase = Phase::Running,
             }
         }
         if let Phase::Exited(exit) = phase {
             break exit;
         }
-        match signals.wait() {
-            Ok(s) if s == sys::SIGUSR2 => {
+        match (was, phase) {
+            // The command stopped (Ctrl-Z, SIGTTIN, a `kill -STOP`): on a
+            // terminal, the owner stops its job and gives the terminal back.
+            (Phase::Running, Phase::Suspended) if a.terminal => {
+                let _ = sys::kill(owner as i32, sys::SIGUSR1);
+            }
+            // Continued, by the owner or by anyone else: if the owner is
+            // still stopped, continue its job too, so that it can act.
+            (Phase::Suspended, Phase::Running)
+                if sys::proc_stat(owner).is_ok_and(|s| s.state == 'T') =>
+            {
+                let _ = sys::kill(sys::job_target(owner, owner_group), sys::SIGCONT);
+            }
+            _ => {}
+        }
+        let Ok(Some(r)) = signals.wait_for(None) else { continue };
+        match r.signal {
+            s if s == sys::SIGUSR2 => {
                 // The owner died: take everything down, this process included.
                 for (pid, _) in leftovers(Some(command), true) {
                     let _ = sys::kill(pid as i32, sys::SIGKILL);
                 }
                 let _ = sys::kill(group, sys::SIGKILL);
-                let _ = sys::kill(std::process::id() as i32, sys::SIGKILL);
+                let _ = sys::kill(me as i32, sys::SIGKILL);
             }
-            Ok(s) if s == sys::SIGINT => {
-                if last_int.is_some_and(|t| t.elapsed() < DOUBLE_INT) {
+            s if s == sys::SIGINT || s == sys::SIGTERM || s == sys::SIGHUP || s == sys::SIGQUIT => {
+                if from_outside(r.sender, me, owner, command) {
+                    // Sent to this process alone: the command's group
+                    // gets it (and SIGCONT, so that a stopped group dies).
+                    let _ = sys::kill(group, s);
+                    let _ = sys::kill(group, sys::SIGCONT);
+                }
+                if s == sys::SIGINT && r.sender != Some(me) && double_int(&mut last_int) {
                     let _ = sys::kill(group, sys::SIGKILL);
                 }
-                last_int = Some(Instant::now());
             }
-            // The command got the same signal through the group.
-            Ok(_) => {}
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            _ => {}
         }
     };
-    let left = stop_leftovers(Some(command), true, a.kill_grace);
+    let left = stop_leftovers_until(Some(command), true, a.kill_grace, |d| {
+        match signals.wait_for(Some(d)) {
+            Ok(Some(r)) if r.signal == sys::SIGUSR2 => true,
+            Ok(Some(r)) if r.signal == sys::SIGINT && r.sender != Some(me) => {
+                double_int(&mut last_int)
+            }
+            _ => false,
+        }
+    });
     say_stopped(&a.name, &left, a.kill_grace);
+    // Killed by a signal, the command's status reaches the owner as such.
+    if let Exit::Signal(n) = exit {
+        sys::die_of_signal(n);
+    }
     exit.shell_code()
+}
+
+/// Whether a signal the supervisor received was sent to it alone by a
+/// process outside the command's group and other than the owner: not the
+/// terminal's (no sender), not the owner's forwarding to the group, not a
+/// signal a member of the group sent to the whole group (which the command
+/// got too).
+fn from_outside(sender: Option<u32>, me: u32, owner: u32, command: u32) -> bool {
+    sender.is_some_and(|p| {
+        // A sender that has exited already (`kill`) is outside.
+        p != me && p != owner && sys::proc_stat(p).map_or(true, |s| s.pgrp != command)
+    })
+}
+
+/// Records a SIGINT; whether it is the second within [`DOUBLE_INT`].
+fn double_int(last: &mut Option<Instant>) -> bool {
+    let second = last.is_some_and(|t| t.elapsed() < DOUBLE_INT);
+    *last = Some(Instant::now());
+    second
 }
 
 /// `portd __exec`: sets the systemd socket-activation variables for the
 /// `fds` descriptors from 3 with this process's own pid, then becomes the
-/// command. Returns only if that fails, with 127 or 126.
+/// command. Returns only if that fails, with 127 or 126, having said why
+/// on the supervisor's status pipe (descriptor `3 + fds`) if there is
+/// one, else on stderr.
 pub fn exec_with_fds(name: &str, fds: usize, argv: &[String]) -> u8 {
+    // Close-on-exec from here: end of file tells the supervisor the exec
+    // succeeded.
+    let status = sys::inherited_fd(3 + fds as i32).map(std::fs::File::from);
     let Some(program) = argv.first() else { return 127 };
     let names = vec![name; fds].join(":");
     let mut cmd = Command::new(program);
@@ -594,9 +734,17 @@ pub fn exec_with_fds(name: &str, fds: usize, argv: &[String]) -> u8 {
     // portd's main ignored SIGXFSZ; the server gets the default.
     sys::clear_signal_mask(&mut cmd);
     let err = cmd.exec();
-    let c = CannotStart::of_io(program, &err);
-    let _ = writeln!(std::io::stderr(), "error: {c}");
-    c.code
+    let c = CannotStart::of_exec(program, &err);
+    let code = c.code;
+    match status {
+        Some(mut f) => {
+            let _ = f.write_all(Report::Failed(c).line().as_bytes());
+        }
+        None => {
+            let _ = writeln!(std::io::stderr(), "error: {c}");
+        }
+    }
+    code
 }
 
 /// What is left to stop: the processes of group `pgid` and, with
@@ -634,6 +782,8 @@ pub struct Stopped {
     pub processes: BTreeMap<u32, String>,
     /// Whether some of them needed SIGKILL after the grace period.
     pub killed: bool,
+    /// Whether the grace period was cut short (a second Ctrl-C).
+    pub cut_short: bool,
 }
 
 /// Stops what a command left behind: the processes of group `pgid` and,
@@ -641,9 +791,25 @@ pub struct Stopped {
 /// adopts the orphans of its tree; they are reaped meanwhile). SIGTERM and
 /// SIGCONT to each, then SIGKILL to what is still there after `grace`.
 pub fn stop_leftovers(pgid: Option<u32>, descendants: bool, grace: Duration) -> Stopped {
+    stop_leftovers_until(pgid, descendants, grace, |d| {
+        std::thread::sleep(d);
+        false
+    })
+}
+
+/// [`stop_leftovers`], calling `pause` between rounds (with how long to
+/// wait, about 20 ms) instead of sleeping: `pause` returning true (a
+/// second Ctrl-C) cuts the grace period short, SIGKILL at once.
+fn stop_leftovers_until(
+    pgid: Option<u32>,
+    descendants: bool,
+    grace: Duration,
+    mut pause: impl FnMut(Duration) -> bool,
+) -> Stopped {
     let mut done = Stopped::default();
     let deadline = Instant::now() + grace;
     let mut killed_at: Option<Instant> = None;
+    let mut now_kill = false;
     loop {
         if descendants {
             while let Ok(Some(_)) = sys::wait_child(-1, false) {}
@@ -659,7 +825,7 @@ pub fn stop_leftovers(pgid: Option<u32>, descendants: bool, grace: Duration) -> 
                 let _ = sys::kill(*pid as i32, sys::SIGCONT);
             }
         }
-        if Instant::now() >= deadline {
+        if now_kill || Instant::now() >= deadline {
             for pid in now.keys() {
                 let _ = sys::kill(*pid as i32, sys::SIGKILL);
             }
@@ -669,7 +835,10 @@ pub fn stop_leftovers(pgid: Option<u32>, descendants: bool, grace: Duration) -> 
                 break; // unkillable (uninterruptible sleep): give up waiting
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        if pause(Duration::from_millis(20)) && !now_kill {
+            now_kill = true;
+            done.cut_short = Instant::now() < deadline;
+        }
     }
     done
 }
@@ -681,7 +850,9 @@ fn say_stopped(name: &str, s: &Stopped, grace: Duration) {
     }
     let n = s.processes.len();
     let list: Vec<String> = s.processes.iter().map(|(p, c)| format!("pid {p} ({c})")).collect();
-    let how = if s.killed {
+    let how = if s.killed && s.cut_short {
+        " (SIGKILL on a second Ctrl-C)".to_owned()
+    } else if s.killed {
         format!(" (SIGKILL after {})", crate::config::format_duration(grace))
     } else {
         String::new()

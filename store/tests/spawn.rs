@@ -135,3 +135,26 @@ fn bind_tcp_listens_on_loopback_unless_a_host_is_given() {
     }
     drop(open);
 }
+
+#[test]
+fn spawn_of_a_script_with_a_bad_interpreter_is_126_and_changes_nothing() {
+    use portd_store::ErrorKind;
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, reg) = registry();
+    let bad = dir.path().join("bad.sh");
+    std::fs::write(&bad, "#!/nonexistent/interp\necho hi\n").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bad = bad.to_str().unwrap();
+    let old = Project::name("old").unwrap();
+    reg.get_with(&old, &GetOptions::default()).unwrap();
+    let snapshot = || (reg.list().unwrap(), reg.history().unwrap());
+    for name in ["new", "old"] {
+        let p = Project::name(name).unwrap();
+        let before = snapshot();
+        let err = reg.spawn(&p, &[bad], &GetOptions::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CommandNotExecutable, "{err:?}");
+        assert_eq!(snapshot(), before, "`{name}`: the registry changed");
+    }
+    let err = reg.spawn(&old, &["/nonexistent/cmd"], &GetOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CommandNotFound, "{err:?}");
+}

@@ -6,7 +6,7 @@
 use crate::Ctx;
 use crate::args::RunArgs;
 use portd_store::supervisor::{self, Foreground, Launch, StartError, SuperviseArgs};
-use portd_store::{Allocation, Error, ErrorKind, GetOptions, Owner, Project, Registry};
+use portd_store::{Allocation, Error, ErrorKind, GetOptions, Owner};
 use std::net::{IpAddr, TcpListener};
 use std::time::Duration;
 
@@ -59,12 +59,18 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
         move_port: a.move_port,
         ..Default::default()
     };
+    // What the registry held for the project, to put back if the command
+    // cannot start.
+    let (before, history) = reg.before_get(&project)?;
     let lease = reg.get_with(&project, &opts)?;
+    let abandon = || {
+        let _ = reg.undo_get(&project, &lease, before.as_ref(), history);
+    };
     let port = lease.entry.port;
     let listeners = match bind(&lease, &listen) {
         Ok(l) => l,
         Err(e) => {
-            abandon(&reg, &project, me, &lease);
+            abandon();
             return Err(e);
         }
     };
@@ -87,7 +93,7 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
     let fg = match started {
         Ok(fg) => fg,
         Err(e) => {
-            abandon(&reg, &project, me, &lease);
+            abandon();
             return match e {
                 StartError::Command(c) => {
                     ctx.out.error(&c.to_string(), None);
@@ -109,15 +115,13 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
     if let Err(e) = reg.end_lease(&project, me) {
         ctx.out.warn(&format!("could not end the lease: {}", e.message()));
     }
-    Ok(exit.shell_code())
-}
-
-/// Ends a lease that never ran, removing the entry if this call created it.
-fn abandon(reg: &Registry, project: &Project, me: Owner, lease: &Allocation) {
-    let _ = reg.end_lease(project, me);
-    if lease.fresh {
-        let _ = reg.release_many(std::slice::from_ref(project), true);
+    // Killed by a signal, the command's status is passed on as such (a
+    // shell's loop around `portd run` stops on Ctrl-C, as around the
+    // command itself); 128+N only if the signal does not end a process.
+    if let supervisor::Exit::Signal(n) = exit {
+        portd_core::sys::die_of_signal(n);
     }
+    Ok(exit.shell_code())
 }
 
 fn bind(lease: &Allocation, listen: &Listen) -> Result<Vec<TcpListener>, Error> {

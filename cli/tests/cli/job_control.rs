@@ -106,6 +106,25 @@ fn state_of(pid: u32) -> Option<char> {
     portd_core::sys::proc_stat(pid).ok().map(|s| s.state)
 }
 
+/// The foreground process group of `pid`'s terminal (`tpgid`, the 8th
+/// field of /proc/PID/stat).
+fn terminal_group_of(pid: u32) -> Option<u32> {
+    let line = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &line[line.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(5)?.parse().ok()
+}
+
+/// Waits until the terminal's foreground group is `pgid` (a command's pid
+/// is its group's id): `fg` has handed it the terminal.
+#[track_caller]
+fn wait_for_terminal(pgid: u32) {
+    wait_for("the command to have the terminal", || terminal_group_of(pgid) == Some(pgid));
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    portd_core::sys::proc_stat(pid).ok().map(|s| s.ppid)
+}
+
 /// The process whose parent is `ppid` and whose name is `comm`.
 fn child_named(ppid: u32, comm: &str) -> Option<u32> {
     portd_core::sys::process_table()
@@ -165,7 +184,11 @@ fn ctrl_z_stops_the_job_and_gives_the_prompt_back_then_bg_fg_and_ctrl_c_work() {
     // `fg`, then Ctrl-C reaches the command: the job ends with 130.
     t.send("fg\n");
     t.expect("run zz -- sleep 30");
-    t.step("sleep 0.5");
+    // `fg` of a running job gives the terminal to `portd run`'s group
+    // (which forwards Ctrl-C) and sends no SIGCONT.
+    wait_for("the job to have the terminal", || {
+        terminal_group_of(sleep).is_some_and(|g| g == run || g == sleep)
+    });
     t.send("\x03");
     t.expect(r"PROMPT\$ ");
     t.send("echo rc=$?\n");
@@ -182,12 +205,18 @@ fn ctrl_z_then_fg_gives_the_terminal_back_to_the_command() {
     t.expect(r"PROMPT\$ ");
     // The command reads the terminal: it can only do so in the foreground.
     t.send(&format!("{BIN} run rd -- sh -c 'read line; echo \"got:$line\"'\n"));
-    wait_for("`rd` to run", || env.ls().iter().any(|e| e.child_pid.is_some()));
+    let mut command = None;
+    wait_for("`rd` to run", || {
+        command = env.ls().iter().find_map(|e| e.child_pid);
+        command.is_some()
+    });
+    let command = command.unwrap();
+    wait_for_terminal(command);
     t.send("\x1a");
     t.expect(r"Stopped .*\n.*PROMPT\$ ");
     t.send("fg\n");
     t.expect("run rd");
-    t.step("sleep 0.5");
+    wait_for_terminal(command);
     t.send("hello\n");
     t.expect("got:hello");
     t.expect(r"PROMPT\$ ");
@@ -205,13 +234,19 @@ fn a_run_started_in_the_background_gets_the_terminal_on_fg() {
     // background job; `fg` gives the command the terminal.
     t.send(&format!("{BIN} run bgrd -- sh -c 'read line; echo \"got:$line\"' &\n"));
     t.expect(r"PROMPT\$ ");
-    wait_for("`bgrd` to run", || env.ls().iter().any(|e| e.child_pid.is_some()));
-    t.step("sleep 0.5");
+    let mut e = None;
+    wait_for("`bgrd` to run", || {
+        e = env.ls().into_iter().find(|e| e.child_pid.is_some());
+        e.is_some()
+    });
+    let (run, command) = e.map(|e| (e.pid.unwrap(), e.child_pid.unwrap())).unwrap();
+    // The job is stopped once `portd run` is; the shell then says so.
+    wait_for("the job to stop", || state_of(run) == Some('T'));
     t.send("jobs\n");
     t.expect(r"\[1\]\+\s+Stopped.*run bgrd.*\n.*PROMPT\$ ");
     t.send("fg\n");
     t.expect("run bgrd");
-    t.step("sleep 0.5");
+    wait_for_terminal(command);
     t.send("typed\n");
     t.expect("got:typed");
     t.expect(r"PROMPT\$ ");
@@ -247,11 +282,72 @@ fn a_stopped_command_dies_when_portd_run_is_terminated() {
     wait_for("the command to stop", || state_of(server) == Some('T'));
     portd_core::sys::kill(run.id() as i32, portd_core::sys::SIGTERM).unwrap();
     let out = run.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(15), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     for pid in [server, supervisor] {
         wait_for("every process to end", || state_of(pid).is_none_or(|s| s == 'Z'));
     }
     let e = entry(&env, "stp");
+    assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
+}
+
+#[test]
+fn ctrl_z_stops_a_job_whose_shell_waits_for_portd_run() {
+    let env = Env::new();
+    let mut t = Pty::start(&env);
+    t.expect(r"PROMPT\$ ");
+    // `portd run` is not alone in its job: the `sh` waiting for it must
+    // stop too, or the interactive shell never sees the job stop.
+    t.send(&format!("sh -c '{BIN} run zw -- sleep 30; echo after'\n"));
+    let mut e = None;
+    wait_for("`zw` to run", || {
+        e = env.ls().into_iter().find(|e| e.project == "zw" && e.child_pid.is_some());
+        e.is_some()
+    });
+    let (run, sleep) = e.map(|e| (e.pid.unwrap(), e.child_pid.unwrap())).unwrap();
+    let sh = parent_of(run).unwrap();
+    wait_for_terminal(sleep);
+    t.send("\x1a");
+    t.expect(r"Stopped\s+sh -c .*\n.*PROMPT\$ ");
+    assert_eq!((state_of(sh), state_of(run), state_of(sleep)), (Some('T'), Some('T'), Some('T')));
+    t.send("fg\n");
+    t.expect("sh -c");
+    wait_for_terminal(sleep);
+    t.send("\x03");
+    t.expect(r"after\s+PROMPT\$ ");
+    wait_for("the processes to end", || state_of(sleep).is_none() && state_of(run).is_none());
+    let e = entry(&env, "zw");
+    assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
+}
+
+#[test]
+fn a_command_stopped_and_continued_from_outside_keeps_the_run_going() {
+    let env = Env::new();
+    let mut t = Pty::start(&env);
+    t.expect(r"PROMPT\$ ");
+    t.send(&format!("{BIN} run sc -- sleep 4\n"));
+    let mut e = None;
+    wait_for("`sc` to run", || {
+        e = env.ls().into_iter().find(|e| e.project == "sc" && e.child_pid.is_some());
+        e.is_some()
+    });
+    let (run, sleep) = e.map(|e| (e.pid.unwrap(), e.child_pid.unwrap())).unwrap();
+    let supervisor = parent_of(sleep).unwrap();
+    wait_for_terminal(sleep);
+    // As a debugger would: stop the server, and continue it a while later.
+    portd_core::sys::kill(sleep as i32, portd_core::sys::SIGSTOP).unwrap();
+    t.expect(r"Stopped .*run sc -- sleep 4\s+.*PROMPT\$ ");
+    wait_for("`portd run` to stop with its job", || state_of(run) == Some('T'));
+    t.step("sleep 0.3");
+    t.send("echo mark\n");
+    t.expect(r"mark\s+PROMPT\$ ");
+    portd_core::sys::kill(sleep as i32, portd_core::sys::SIGCONT).unwrap();
+    wait_for("the chain to run again", || {
+        [run, supervisor, sleep].iter().all(|&p| state_of(p).is_some_and(|s| s != 'T'))
+    });
+    // The server's exit ends the run.
+    wait_for("the run to end", || state_of(run).is_none_or(|s| s == 'Z'));
+    let e = entry(&env, "sc");
     assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
 }

@@ -4,6 +4,7 @@
 use crate::util::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,10 +54,20 @@ fn spawn(env: &Env, args: &[&str]) -> Child {
     env.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
-/// Waits for `child`, returning its exit code and stderr.
+/// Waits for `child`, returning its exit code as a shell shows it (128+N
+/// for a death by signal N) and its stderr.
 fn finish(env: &Env, child: Child) -> (i32, String) {
     let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), env.scrub(&String::from_utf8_lossy(&out.stderr)))
+    let code = out.status.code().or(out.status.signal().map(|n| 128 + n)).unwrap_or(-1);
+    (code, env.scrub(&String::from_utf8_lossy(&out.stderr)))
+}
+
+/// [`finish`], failing if `child` has not exited within `limit`.
+#[track_caller]
+fn finish_within(env: &Env, mut child: Child, limit: Duration) -> (i32, String) {
+    let _reaper = Reaper(vec![child.id()]);
+    wait_for("`portd run` to exit", limit, || child.try_wait().unwrap().is_some());
+    finish(env, child)
 }
 
 /// The entry of `name`, once `portd run` (running as `run`) has recorded
@@ -183,8 +194,9 @@ fn exit_codes_pass_through() {
     let env = private_range(22300, 100);
     let out = env.run(&["run", "codes", "--", "sh", "-c", "exit 7"]);
     assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (7, "", ""));
-    let out = env.run(&["run", "codes", "--", "sh", "-c", "kill -TERM $$"]);
-    assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (143, "", ""));
+    let out = env.command(["run", "codes", "--", "sh", "-c", "kill -TERM $$"]).output().unwrap();
+    assert_eq!(out.status.signal(), Some(15), "dies of the command's signal: {out:?}");
+    assert_eq!((out.stdout.as_slice(), out.stderr.as_slice()), (&b""[..], &b""[..]));
     let out = env.run(&[
         "run",
         "codes",
@@ -289,7 +301,7 @@ fn sigkill_of_portd_run_takes_the_child_and_frees_the_port() {
     let server: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     signal(child.id(), "KILL");
     let (code, _) = finish(&env, child);
-    assert_eq!(code, -1, "portd run was killed");
+    assert_eq!(code, 137, "portd run was killed by SIGKILL");
     let t = Instant::now();
     wait_for("the server to die", Duration::from_secs(1), || !alive(server));
     assert!(t.elapsed() < Duration::from_secs(1));
@@ -690,4 +702,119 @@ fn run_refuses_json_because_it_prints_no_data() {
     let err = out.error(2);
     assert!(err.starts_with("error: `run` prints no data, so `--json` does not apply\n"), "{err}");
     assert_eq!(env.run(&["ls", "--json"]).ok(), "[]\n");
+}
+
+#[test]
+fn a_command_killed_by_a_signal_takes_portd_run_with_it() {
+    let env = private_range(24900, 100);
+    for (sig, n) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+        let script = format!("kill -{sig} $$");
+        let out = env.command(["run", "sig", "--", "sh", "-c", &script]).output().unwrap();
+        assert_eq!(out.status.signal(), Some(n), "{sig}: {out:?}");
+        assert_eq!((out.stdout.as_slice(), out.stderr.as_slice()), (&b""[..], &b""[..]));
+        let e = env.ls().into_iter().find(|e| e.project == "sig").unwrap();
+        assert_eq!((e.state.as_str(), e.pid), ("idle", None), "the lease ended first");
+    }
+    // What a shell reports: 128+N.
+    let out = env.shell(r#"portd run sig -- sh -c 'kill -INT $$'; echo rc=$?"#);
+    assert_eq!(out.ok(), "rc=130\n");
+}
+
+/// A script whose `#!` interpreter does not exist: the file is there and
+/// executable, but its exec fails (a shell's 126).
+fn bad_interpreter(env: &Env) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let f = env.root().join("bad.sh");
+    std::fs::write(&f, "#!/nonexistent/interp\necho hi\n").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_command_whose_exec_fails_leaves_the_registry_as_it_was() {
+    let env = private_range(25000, 100);
+    env.run(&["get", "old"]).port();
+    env.run(&["get", "gone"]).port();
+    env.run(&["release", "gone"]);
+    let bad = bad_interpreter(&env);
+    for fd in [false, true] {
+        for name in ["new", "old", "gone"] {
+            let before = env.run(&["ls", "--all", "--json"]).ok().to_owned();
+            let mut args = vec!["run", name];
+            if fd {
+                args.push("--fd");
+            }
+            args.extend(["--", bad.as_str()]);
+            let out = env.run(&args);
+            assert_eq!(
+                (out.code, out.stdout.as_str(), out.stderr.as_str()),
+                (
+                    126,
+                    "",
+                    "error: cannot run `[ROOT]/bad.sh`: bad interpreter or loader: not found\n"
+                ),
+                "{args:?}"
+            );
+            let after = env.run(&["ls", "--all", "--json"]).ok().to_owned();
+            assert_eq!(after, before, "{args:?} changed the registry");
+        }
+    }
+}
+
+#[test]
+fn sigterm_sent_to_the_supervisor_reaches_the_command_and_ends_the_run() {
+    let env = private_range(25100, 100);
+    for sig in ["TERM", "HUP", "QUIT"] {
+        let (mut child, file) = trapping_child(&env, "supsig", sig);
+        active(&env, &mut child, "supsig");
+        let shown: EntryJson = env.run(&["show", "supsig", "--json"]).json();
+        signal(shown.supervisor_pid.expect("a supervisor"), sig);
+        let (code, stderr) = finish_within(&env, child, Duration::from_secs(5));
+        assert_eq!(code, 42, "{sig}: {stderr}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{sig}\n"));
+        let e = env.ls().into_iter().find(|e| e.project == "supsig").unwrap();
+        assert_eq!((e.state.as_str(), e.pid), ("idle", None));
+    }
+}
+
+#[test]
+fn a_second_ctrl_c_during_the_kill_grace_kills_at_once() {
+    let env = private_range(25200, 100);
+    let p = env.root().join("left.pid");
+    // The command exits at once, leaving a process that ignores SIGTERM
+    // and SIGINT in its group.
+    let script = format!(
+        "(trap '' TERM INT; echo $BASHPID > {p}.tmp; exec sleep 300) & \
+         until [ -s {p}.tmp ]; do sleep 0.01; done; mv {p}.tmp {p}",
+        p = p.display()
+    );
+    let mut child =
+        spawn(&env, &["run", "grace", "--kill-grace", "30s", "--", "bash", "-c", &script]);
+    let _reaper = Reaper(vec![child.id()]);
+    let left = read_pid(&p);
+    // The command is gone (reaped): the supervisor is in its grace period.
+    let mut command = None;
+    wait_for("the command to be recorded", Duration::from_secs(10), || {
+        command = env.ls().into_iter().find(|e| e.project == "grace").and_then(|e| e.child_pid);
+        command.is_some() || child.try_wait().unwrap().is_some()
+    });
+    let command = command.expect("recorded");
+    wait_for("the command to end", Duration::from_secs(10), || {
+        portd_core::sys::proc_stat(command).is_err()
+    });
+    assert!(alive(left), "the leftover ignores SIGTERM");
+    let t = Instant::now();
+    signal(child.id(), "INT");
+    std::thread::sleep(Duration::from_millis(100));
+    signal(child.id(), "INT");
+    let (code, stderr) = finish_within(&env, child, Duration::from_secs(5));
+    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "portd: stopped 1 process left by `grace`: pid {left} (sleep) (SIGKILL on a second Ctrl-C)\n"
+        )
+    );
+    assert!(!alive(left));
 }

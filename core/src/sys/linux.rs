@@ -297,12 +297,13 @@ pub fn parent_death_signal(cmd: &mut std::process::Command, signal: i32) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls (prctl, getppid); it allocates
-    // nothing and touches no lock.
+    // nothing and touches no lock: its errors are raw OS errors, which
+    // carry no allocation (ESRCH: the parent is gone).
     unsafe {
         cmd.pre_exec(move || {
             cvt(libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0))?;
             if libc::getppid() != parent {
-                return Err(io::Error::other("parent exited before the child started"));
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
@@ -425,7 +426,92 @@ pub fn network_fs(path: &std::path::Path) -> Option<&'static str> {
 // and continued children, process groups, the terminal's foreground group,
 // the child subreaper flag, and passing inherited descriptors.
 
-pub use libc::{SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN};
+pub use libc::{SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGUSR1};
+
+/// A signal taken by [`SignalSet::wait_for`], with who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The signal.
+    pub signal: i32,
+    /// The sending process, for a signal sent with kill(2); `None` for one
+    /// the kernel raised (the terminal's Ctrl-C, a child's SIGCHLD).
+    pub sender: Option<u32>,
+}
+
+impl SignalSet {
+    /// Waits up to `timeout` (`None`: forever) for one of the blocked
+    /// signals (sigtimedwait(2)); `Ok(None)` when the time ran out.
+    pub fn wait_for(&self, timeout: Option<std::time::Duration>) -> io::Result<Option<Received>> {
+        loop {
+            // SAFETY: `info` is a zeroed siginfo_t owned by this frame and
+            // `ts` a valid timespec; both outlive the call, which only
+            // writes `info`.
+            let (r, info) = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let r = match timeout {
+                    None => libc::sigwaitinfo(&self.0, &mut info),
+                    Some(t) => {
+                        let ts = libc::timespec {
+                            tv_sec: t.as_secs() as libc::time_t,
+                            tv_nsec: t.subsec_nanos() as libc::c_long,
+                        };
+                        libc::sigtimedwait(&self.0, &mut info, &ts)
+                    }
+                };
+                (r, info)
+            };
+            if r == -1 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return Ok(None),
+                    _ => return Err(e),
+                }
+            }
+            // SAFETY: for SI_USER and SI_QUEUE the kernel filled in the
+            // sender's pid, which `si_pid` reads from the union.
+            let sender = (info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE)
+                .then(|| unsafe { info.si_pid() } as u32);
+            return Ok(Some(Received { signal: r, sender }));
+        }
+    }
+}
+
+/// This process's session id (getsid(2)).
+pub fn session() -> u32 {
+    // SAFETY: getsid(0) takes an integer and touches no memory.
+    unsafe { libc::getsid(0) as u32 }
+}
+
+/// The processes job control acts on for this process, as a kill(2)
+/// target: its whole process group (so that a shell's job, such as
+/// `sh -c 'portd run …; …'`, stops or continues as one, as `sudo` does),
+/// or only this process when its group is its session leader's (a shell
+/// without job control, which nothing would continue again).
+pub fn job_target(pid: u32, pgid: u32) -> i32 {
+    if pgid == session() { pid as i32 } else { -(pgid as i32) }
+}
+
+/// Ends this process by `signal`, as the command it ran ended, so that its
+/// parent sees the same status (a shell's loop stops on a Ctrl-C): the
+/// default action restored, the signal unblocked, no core file written,
+/// then kill(2) to itself. Returns if `signal` does not end a process by
+/// default (the caller then exits with 128+N).
+pub fn die_of_signal(signal: i32) {
+    // SAFETY: setrlimit reads `none`, a valid rlimit owned by this frame;
+    // signal, sigemptyset, sigaddset and pthread_sigmask use only this
+    // frame's set; kill and getpid take integers.
+    unsafe {
+        let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::signal(signal, libc::SIG_DFL);
+        libc::kill(libc::getpid(), signal);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
 
 /// What `waitpid` reported for a child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -176,3 +176,21 @@ pub struct ProcEntry {
 pub fn process_table() -> Vec<ProcEntry> {
     Vec::new()
 }
+/// A signal taken with who sent it (see the Linux implementation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The signal.
+    pub signal: i32,
+    /// The sending process, if a process sent it.
+    pub sender: Option<u32>,
+}
+/// Not available here.
+pub fn session() -> u32 {
+    0
+}
+/// Not available here: the process itself.
+pub fn job_target(pid: u32, _pgid: u32) -> i32 {
+    pid as i32
+}
+/// Not available here: returns at once.
+pub fn die_of_signal(_signal: i32) {}
