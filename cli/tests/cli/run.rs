@@ -730,6 +730,13 @@ fn bad_interpreter(env: &Env) -> String {
     f.to_str().unwrap().to_owned()
 }
 
+/// Every entry and history row, to the millisecond (`ls --json` shows
+/// `last_used` to the second).
+fn exact_state(env: &Env) -> (Vec<portd_store::Listed>, Vec<(String, u16)>) {
+    let reg = portd_store::Registry::open(env.home(), portd_store::Config::default()).unwrap();
+    (reg.list().unwrap(), reg.history().unwrap())
+}
+
 #[test]
 fn a_command_whose_exec_fails_leaves_the_registry_as_it_was() {
     let env = private_range(25000, 100);
@@ -738,13 +745,17 @@ fn a_command_whose_exec_fails_leaves_the_registry_as_it_was() {
     env.run(&["release", "gone"]);
     let bad = bad_interpreter(&env);
     for fd in [false, true] {
-        for name in ["new", "old", "gone"] {
-            let before = env.run(&["ls", "--all", "--json"]).ok().to_owned();
-            let mut args = vec!["run", name];
+        for name in [&["new"][..], &["old"], &["gone"], &["old", "--port", "25050"]] {
+            let before = exact_state(&env);
+            let mut args = vec!["run"];
+            args.extend(name);
             if fd {
                 args.push("--fd");
             }
             args.extend(["--", bad.as_str()]);
+            // Within `last_used`'s resolution of the previous write, an
+            // unrestored entry would still compare equal.
+            std::thread::sleep(Duration::from_millis(5));
             let out = env.run(&args);
             assert_eq!(
                 (out.code, out.stdout.as_str(), out.stderr.as_str()),
@@ -753,12 +764,32 @@ fn a_command_whose_exec_fails_leaves_the_registry_as_it_was() {
                     "",
                     "error: cannot run `[ROOT]/bad.sh`: bad interpreter or loader: not found\n"
                 ),
-                "{args:?}"
+                "{args:?}: no note of a move that was undone"
             );
-            let after = env.run(&["ls", "--all", "--json"]).ok().to_owned();
-            assert_eq!(after, before, "{args:?} changed the registry");
+            assert_eq!(exact_state(&env), before, "{args:?} changed the registry");
         }
     }
+}
+
+#[test]
+fn a_failed_start_puts_back_the_idle_entry_it_evicted() {
+    let env = private_range(25300, 2);
+    env.run(&["get", "a"]).port();
+    env.run(&["get", "b"]).port();
+    let bad = bad_interpreter(&env);
+    let before = exact_state(&env);
+    assert_eq!(before.0.len(), 2);
+    std::thread::sleep(Duration::from_millis(5));
+    let out = env.run(&["run", "c", "--", &bad]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (126, "", "error: cannot run `[ROOT]/bad.sh`: bad interpreter or loader: not found\n")
+    );
+    assert_eq!(exact_state(&env), before, "the evicted entry is back, as it was");
+    // The eviction itself works: a command that starts gets the port.
+    let out = env.run(&["run", "c", "--", "true"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:#?}");
+    assert!(out.stderr.starts_with("evicted `a` "), "{out:#?}");
 }
 
 #[test]
