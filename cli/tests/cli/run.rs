@@ -707,10 +707,13 @@ fn run_refuses_json_because_it_prints_no_data() {
 #[test]
 fn a_command_killed_by_a_signal_takes_portd_run_with_it() {
     let env = private_range(24900, 100);
-    for (sig, n) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+    for (sig, n) in [("INT", 2), ("TERM", 15), ("HUP", 1), ("QUIT", 3)] {
         let script = format!("kill -{sig} $$");
         let out = env.command(["run", "sig", "--", "sh", "-c", &script]).output().unwrap();
         assert_eq!(out.status.signal(), Some(n), "{sig}: {out:?}");
+        // Not even where `core_pattern` pipes to a handler (which ignores
+        // RLIMIT_CORE): portd is made non-dumpable before it re-raises.
+        assert!(!out.status.core_dumped(), "{sig}: portd run dumped core");
         assert_eq!((out.stdout.as_slice(), out.stderr.as_slice()), (&b""[..], &b""[..]));
         let e = env.ls().into_iter().find(|e| e.project == "sig").unwrap();
         assert_eq!((e.state.as_str(), e.pid), ("idle", None), "the lease ended first");

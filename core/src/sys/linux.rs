@@ -494,14 +494,21 @@ pub fn job_target(pid: u32, pgid: u32) -> i32 {
 
 /// Ends this process by `signal`, as the command it ran ended, so that its
 /// parent sees the same status (a shell's loop stops on a Ctrl-C): the
-/// default action restored, the signal unblocked, no core file written,
-/// then kill(2) to itself. Returns if `signal` does not end a process by
-/// default (the caller then exits with 128+N).
+/// default action restored, the signal unblocked, then kill(2) to itself.
+/// No core file is written: the process is made non-dumpable first
+/// (`prctl(PR_SET_DUMPABLE, 0)`, as GNU `timeout` does; `RLIMIT_CORE` alone
+/// is ignored when `core_pattern` pipes to a handler), and if that fails
+/// nothing is raised. Returns if `signal` does not end a process by default
+/// or could not be raised safely (the caller then exits with 128+N).
 pub fn die_of_signal(signal: i32) {
-    // SAFETY: setrlimit reads `none`, a valid rlimit owned by this frame;
-    // signal, sigemptyset, sigaddset and pthread_sigmask use only this
-    // frame's set; kill and getpid take integers.
+    // SAFETY: prctl takes integers; setrlimit reads `none`, a valid rlimit
+    // owned by this frame; signal, sigemptyset, sigaddset and
+    // pthread_sigmask use only this frame's set; kill and getpid take
+    // integers.
     unsafe {
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) != 0 {
+            return;
+        }
         let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         libc::setrlimit(libc::RLIMIT_CORE, &none);
         libc::signal(signal, libc::SIG_DFL);
