@@ -26,7 +26,9 @@
 //! control, a whole tree stopped) see [`crate::supervisor::Foreground`],
 //! which must be used from a single-threaded process.
 
-use crate::error::{Error, ErrorKind, Result};
+#[cfg(doc)]
+use crate::error::ErrorKind;
+use crate::error::{Error, Result};
 use crate::registry::{Allocation, GetOptions, Project, Registry};
 use portd_core::{Owner, sys};
 use std::os::unix::process::CommandExt;

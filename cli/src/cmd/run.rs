@@ -5,10 +5,9 @@
 
 use crate::Ctx;
 use crate::args::RunArgs;
-use portd_store::supervisor::{self, Foreground, Launch, StartError, SuperviseArgs};
+use portd_store::supervisor::{self, Foreground, Launch, StartError};
 use portd_store::{Allocation, Error, ErrorKind, GetOptions, Owner};
 use std::net::{IpAddr, TcpListener};
-use std::time::Duration;
 
 /// Where `--fd` listens.
 enum Listen {
@@ -149,20 +148,8 @@ fn bind(lease: &Allocation, listen: &Listen) -> Result<Vec<TcpListener>, Error> 
 }
 
 /// `portd __supervise`: the supervisor process.
-pub fn supervise(
-    name: &str,
-    fds: usize,
-    kill_grace_ms: u64,
-    terminal: bool,
-    argv: &[String],
-) -> u8 {
-    supervisor::supervise(&SuperviseArgs {
-        name: name.to_owned(),
-        fds,
-        kill_grace: Duration::from_millis(kill_grace_ms),
-        terminal,
-        argv: argv.to_vec(),
-    })
+pub fn supervise(fds: usize) -> u8 {
+    supervisor::supervise(fds)
 }
 
 /// `portd __exec`: the socket-activation variables, then the command.

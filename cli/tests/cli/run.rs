@@ -796,19 +796,26 @@ fn a_failed_start_puts_back_the_idle_entry_it_evicted() {
 }
 
 #[test]
-fn sigterm_sent_to_the_supervisor_reaches_the_command_and_ends_the_run() {
+fn a_signal_sent_to_the_commands_group_reaches_it_and_ends_the_run() {
     let env = private_range(25100, 100);
     for sig in ["TERM", "HUP", "QUIT"] {
         let (mut child, file) = trapping_child(&env, "supsig", sig);
-        active(&env, &mut child, "supsig");
-        let shown: EntryJson = env.run(&["show", "supsig", "--json"]).json();
-        signal(shown.supervisor_pid.expect("a supervisor"), sig);
+        let e = active(&env, &mut child, "supsig");
+        // `child_pid` is also the group's id; the supervisor is a member.
+        signal_group(e.child_pid.unwrap(), sig);
         let (code, stderr) = finish_within(&env, child, Duration::from_secs(5));
         assert_eq!(code, 42, "{sig}: {stderr}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{sig}\n"));
         let e = env.ls().into_iter().find(|e| e.project == "supsig").unwrap();
         assert_eq!((e.state.as_str(), e.pid), ("idle", None));
     }
+}
+
+fn signal_group(pgid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), "--", &format!("-{pgid}")])
+        .status();
+    assert!(st.unwrap().success(), "kill -{sig} -- -{pgid}");
 }
 
 #[test]
@@ -851,4 +858,101 @@ fn a_second_ctrl_c_during_the_kill_grace_kills_at_once() {
         )
     );
     assert!(!alive(left));
+}
+
+/// The lines of `path` (none if it does not exist yet).
+fn lines_of(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn signals_sent_by_name_or_to_the_group_reach_the_server_once_and_kill_nothing() {
+    let env = private_range(25400, 100);
+    let marker = format!("logsrv-{}", std::process::id());
+    let got = env.root().join("got");
+    let ready = env.root().join("ready");
+    // A server that reopens its logs on USR1, upgrades on USR2, reloads on HUP.
+    let script = format!(
+        "for s in USR1 USR2 HUP; do trap \"echo $s >> {g}\" $s; done; touch {r}; \
+         while :; do sleep 0.05; done",
+        g = got.display(),
+        r = ready.display()
+    );
+    let mut run = spawn(&env, &["run", "sig", "--", "bash", "-c", &script, &marker]);
+    let _reaper = Reaper(vec![run.id()]);
+    let e = active(&env, &mut run, "sig");
+    wait_for("the traps", Duration::from_secs(10), || ready.exists());
+    let command = e.child_pid.unwrap();
+    let shown: EntryJson = env.run(&["show", "sig", "--json"]).json();
+    let supervisor = shown.supervisor_pid.unwrap();
+    let cmdline = portd_core::sys::cmdline(supervisor).unwrap().join(" ");
+    assert!(!cmdline.contains(&marker), "the supervisor's command line: {cmdline}");
+    for (sig, n) in [("USR1", 1), ("USR2", 1)] {
+        // `pkill -f` matches `portd run` (its command line holds the
+        // command's) and the command itself: each gets it once.
+        let st = std::process::Command::new("pkill")
+            .args([&format!("-{sig}"), "-f", &marker])
+            .status()
+            .unwrap();
+        assert!(st.success(), "pkill -{sig}");
+        wait_for(&format!("the {sig} trap"), Duration::from_secs(5), || {
+            lines_of(&got).iter().filter(|l| *l == sig).count() >= n
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(run.try_wait().unwrap().is_none(), "{sig}: portd run ended");
+        assert!(alive(supervisor) && alive(command), "{sig} killed the supervisor or the server");
+    }
+    // Sent to the whole group from outside (the supervisor is a member):
+    // the trap runs once, not again forwarded by the supervisor.
+    portd_core::sys::kill(-(command as i32), portd_core::sys::SIGHUP).unwrap();
+    wait_for("the HUP trap", Duration::from_secs(5), || lines_of(&got).contains(&"HUP".to_owned()));
+    std::thread::sleep(Duration::from_millis(500));
+    let hups = lines_of(&got).iter().filter(|l| *l == "HUP").count();
+    assert_eq!(hups, 1, "{:?}", lines_of(&got));
+    // Timer and I/O signals sent to the supervisor do not end it.
+    for sig in ["ALRM", "VTALRM", "PROF", "IO", "USR1", "USR2", "TERM"] {
+        signal(supervisor, sig);
+    }
+    // Nor does its parent-death signal, sent while its owner lives.
+    let death = portd_core::sys::owner_death_signal();
+    portd_core::sys::kill(supervisor as i32, death).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(supervisor) && alive(command) && run.try_wait().unwrap().is_none());
+    signal(run.id(), "TERM");
+    let (code, stderr) = finish_within(&env, run, Duration::from_secs(10));
+    assert_eq!(code, 143, "{stderr}");
+}
+
+#[test]
+fn a_supervisor_whose_owner_is_not_its_parent_starts_nothing_and_signals_no_one() {
+    use portd_store::supervisor::SuperviseArgs;
+    use std::os::fd::AsRawFd;
+    let env = Env::new();
+    // Stands for a dead owner's pid, reused by an unrelated process.
+    let mut stranger = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let _reaper = Reaper(vec![stranger.id()]);
+    let marker = env.root().join("started");
+    let args = SuperviseArgs {
+        name: "orphan".to_owned(),
+        fds: 0,
+        kill_grace: Duration::from_millis(100),
+        terminal: false,
+        owner: stranger.id(),
+        argv: vec!["touch".to_owned(), marker.to_str().unwrap().to_owned()],
+    };
+    let (mut report_in, report_out) = std::io::pipe().unwrap();
+    let (args_in, mut args_out) = std::io::pipe().unwrap();
+    let mut cmd = env.command(args.to_args());
+    portd_core::sys::pass_fds(&mut cmd, vec![report_out.as_raw_fd(), args_in.as_raw_fd()]);
+    let sup = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    drop((report_out, args_in));
+    args_out.write_all(&args.encode()).unwrap();
+    drop(args_out);
+    let mut report = String::new();
+    report_in.read_to_string(&mut report).unwrap();
+    let (code, stderr) = finish_within(&env, sup, Duration::from_secs(5));
+    assert_eq!((code, report.as_str(), stderr.as_str()), (1, "", ""));
+    assert!(!marker.exists(), "the command was started");
+    assert_eq!(portd_core::sys::proc_stat(stranger.id()).unwrap().state, 'S');
+    assert!(stranger.try_wait().unwrap().is_none());
 }

@@ -426,7 +426,15 @@ pub fn network_fs(path: &std::path::Path) -> Option<&'static str> {
 // and continued children, process groups, the terminal's foreground group,
 // the child subreaper flag, and passing inherited descriptors.
 
-pub use libc::{SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGUSR1};
+pub use libc::{SIGALRM, SIGCONT, SIGIO, SIGPROF, SIGSTOP, SIGTSTP, SIGTTIN, SIGUSR1, SIGVTALRM};
+
+/// The parent-death signal of a supervisor (SIGRTMIN+3): a real-time
+/// signal, which no program sends by name, so that a `pkill -USR2` meant
+/// for a server is not taken for its owner's death. The receiver still
+/// checks [`ppid`] (the kernel reparents before it sends the signal).
+pub fn owner_death_signal() -> i32 {
+    libc::SIGRTMIN() + 3
+}
 
 /// A signal taken by [`SignalSet::wait_for`], with who sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
