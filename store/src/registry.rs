@@ -653,7 +653,9 @@ impl Registry {
                 None => tx.set_history(key, prev.history)?,
                 Some(b) if tx.port_holder(b.port)?.is_none() => {
                     tx.put(b, None)?;
-                    tx.set_history(key, prev.history)?;
+                    if prev.history.is_some() {
+                        tx.set_history(key, prev.history)?;
+                    }
                 }
                 // Its old port was taken meanwhile: keep the new one.
                 Some(b) => {
