@@ -158,16 +158,9 @@ when the command cannot be started. If portd is killed, the command dies with it
     Run(RunArgs),
     #[command(name = "__supervise", hide = true)]
     Supervise {
-        #[arg(long)]
-        name: String,
+        /// The rest of its arguments come on a pipe (see `SuperviseArgs`).
         #[arg(long, default_value_t = 0)]
         fds: usize,
-        #[arg(long, default_value_t = 5000)]
-        kill_grace_ms: u64,
-        #[arg(long)]
-        terminal: bool,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
     },
     #[command(name = "__exec", hide = true)]
     Exec {

@@ -88,8 +88,8 @@ fn run(cli: Cli) -> Result<u8, Error> {
             cmd::completions::projects(&cli, &out);
             return Ok(0);
         }
-        Command::Supervise { name, fds, kill_grace_ms, terminal, command } => {
-            return Ok(cmd::run::supervise(name, *fds, *kill_grace_ms, *terminal, command));
+        Command::Supervise { fds } => {
+            return Ok(cmd::run::supervise(*fds));
         }
         Command::Exec { name, fds, command } => return Ok(cmd::run::exec(name, *fds, command)),
         // Doctor reports a broken configuration instead of stopping at it.

@@ -160,10 +160,26 @@ pub struct Allocation {
     pub evicted: Vec<Entry>,
     /// Idle entries dropped for exceeding `idle_ttl` by this allocation.
     pub expired: Vec<Entry>,
+    /// What the project's rows were before, read in the same transaction
+    /// as the write: what [`Registry::undo_get`] puts back.
+    pub(crate) previous: Previous,
+}
+
+/// The rows a `get` changed for its project, as they were before it, read
+/// inside the `get`'s own transaction (so that no other write can come
+/// between what is recorded and what is changed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Previous {
+    /// The project's entry.
+    entry: Option<Entry>,
+    /// Its history row.
+    history: Option<u16>,
+    /// Each scan cursor the `get` advanced: `(meta key, before, after)`.
+    cursors: Vec<(String, Option<u64>, u64)>,
 }
 
 impl Allocation {
-    fn kept(entry: Entry) -> Allocation {
+    fn kept(entry: Entry, previous: Previous) -> Allocation {
         Allocation {
             entry,
             fresh: false,
@@ -171,6 +187,7 @@ impl Allocation {
             moved_because: None,
             evicted: Vec::new(),
             expired: Vec::new(),
+            previous,
         }
     }
 }
@@ -439,7 +456,10 @@ impl Registry {
                 Ok(Some((e, fold)))
             })?;
             match hit {
-                Some((e, false)) => return Ok(Allocation::kept(e)),
+                Some((e, false)) => {
+                    let previous = Previous { entry: Some(e.clone()), ..Previous::default() };
+                    return Ok(Allocation::kept(e, previous));
+                }
                 Some((e, true)) => known = Some(e),
                 None => {}
             }
@@ -461,7 +481,10 @@ impl Registry {
         match (done, known) {
             // A read-only registry still answers for the projects it holds;
             // only their `last_used` stays as it was.
-            (Err(e), Some(entry)) if e.is_unwritable() => Ok(Allocation::kept(entry)),
+            (Err(e), Some(entry)) if e.is_unwritable() => {
+                let previous = Previous { entry: Some(entry.clone()), ..Previous::default() };
+                Ok(Allocation::kept(entry, previous))
+            }
             (done, _) => done,
         }
     }
@@ -594,25 +617,57 @@ impl Registry {
         })
     }
 
-    /// Undoes `lease`, a `get` whose command never started, if the entry
-    /// is still exactly what that `get` wrote: puts back `before`, the
-    /// project's entry before it (or removes the new entry, writing no
-    /// history, and sets the history row back to `history`, the port it
-    /// had in history before), and puts back the idle entries the `get`
-    /// evicted or expired whose ports nobody took meanwhile. One
-    /// transaction; returns whether it undid anything.
-    pub fn undo_get(
-        &self,
-        project: &Project,
-        lease: &Allocation,
-        before: Option<&Entry>,
-        history: Option<u16>,
-    ) -> Result<bool> {
+    /// Undoes `lease`, a `get` whose command never started, from what that
+    /// `get` recorded in its own transaction (so another process's write
+    /// before it, such as a `portd get` that created the entry, is kept):
+    ///
+    /// - the project's entry goes back to what it was (or is removed, with
+    ///   its history row put back, if the `get` created it); if its old
+    ///   port has been taken meanwhile, the entry stays on the new port
+    ///   and only the lease ends, so the project never loses its entry;
+    /// - the idle entries the `get` evicted or expired come back if nobody
+    ///   took their ports meanwhile;
+    /// - a scan cursor the `get` advanced goes back if no other allocation
+    ///   has moved it since.
+    ///
+    /// If the entry is no longer what the `get` wrote (changed meanwhile),
+    /// nothing is undone but the lease ends, as [`Registry::end_lease`]
+    /// does. One transaction; returns whether the `get` was undone.
+    pub fn undo_get(&self, project: &Project, lease: &Allocation) -> Result<bool> {
+        let key = project.key();
+        let prev = &lease.previous;
         self.write(|tx| {
-            if tx.entry(project.key())?.as_ref() != Some(&lease.entry) {
+            let now = tx.entry(key)?;
+            if now.as_ref() != Some(&lease.entry) {
+                if let (Some(e), Some(owner)) = (now, lease.entry.owner)
+                    && e.owner == Some(owner)
+                {
+                    let idle =
+                        Entry { owner: None, child_pid: None, last_used_ms: tx.now, ..e.clone() };
+                    tx.put(&idle, Some(&e))?;
+                }
                 return Ok(false);
             }
             tx.remove(&lease.entry)?;
+            match &prev.entry {
+                None => tx.set_history(key, prev.history)?,
+                Some(b) if tx.port_holder(b.port)?.is_none() => {
+                    tx.put(b, None)?;
+                    if prev.history.is_some() {
+                        tx.set_history(key, prev.history)?;
+                    }
+                }
+                // Its old port was taken meanwhile: keep the new one.
+                Some(b) => {
+                    let idle = Entry {
+                        owner: None,
+                        child_pid: None,
+                        command: b.command.clone(),
+                        ..lease.entry.clone()
+                    };
+                    tx.put(&idle, None)?;
+                }
+            }
             for e in lease.evicted.iter().chain(&lease.expired) {
                 if tx.entry(&e.project)?.is_none() && tx.port_holder(e.port)?.is_none() {
                     let kept = tx.history_port(&e.project)?;
@@ -620,13 +675,15 @@ impl Registry {
                     tx.set_history(&e.project, kept)?;
                 }
             }
-            let history = before.map(|b| Some(b.port)).unwrap_or(history);
-            if let Some(b) = before
-                && tx.port_holder(b.port)?.is_none()
-            {
-                tx.put(b, None)?;
+            for (k, was, wrote) in &prev.cursors {
+                let cur = tx.meta.get(k.as_str()).map_err(db_err)?.map(|v| v.value());
+                if cur == Some(*wrote) {
+                    match was {
+                        Some(v) => tx.meta.insert(k.as_str(), *v).map_err(db_err).map(drop)?,
+                        None => tx.meta.remove(k.as_str()).map_err(db_err).map(drop)?,
+                    }
+                }
             }
-            tx.set_history(project.key(), history)?;
             Ok(true)
         })
     }
@@ -1027,6 +1084,9 @@ struct Tx<'t> {
     now: u64,
     /// Entries evicted by the allocation under way.
     evicted: Vec<Entry>,
+    /// Scan cursors moved by the allocation under way: `(meta key, before,
+    /// after)`.
+    cursors: Vec<(String, Option<u64>, u64)>,
     /// Keys answered by this transaction so far (a `get_many` batch, or a
     /// group-commit batch of several callers): never evicted by a later
     /// request of the same transaction, so that a batch is all or nothing.
@@ -1044,6 +1104,7 @@ impl<'t> Tx<'t> {
             reg,
             now: now_ms(),
             evicted: Vec::new(),
+            cursors: Vec::new(),
             claimed: std::collections::HashSet::new(),
         })
     }
@@ -1155,6 +1216,9 @@ impl<'t> Tx<'t> {
             cfg.check_range(r)?;
         }
         let existing = self.entry(key)?;
+        let history = self.history_port(key)?;
+        self.evicted.clear();
+        self.cursors.clear();
         let mut moved_because = None;
         if let Some(e) = &existing {
             self.reg.usable_by_me(e)?;
@@ -1216,7 +1280,8 @@ impl<'t> Tx<'t> {
                 if next != *e {
                     self.put(&next, Some(e))?;
                 }
-                return Ok(Allocation::kept(next));
+                let previous = Previous { entry: Some(e.clone()), history, cursors: Vec::new() };
+                return Ok(Allocation::kept(next, previous));
             }
             if let Some(o) = live
                 && Some(o) != opts.owner
@@ -1263,6 +1328,11 @@ impl<'t> Tx<'t> {
             moved_because: moved_from.and(moved_because),
             evicted: std::mem::take(&mut self.evicted),
             expired,
+            previous: Previous {
+                entry: existing,
+                history,
+                cursors: std::mem::take(&mut self.cursors),
+            },
         })
     }
 
@@ -1393,7 +1463,10 @@ impl<'t> Tx<'t> {
         while let Some(bit) = bits.claim_next() {
             let p = r.port_at(bit);
             if self.usable(p, avoid, opts)? {
-                self.meta.insert(cursor_key.as_str(), bits.cursor() as u64).map_err(db_err)?;
+                let now = bits.cursor() as u64;
+                let was = self.meta.insert(cursor_key.as_str(), now).map_err(db_err)?;
+                let was = was.map(|v| v.value());
+                self.cursors.push((cursor_key, was, now));
                 return Ok(Some(p));
             }
         }

@@ -26,8 +26,9 @@
 //! control, a whole tree stopped) see [`crate::supervisor::Foreground`],
 //! which must be used from a single-threaded process.
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::record::Entry;
+#[cfg(doc)]
+use crate::error::ErrorKind;
+use crate::error::{Error, Result};
 use crate::registry::{Allocation, GetOptions, Project, Registry};
 use portd_core::{Owner, sys};
 use std::os::unix::process::CommandExt;
@@ -67,7 +68,6 @@ impl Registry {
             require_free: true,
             ..opts.clone()
         };
-        let (before, history) = self.before_get(project)?;
         let lease = self.get_with(project, &opts)?;
         let mut cmd = Command::new(program.as_ref());
         cmd.args(args.iter().map(|a| with_port(a.as_ref(), lease.entry.port)));
@@ -78,7 +78,7 @@ impl Registry {
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.undo_get(project, &lease, before.as_ref(), history);
+                let _ = self.undo_get(project, &lease);
                 let c = crate::supervisor::CannotStart::of_exec(program.as_ref(), &e);
                 return Err(Error::from(c));
             }
@@ -91,23 +91,6 @@ impl Registry {
             lease,
             child: Some(child),
         })
-    }
-}
-
-impl Registry {
-    /// What [`Registry::undo_get`] needs to put `project` back as it is
-    /// now: its entry, and its history row when it has no entry.
-    pub fn before_get(&self, project: &Project) -> Result<(Option<Entry>, Option<u16>)> {
-        let before = match self.show(project) {
-            Ok(l) => Some(l.entry),
-            Err(e) if e.kind() == ErrorKind::UnknownProject => None,
-            Err(e) => return Err(e),
-        };
-        let history = match before {
-            Some(_) => None,
-            None => self.history()?.into_iter().find(|(k, _)| k == project.key()).map(|(_, p)| p),
-        };
-        Ok((before, history))
     }
 }
 

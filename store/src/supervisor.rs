@@ -4,19 +4,27 @@
 //! Two processes do the work, each with one job:
 //! - the **owner** ([`Foreground`], inside `portd run`) holds the lease,
 //!   forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to the command's process group
-//!   (each followed by SIGCONT, so that a stopped group can die), does job
-//!   control on a terminal, and returns the command's status;
-//! - the **supervisor** ([`supervise`], the process `portd __supervise`)
-//!   starts the command as the leader of a new process group and joins that
-//!   group itself, is a child subreaper (orphaned descendants are
-//!   reparented to it), reports the command's pid to the owner once its
-//!   exec has succeeded, tells the owner (SIGUSR1) when the command stops
-//!   and continues the owner when someone else continues the command,
-//!   forwards the signals sent to it alone, and when the command exits
-//!   stops everything the command left behind: SIGTERM (and SIGCONT), then
-//!   SIGKILL after a grace period or at a second Ctrl-C. It gets a
-//!   parent-death signal from the owner, so a SIGKILLed owner takes the
-//!   whole group down; the command gets SIGKILL when the supervisor dies.
+//!   (each followed by SIGCONT, so that a stopped group can die) and
+//!   SIGUSR1/SIGUSR2 (log rotation, upgrades; the supervisor's own SIGUSR1
+//!   excepted), drops SIGALRM/SIGVTALRM/SIGPROF/SIGIO, does job control on a
+//!   terminal, and returns the command's status;
+//! - the **supervisor** ([`supervise`], the process `portd __supervise`,
+//!   whose arguments come on a pipe so that its command line does not hold
+//!   the command's) starts the command as the leader of a new process group
+//!   and joins that group itself, is a child subreaper (orphaned
+//!   descendants are reparented to it), reports the command's pid to the
+//!   owner once its exec has succeeded, tells the owner (SIGUSR1) when the
+//!   command stops and continues the owner when someone else continues the
+//!   command, and when the command exits stops everything the command left
+//!   behind: SIGTERM (and SIGCONT), then SIGKILL after a grace period or at
+//!   a second Ctrl-C. It forwards nothing: a signal that reaches it from
+//!   outside was, as far as it can tell, sent to the whole group (which the
+//!   command got too), so it only counts Ctrl-Cs and drops the rest, never
+//!   dying of one. It gets a real-time parent-death signal from the owner
+//!   and takes it as the owner's death only if its parent is no longer the
+//!   owner; then it takes the whole group down. It signals the owner only
+//!   while the owner is its parent. The command gets SIGKILL when the
+//!   supervisor dies.
 //!
 //! Threads: [`Foreground`] must run in the main thread of a
 //! single-threaded process (see [`Foreground::start`]).
@@ -194,14 +202,17 @@ pub struct Launch {
     pub kill_grace: Duration,
 }
 
-/// The arguments of the supervisor process, as [`Foreground`] passes them
-/// to `EXE __supervise`.
-#[derive(Debug, Clone)]
+/// What the supervisor process is told by its owner. Only `--fds` is on
+/// its command line (`EXE __supervise --fds N`); the rest, the command's
+/// argv included, comes on an inherited pipe (descriptor `4 + fds`, after
+/// the sockets and the report pipe), so that a `pkill -f PATTERN` aimed at
+/// the command does not match the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SuperviseArgs {
     /// See [`Launch::name`].
     pub name: String,
     /// How many listening sockets arrive as descriptors 3, 4, …; the
-    /// report pipe follows them.
+    /// report pipe and the pipe these arguments come on follow them.
     pub fds: usize,
     /// See [`Launch::kill_grace`].
     pub kill_grace: Duration,
@@ -209,28 +220,51 @@ pub struct SuperviseArgs {
     /// with the command, and give the command's group the terminal if the
     /// owner has it.
     pub terminal: bool,
+    /// The owner's pid: the supervisor's parent, as long as it lives.
+    pub owner: u32,
     /// The program and its arguments.
     pub argv: Vec<String>,
 }
 
 impl SuperviseArgs {
-    /// The command-line arguments after `EXE` (`__supervise …`).
+    /// The command-line arguments after `EXE` (`__supervise --fds N`).
     pub fn to_args(&self) -> Vec<String> {
-        let mut a = vec![
-            "__supervise".to_owned(),
-            "--name".to_owned(),
+        vec!["__supervise".to_owned(), "--fds".to_owned(), self.fds.to_string()]
+    }
+
+    /// The rest, as written on the pipe: NUL-terminated fields (name,
+    /// grace in ms, terminal 0/1, owner pid, then the argv; none of them
+    /// can hold a NUL).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fields = vec![
             self.name.clone(),
-            "--fds".to_owned(),
-            self.fds.to_string(),
-            "--kill-grace-ms".to_owned(),
             self.kill_grace.as_millis().to_string(),
+            u8::from(self.terminal).to_string(),
+            self.owner.to_string(),
         ];
-        if self.terminal {
-            a.push("--terminal".to_owned());
+        fields.extend(self.argv.iter().cloned());
+        let mut out = Vec::new();
+        for f in fields {
+            out.extend_from_slice(f.as_bytes());
+            out.push(0);
         }
-        a.push("--".to_owned());
-        a.extend(self.argv.iter().cloned());
-        a
+        out
+    }
+
+    /// Reads what [`SuperviseArgs::encode`] wrote; `None` if it is not that.
+    pub fn decode(fds: usize, bytes: &[u8]) -> Option<SuperviseArgs> {
+        let body = bytes.strip_suffix(&[0])?;
+        let mut it = body.split(|&b| b == 0).map(|f| String::from_utf8(f.to_vec()).ok());
+        let name = it.next()??;
+        let kill_grace = Duration::from_millis(it.next()??.parse().ok()?);
+        let terminal = match it.next()??.as_str() {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        let owner = it.next()??.parse().ok()?;
+        let argv = it.collect::<Option<Vec<String>>>()?;
+        Some(SuperviseArgs { name, fds, kill_grace, terminal, owner, argv })
     }
 }
 
@@ -252,9 +286,11 @@ impl Foreground {
     /// command. `configure` sets the environment, which the command
     /// inherits. Returns once the command runs, with its pid known.
     ///
-    /// Blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGCONT and
-    /// SIGUSR1 in the calling thread (they are handled in
-    /// [`Foreground::wait`]) and makes this process a child subreaper.
+    /// Blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD,
+    /// SIGCONT, SIGALRM, SIGVTALRM, SIGPROF and SIGIO in the calling thread
+    /// (they are handled in [`Foreground::wait`]: the timer and I/O signals,
+    /// which a `pkill` meant for the command may send, are dropped) and
+    /// makes this process a child subreaper.
     ///
     /// Threads: call it from the main thread of a single-threaded process
     /// that supervises this one command, and call [`Foreground::wait`]
@@ -278,35 +314,49 @@ impl Foreground {
             sys::SIGTERM,
             sys::SIGHUP,
             sys::SIGQUIT,
+            sys::SIGUSR1,
+            sys::SIGUSR2,
             sys::SIGCHLD,
             sys::SIGCONT,
-            sys::SIGUSR1,
+            sys::SIGALRM,
+            sys::SIGVTALRM,
+            sys::SIGPROF,
+            sys::SIGIO,
         ])
         .map_err(|e| other("cannot block signals", e))?;
         let terminal = sys::controlling_terminal().then(sys::pgrp);
         // If the supervisor dies, what it adopted comes here to be stopped.
         let _ = sys::set_child_subreaper();
         let (mut reader, writer) = std::io::pipe().map_err(|e| other("cannot make a pipe", e))?;
+        let (args_in, mut args_out) =
+            std::io::pipe().map_err(|e| other("cannot make a pipe", e))?;
         let args = SuperviseArgs {
             name: launch.name.clone(),
             fds: launch.listeners.len(),
             kill_grace: launch.kill_grace,
             terminal: terminal.is_some(),
+            owner: std::process::id(),
             argv: launch.argv,
         };
         let mut cmd = Command::new(exe);
         cmd.args(args.to_args());
         configure(&mut cmd);
         sys::clear_signal_mask(&mut cmd);
-        sys::parent_death_signal(&mut cmd, sys::SIGUSR2);
+        sys::parent_death_signal(&mut cmd, sys::owner_death_signal());
         let mut fds: Vec<_> = launch.listeners.iter().map(AsRawFd::as_raw_fd).collect();
         fds.push(writer.as_raw_fd());
+        fds.push(args_in.as_raw_fd());
         sys::pass_fds(&mut cmd, fds);
         let child = cmd
             .spawn()
             .map_err(|e| other(&format!("cannot start the supervisor `{}`", exe.display()), e))?;
         drop(writer);
+        drop(args_in);
         drop(launch.listeners);
+        // A supervisor that died already closed its end: it reports nothing
+        // and is waited for below.
+        let _ = args_out.write_all(&args.encode());
+        drop(args_out);
         let supervisor = child.id();
         let mut report = String::new();
         let _ = reader.read_to_string(&mut report);
@@ -416,10 +466,9 @@ impl Foreground {
                 Ok(Some(r)) if r.signal == sys::SIGCHLD => {}
                 Ok(Some(r)) if r.signal == sys::SIGCONT => self.resume(),
                 // The supervisor: the command's group stopped.
-                Ok(Some(r)) if r.signal == sys::SIGUSR1 => {
-                    let ours = r.sender == Some(self.supervisor);
-                    if !ours || !self.command_stopped() {
-                        // Not the supervisor's report, or stale.
+                Ok(Some(r)) if r.signal == sys::SIGUSR1 && r.sender == Some(self.supervisor) => {
+                    if !self.command_stopped() {
+                        // Stale.
                     } else if self.terminal.is_some() && sys::in_foreground() {
                         // This job is in the foreground already (`fg` of a
                         // running job sends no SIGCONT): the command stopped
@@ -429,11 +478,16 @@ impl Foreground {
                         self.suspend();
                     }
                 }
-                Ok(Some(r)) => {
+                // Anyone's USR1/USR2 (log rotation, upgrade): to the group.
+                Ok(Some(r)) if r.signal == sys::SIGUSR1 || r.signal == sys::SIGUSR2 => {
+                    let _ = sys::kill(group, r.signal);
+                }
+                Ok(Some(r)) if ENDING.contains(&r.signal) => {
                     let _ = sys::kill(group, r.signal);
                     let _ = sys::kill(group, sys::SIGCONT);
                 }
-                Ok(None) => {}
+                // Timer and I/O signals: not this process's business.
+                Ok(Some(_)) | Ok(None) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
@@ -516,26 +570,65 @@ fn describe(exit: Exit) -> String {
     }
 }
 
-/// The supervisor process (`portd __supervise`): see the module docs.
-/// Returns the exit code to exit with: the command's, as a shell reports it.
-pub fn supervise(a: &SuperviseArgs) -> u8 {
+/// The signals that end the command's group when `portd run` gets them: each
+/// is forwarded, then SIGCONT.
+const ENDING: [i32; 4] = [sys::SIGINT, sys::SIGTERM, sys::SIGHUP, sys::SIGQUIT];
+
+/// The supervisor process (`portd __supervise --fds N`): reads its
+/// [`SuperviseArgs`] from descriptor `4 + fds`, then supervises (see the
+/// module docs). Returns the exit code to exit with: the command's, as a
+/// shell reports it.
+pub fn supervise(fds: usize) -> u8 {
+    let mut bytes = Vec::new();
+    let read = sys::inherited_fd(4 + fds as i32)
+        .map(std::fs::File::from)
+        .map(|mut f| f.read_to_end(&mut bytes));
+    match (read, SuperviseArgs::decode(fds, &bytes)) {
+        (Some(Ok(_)), Some(a)) => supervise_with(&a),
+        _ => {
+            let _ = writeln!(std::io::stderr(), "error: `__supervise` is started by `portd run`");
+            2
+        }
+    }
+}
+
+fn supervise_with(a: &SuperviseArgs) -> u8 {
     // The terminal's stop signals are blocked too: the supervisor must stay
     // able to act while the command is stopped (to report the stop, and to
-    // continue the owner when someone else continues the command).
+    // continue the owner when someone else continues the command). So are
+    // the signals a `pkill` meant for the command may send that would end
+    // this process by default: it drops them (its command line does not
+    // hold the command's, but `kill -USR1 -PGID` reaches it as a member of
+    // the command's group, and the command got that signal already).
+    let death = sys::owner_death_signal();
     let Ok(signals) = SignalSet::block(&[
         sys::SIGINT,
         sys::SIGTERM,
         sys::SIGHUP,
         sys::SIGQUIT,
+        sys::SIGUSR1,
         sys::SIGUSR2,
+        death,
         sys::SIGCHLD,
         sys::SIGCONT,
         sys::SIGTSTP,
         sys::SIGTTIN,
         sys::SIGTTOU,
+        sys::SIGALRM,
+        sys::SIGVTALRM,
+        sys::SIGPROF,
+        sys::SIGIO,
     ]) else {
         return 1;
     };
+    let owner = a.owner;
+    // The kernel reparents an orphan before it sends the parent-death
+    // signal: this process's parent is its owner exactly while the owner
+    // lives (a dead owner's pid may be reused; it is never signalled then).
+    let owner_alive = || sys::ppid() == owner;
+    if !owner_alive() {
+        return 1; // the owner died before this process could start anything
+    }
     let listeners: Vec<OwnedFd> =
         (0..a.fds).filter_map(|i| sys::inherited_fd(3 + i as i32)).collect();
     let mut report = sys::inherited_fd(3 + a.fds as i32).map(std::fs::File::from);
@@ -577,7 +670,6 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
     // The owner's group (this process is still in it): if it has the
     // terminal, the command's group takes it.
     let owner_group = sys::pgrp();
-    let owner = sys::ppid();
     let grab = a.terminal && sys::foreground_group() == Some(owner_group);
     if grab {
         sys::take_terminal_in_child(&mut cmd, owner_group);
@@ -615,6 +707,14 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
     drop(child); // waited for with waitpid below
     let group = -(command as i32);
     let me = std::process::id();
+    // The owner died: take everything down, this process included.
+    let die_with_owner = || {
+        for (pid, _) in leftovers(Some(command), true) {
+            let _ = sys::kill(pid as i32, sys::SIGKILL);
+        }
+        let _ = sys::kill(group, sys::SIGKILL);
+        let _ = sys::kill(me as i32, sys::SIGKILL);
+    };
     // Join the command's group, so that the terminal's signals (Ctrl-C,
     // Ctrl-Z) reach this process too.
     let _ = sys::set_process_group(0, command);
@@ -625,6 +725,10 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
     let mut phase = Phase::Running;
     let mut last_int: Option<Instant> = None;
     let exit = loop {
+        // A pending death of the owner comes before anything sent to it.
+        if !owner_alive() {
+            die_with_owner();
+        }
         let was = phase;
         while let Ok(Some((pid, ev))) = sys::wait_child(-1, false) {
             if pid != command {
@@ -643,45 +747,35 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
         match (was, phase) {
             // The command stopped (Ctrl-Z, SIGTTIN, a `kill -STOP`): on a
             // terminal, the owner stops its job and gives the terminal back.
-            (Phase::Running, Phase::Suspended) if a.terminal => {
+            (Phase::Running, Phase::Suspended) if a.terminal && owner_alive() => {
                 let _ = sys::kill(owner as i32, sys::SIGUSR1);
             }
             // Continued, by the owner or by anyone else: if the owner is
             // still stopped, continue its job too, so that it can act.
             (Phase::Suspended, Phase::Running)
-                if sys::proc_stat(owner).is_ok_and(|s| s.state == 'T') =>
+                if owner_alive() && sys::proc_stat(owner).is_ok_and(|s| s.state == 'T') =>
             {
                 let _ = sys::kill(sys::job_target(owner, owner_group), sys::SIGCONT);
             }
             _ => {}
         }
         let Ok(Some(r)) = signals.wait_for(None) else { continue };
-        match r.signal {
-            s if s == sys::SIGUSR2 => {
-                // The owner died: take everything down, this process included.
-                for (pid, _) in leftovers(Some(command), true) {
-                    let _ = sys::kill(pid as i32, sys::SIGKILL);
-                }
-                let _ = sys::kill(group, sys::SIGKILL);
-                let _ = sys::kill(me as i32, sys::SIGKILL);
-            }
-            s if s == sys::SIGINT || s == sys::SIGTERM || s == sys::SIGHUP || s == sys::SIGQUIT => {
-                if from_outside(r.sender, me, owner, command) {
-                    // Sent to this process alone: the command's group
-                    // gets it (and SIGCONT, so that a stopped group dies).
-                    let _ = sys::kill(group, s);
-                    let _ = sys::kill(group, sys::SIGCONT);
-                }
-                if s == sys::SIGINT && r.sender != Some(me) && double_int(&mut last_int) {
-                    let _ = sys::kill(group, sys::SIGKILL);
-                }
-            }
-            _ => {}
+        // The parent-death signal is decided by the check at the top of the
+        // loop (sent by anyone else, it is not the owner's death). SIGINT is
+        // counted from anyone but this process: the terminal's, the owner's
+        // forwarding, a group-directed `kill -INT`. Nothing is forwarded:
+        // sent to the group, the command has it already, and sent to this
+        // process alone it cannot be told apart from that.
+        if r.signal == sys::SIGINT && r.sender != Some(me) && double_int(&mut last_int) {
+            let _ = sys::kill(group, sys::SIGKILL);
         }
     };
     let left = stop_leftovers_until(Some(command), true, a.kill_grace, |d| {
+        if !owner_alive() {
+            return true;
+        }
         match signals.wait_for(Some(d)) {
-            Ok(Some(r)) if r.signal == sys::SIGUSR2 => true,
+            Ok(Some(r)) if r.signal == death => !owner_alive(),
             Ok(Some(r)) if r.signal == sys::SIGINT && r.sender != Some(me) => {
                 double_int(&mut last_int)
             }
@@ -694,18 +788,6 @@ pub fn supervise(a: &SuperviseArgs) -> u8 {
         sys::die_of_signal(n);
     }
     exit.shell_code()
-}
-
-/// Whether a signal the supervisor received was sent to it alone by a
-/// process outside the command's group and other than the owner: not the
-/// terminal's (no sender), not the owner's forwarding to the group, not a
-/// signal a member of the group sent to the whole group (which the command
-/// got too).
-fn from_outside(sender: Option<u32>, me: u32, owner: u32, command: u32) -> bool {
-    sender.is_some_and(|p| {
-        // A sender that has exited already (`kill`) is outside.
-        p != me && p != owner && sys::proc_stat(p).map_or(true, |s| s.pgrp != command)
-    })
 }
 
 /// Records a SIGINT; whether it is the second within [`DOUBLE_INT`].

@@ -158,3 +158,60 @@ fn spawn_of_a_script_with_a_bad_interpreter_is_126_and_changes_nothing() {
     let err = reg.spawn(&old, &["/nonexistent/cmd"], &GetOptions::default()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::CommandNotFound, "{err:?}");
 }
+
+fn lease_opts(port: Option<u16>) -> GetOptions {
+    GetOptions {
+        owner: Some(portd_store::Owner::this_process()),
+        require_free: true,
+        port,
+        ..GetOptions::default()
+    }
+}
+
+#[test]
+fn undoing_a_start_keeps_the_entry_another_process_created_first() {
+    let (_dir, reg) = registry();
+    let x = Project::name("x").unwrap();
+    // Another process's `portd get x`, acknowledged just before the lease
+    // (the lease records what it replaces in its own transaction).
+    let port = reg.get("x").unwrap();
+    let acknowledged = (reg.list().unwrap(), reg.history().unwrap());
+    let lease = reg.get_with(&x, &lease_opts(None)).unwrap();
+    assert!(!lease.fresh, "the lease is on the entry just created");
+    assert!(reg.undo_get(&x, &lease).unwrap());
+    let e = reg.show(&x).expect("the other process's entry is kept");
+    assert_eq!((e.entry.port, e.state, e.entry.owner), (port, State::Idle, None));
+    assert_eq!((reg.list().unwrap(), reg.history().unwrap()), acknowledged, "exactly as it was");
+}
+
+#[test]
+fn undoing_a_move_whose_old_port_was_taken_keeps_the_entry_on_the_new_port() {
+    let (_dir, reg) = registry();
+    let x = Project::name("x").unwrap();
+    let old = reg.get("x").unwrap();
+    let new = reg.get("tmp").unwrap();
+    reg.release("tmp").unwrap();
+    let lease = reg.get_with(&x, &lease_opts(Some(new))).unwrap();
+    assert_eq!((lease.entry.port, lease.moved_from), (new, Some(old)));
+    // Meanwhile another project is given the port `x` left.
+    let y = Project::name("y").unwrap();
+    let got = reg.get_with(&y, &GetOptions { port: Some(old), ..GetOptions::default() }).unwrap();
+    assert_eq!(got.entry.port, old);
+    assert!(reg.undo_get(&x, &lease).unwrap());
+    let e = reg.show(&x).expect("`x` keeps an entry");
+    assert_eq!((e.entry.port, e.state, e.entry.owner), (new, State::Idle, None));
+    assert_eq!(reg.show(&y).unwrap().entry.port, old);
+}
+
+#[test]
+fn undoing_a_start_after_the_entry_changed_still_ends_the_lease() {
+    let (_dir, reg) = registry();
+    let x = Project::name("x").unwrap();
+    let lease = reg.get_with(&x, &lease_opts(None)).unwrap();
+    let me = portd_store::Owner::this_process();
+    // Changed after the lease was taken: the undo cannot apply as recorded.
+    assert!(reg.set_child(&x, me, 1).unwrap());
+    assert!(!reg.undo_get(&x, &lease).unwrap());
+    let e = reg.show(&x).unwrap();
+    assert_eq!((e.state, e.entry.owner, e.entry.child_pid), (State::Idle, None, None));
+}

@@ -5,10 +5,9 @@
 
 use crate::Ctx;
 use crate::args::RunArgs;
-use portd_store::supervisor::{self, Foreground, Launch, StartError, SuperviseArgs};
+use portd_store::supervisor::{self, Foreground, Launch, StartError};
 use portd_store::{Allocation, Error, ErrorKind, GetOptions, Owner};
 use std::net::{IpAddr, TcpListener};
-use std::time::Duration;
 
 /// Where `--fd` listens.
 enum Listen {
@@ -59,12 +58,11 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
         move_port: a.move_port,
         ..Default::default()
     };
-    // What the registry held for the project, to put back if the command
+    // The lease records what it replaced, to be put back if the command
     // cannot start.
-    let (before, history) = reg.before_get(&project)?;
     let lease = reg.get_with(&project, &opts)?;
     let abandon = || {
-        let _ = reg.undo_get(&project, &lease, before.as_ref(), history);
+        let _ = reg.undo_get(&project, &lease);
     };
     let port = lease.entry.port;
     let listeners = match bind(&lease, &listen) {
@@ -74,9 +72,6 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
             return Err(e);
         }
     };
-    if let Some(from) = lease.moved_from {
-        ctx.out.info(&super::moved(&project, from, port, lease.moved_because.as_ref()));
-    }
     let name = project.display().to_owned();
     let launch = Launch {
         name: name.clone(),
@@ -103,6 +98,18 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
             };
         }
     };
+    // Said once the command runs: a start that fails undoes them.
+    for e in &lease.evicted {
+        ctx.out.info(&format!(
+            "evicted `{}` (port {}, idle since {}) to make room: it was the least recently used",
+            e.display_name(),
+            e.port,
+            super::rfc3339(e.last_used_ms)
+        ));
+    }
+    if let Some(from) = lease.moved_from {
+        ctx.out.info(&super::moved(&project, from, port, lease.moved_because.as_ref()));
+    }
     ctx.out.detail(&format!(
         "portd: `{name}` on port {port}, pid {} (supervisor {})",
         fg.command_pid(),
@@ -141,20 +148,8 @@ fn bind(lease: &Allocation, listen: &Listen) -> Result<Vec<TcpListener>, Error> 
 }
 
 /// `portd __supervise`: the supervisor process.
-pub fn supervise(
-    name: &str,
-    fds: usize,
-    kill_grace_ms: u64,
-    terminal: bool,
-    argv: &[String],
-) -> u8 {
-    supervisor::supervise(&SuperviseArgs {
-        name: name.to_owned(),
-        fds,
-        kill_grace: Duration::from_millis(kill_grace_ms),
-        terminal,
-        argv: argv.to_vec(),
-    })
+pub fn supervise(fds: usize) -> u8 {
+    supervisor::supervise(fds)
 }
 
 /// `portd __exec`: the socket-activation variables, then the command.

@@ -326,7 +326,8 @@ fn a_command_stopped_and_continued_from_outside_keeps_the_run_going() {
     let env = Env::new();
     let mut t = Pty::start(&env);
     t.expect(r"PROMPT\$ ");
-    t.send(&format!("{BIN} run sc -- sleep 4\n"));
+    // Long enough for any machine load; ended below once checked.
+    t.send(&format!("{BIN} run sc -- sleep 30\n"));
     let mut e = None;
     wait_for("`sc` to run", || {
         e = env.ls().into_iter().find(|e| e.project == "sc" && e.child_pid.is_some());
@@ -337,7 +338,7 @@ fn a_command_stopped_and_continued_from_outside_keeps_the_run_going() {
     wait_for_terminal(sleep);
     // As a debugger would: stop the server, and continue it a while later.
     portd_core::sys::kill(sleep as i32, portd_core::sys::SIGSTOP).unwrap();
-    t.expect(r"Stopped .*run sc -- sleep 4\s+.*PROMPT\$ ");
+    t.expect(r"Stopped .*run sc -- sleep 30\s+.*PROMPT\$ ");
     wait_for("`portd run` to stop with its job", || state_of(run) == Some('T'));
     t.step("sleep 0.3");
     t.send("echo mark\n");
@@ -346,7 +347,9 @@ fn a_command_stopped_and_continued_from_outside_keeps_the_run_going() {
     wait_for("the chain to run again", || {
         [run, supervisor, sleep].iter().all(|&p| state_of(p).is_some_and(|s| s != 'T'))
     });
+    assert_eq!(entry(&env, "sc").state, "active", "still running");
     // The server's exit ends the run.
+    portd_core::sys::kill(sleep as i32, portd_core::sys::SIGTERM).unwrap();
     wait_for("the run to end", || state_of(run).is_none_or(|s| s == 'Z'));
     let e = entry(&env, "sc");
     assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));

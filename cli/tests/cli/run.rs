@@ -707,10 +707,13 @@ fn run_refuses_json_because_it_prints_no_data() {
 #[test]
 fn a_command_killed_by_a_signal_takes_portd_run_with_it() {
     let env = private_range(24900, 100);
-    for (sig, n) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+    for (sig, n) in [("INT", 2), ("TERM", 15), ("HUP", 1), ("QUIT", 3)] {
         let script = format!("kill -{sig} $$");
         let out = env.command(["run", "sig", "--", "sh", "-c", &script]).output().unwrap();
         assert_eq!(out.status.signal(), Some(n), "{sig}: {out:?}");
+        // Not even where `core_pattern` pipes to a handler (which ignores
+        // RLIMIT_CORE): portd is made non-dumpable before it re-raises.
+        assert!(!out.status.core_dumped(), "{sig}: portd run dumped core");
         assert_eq!((out.stdout.as_slice(), out.stderr.as_slice()), (&b""[..], &b""[..]));
         let e = env.ls().into_iter().find(|e| e.project == "sig").unwrap();
         assert_eq!((e.state.as_str(), e.pid), ("idle", None), "the lease ended first");
@@ -730,6 +733,13 @@ fn bad_interpreter(env: &Env) -> String {
     f.to_str().unwrap().to_owned()
 }
 
+/// Every entry and history row, to the millisecond (`ls --json` shows
+/// `last_used` to the second).
+fn exact_state(env: &Env) -> (Vec<portd_store::Listed>, Vec<(String, u16)>) {
+    let reg = portd_store::Registry::open(env.home(), portd_store::Config::default()).unwrap();
+    (reg.list().unwrap(), reg.history().unwrap())
+}
+
 #[test]
 fn a_command_whose_exec_fails_leaves_the_registry_as_it_was() {
     let env = private_range(25000, 100);
@@ -738,13 +748,17 @@ fn a_command_whose_exec_fails_leaves_the_registry_as_it_was() {
     env.run(&["release", "gone"]);
     let bad = bad_interpreter(&env);
     for fd in [false, true] {
-        for name in ["new", "old", "gone"] {
-            let before = env.run(&["ls", "--all", "--json"]).ok().to_owned();
-            let mut args = vec!["run", name];
+        for name in [&["new"][..], &["old"], &["gone"], &["old", "--port", "25050"]] {
+            let before = exact_state(&env);
+            let mut args = vec!["run"];
+            args.extend(name);
             if fd {
                 args.push("--fd");
             }
             args.extend(["--", bad.as_str()]);
+            // Within `last_used`'s resolution of the previous write, an
+            // unrestored entry would still compare equal.
+            std::thread::sleep(Duration::from_millis(5));
             let out = env.run(&args);
             assert_eq!(
                 (out.code, out.stdout.as_str(), out.stderr.as_str()),
@@ -753,28 +767,55 @@ fn a_command_whose_exec_fails_leaves_the_registry_as_it_was() {
                     "",
                     "error: cannot run `[ROOT]/bad.sh`: bad interpreter or loader: not found\n"
                 ),
-                "{args:?}"
+                "{args:?}: no note of a move that was undone"
             );
-            let after = env.run(&["ls", "--all", "--json"]).ok().to_owned();
-            assert_eq!(after, before, "{args:?} changed the registry");
+            assert_eq!(exact_state(&env), before, "{args:?} changed the registry");
         }
     }
 }
 
 #[test]
-fn sigterm_sent_to_the_supervisor_reaches_the_command_and_ends_the_run() {
+fn a_failed_start_puts_back_the_idle_entry_it_evicted() {
+    let env = private_range(25300, 2);
+    env.run(&["get", "a"]).port();
+    env.run(&["get", "b"]).port();
+    let bad = bad_interpreter(&env);
+    let before = exact_state(&env);
+    assert_eq!(before.0.len(), 2);
+    std::thread::sleep(Duration::from_millis(5));
+    let out = env.run(&["run", "c", "--", &bad]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (126, "", "error: cannot run `[ROOT]/bad.sh`: bad interpreter or loader: not found\n")
+    );
+    assert_eq!(exact_state(&env), before, "the evicted entry is back, as it was");
+    // The eviction itself works: a command that starts gets the port.
+    let out = env.run(&["run", "c", "--", "true"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:#?}");
+    assert!(out.stderr.starts_with("evicted `a` "), "{out:#?}");
+}
+
+#[test]
+fn a_signal_sent_to_the_commands_group_reaches_it_and_ends_the_run() {
     let env = private_range(25100, 100);
     for sig in ["TERM", "HUP", "QUIT"] {
         let (mut child, file) = trapping_child(&env, "supsig", sig);
-        active(&env, &mut child, "supsig");
-        let shown: EntryJson = env.run(&["show", "supsig", "--json"]).json();
-        signal(shown.supervisor_pid.expect("a supervisor"), sig);
+        let e = active(&env, &mut child, "supsig");
+        // `child_pid` is also the group's id; the supervisor is a member.
+        signal_group(e.child_pid.unwrap(), sig);
         let (code, stderr) = finish_within(&env, child, Duration::from_secs(5));
         assert_eq!(code, 42, "{sig}: {stderr}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{sig}\n"));
         let e = env.ls().into_iter().find(|e| e.project == "supsig").unwrap();
         assert_eq!((e.state.as_str(), e.pid), ("idle", None));
     }
+}
+
+fn signal_group(pgid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), "--", &format!("-{pgid}")])
+        .status();
+    assert!(st.unwrap().success(), "kill -{sig} -- -{pgid}");
 }
 
 #[test]
@@ -817,4 +858,101 @@ fn a_second_ctrl_c_during_the_kill_grace_kills_at_once() {
         )
     );
     assert!(!alive(left));
+}
+
+/// The lines of `path` (none if it does not exist yet).
+fn lines_of(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn signals_sent_by_name_or_to_the_group_reach_the_server_once_and_kill_nothing() {
+    let env = private_range(25400, 100);
+    let marker = format!("logsrv-{}", std::process::id());
+    let got = env.root().join("got");
+    let ready = env.root().join("ready");
+    // A server that reopens its logs on USR1, upgrades on USR2, reloads on HUP.
+    let script = format!(
+        "for s in USR1 USR2 HUP; do trap \"echo $s >> {g}\" $s; done; touch {r}; \
+         while :; do sleep 0.05; done",
+        g = got.display(),
+        r = ready.display()
+    );
+    let mut run = spawn(&env, &["run", "sig", "--", "bash", "-c", &script, &marker]);
+    let _reaper = Reaper(vec![run.id()]);
+    let e = active(&env, &mut run, "sig");
+    wait_for("the traps", Duration::from_secs(10), || ready.exists());
+    let command = e.child_pid.unwrap();
+    let shown: EntryJson = env.run(&["show", "sig", "--json"]).json();
+    let supervisor = shown.supervisor_pid.unwrap();
+    let cmdline = portd_core::sys::cmdline(supervisor).unwrap().join(" ");
+    assert!(!cmdline.contains(&marker), "the supervisor's command line: {cmdline}");
+    for (sig, n) in [("USR1", 1), ("USR2", 1)] {
+        // `pkill -f` matches `portd run` (its command line holds the
+        // command's) and the command itself: each gets it once.
+        let st = std::process::Command::new("pkill")
+            .args([&format!("-{sig}"), "-f", &marker])
+            .status()
+            .unwrap();
+        assert!(st.success(), "pkill -{sig}");
+        wait_for(&format!("the {sig} trap"), Duration::from_secs(5), || {
+            lines_of(&got).iter().filter(|l| *l == sig).count() >= n
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(run.try_wait().unwrap().is_none(), "{sig}: portd run ended");
+        assert!(alive(supervisor) && alive(command), "{sig} killed the supervisor or the server");
+    }
+    // Sent to the whole group from outside (the supervisor is a member):
+    // the trap runs once, not again forwarded by the supervisor.
+    portd_core::sys::kill(-(command as i32), portd_core::sys::SIGHUP).unwrap();
+    wait_for("the HUP trap", Duration::from_secs(5), || lines_of(&got).contains(&"HUP".to_owned()));
+    std::thread::sleep(Duration::from_millis(500));
+    let hups = lines_of(&got).iter().filter(|l| *l == "HUP").count();
+    assert_eq!(hups, 1, "{:?}", lines_of(&got));
+    // Timer and I/O signals sent to the supervisor do not end it.
+    for sig in ["ALRM", "VTALRM", "PROF", "IO", "USR1", "USR2", "TERM"] {
+        signal(supervisor, sig);
+    }
+    // Nor does its parent-death signal, sent while its owner lives.
+    let death = portd_core::sys::owner_death_signal();
+    portd_core::sys::kill(supervisor as i32, death).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(supervisor) && alive(command) && run.try_wait().unwrap().is_none());
+    signal(run.id(), "TERM");
+    let (code, stderr) = finish_within(&env, run, Duration::from_secs(10));
+    assert_eq!(code, 143, "{stderr}");
+}
+
+#[test]
+fn a_supervisor_whose_owner_is_not_its_parent_starts_nothing_and_signals_no_one() {
+    use portd_store::supervisor::SuperviseArgs;
+    use std::os::fd::AsRawFd;
+    let env = Env::new();
+    // Stands for a dead owner's pid, reused by an unrelated process.
+    let mut stranger = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let _reaper = Reaper(vec![stranger.id()]);
+    let marker = env.root().join("started");
+    let args = SuperviseArgs {
+        name: "orphan".to_owned(),
+        fds: 0,
+        kill_grace: Duration::from_millis(100),
+        terminal: false,
+        owner: stranger.id(),
+        argv: vec!["touch".to_owned(), marker.to_str().unwrap().to_owned()],
+    };
+    let (mut report_in, report_out) = std::io::pipe().unwrap();
+    let (args_in, mut args_out) = std::io::pipe().unwrap();
+    let mut cmd = env.command(args.to_args());
+    portd_core::sys::pass_fds(&mut cmd, vec![report_out.as_raw_fd(), args_in.as_raw_fd()]);
+    let sup = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    drop((report_out, args_in));
+    args_out.write_all(&args.encode()).unwrap();
+    drop(args_out);
+    let mut report = String::new();
+    report_in.read_to_string(&mut report).unwrap();
+    let (code, stderr) = finish_within(&env, sup, Duration::from_secs(5));
+    assert_eq!((code, report.as_str(), stderr.as_str()), (1, "", ""));
+    assert!(!marker.exists(), "the command was started");
+    assert_eq!(portd_core::sys::proc_stat(stranger.id()).unwrap().state, 'S');
+    assert!(stranger.try_wait().unwrap().is_none());
 }

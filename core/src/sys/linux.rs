@@ -426,7 +426,15 @@ pub fn network_fs(path: &std::path::Path) -> Option<&'static str> {
 // and continued children, process groups, the terminal's foreground group,
 // the child subreaper flag, and passing inherited descriptors.
 
-pub use libc::{SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGUSR1};
+pub use libc::{SIGALRM, SIGCONT, SIGIO, SIGPROF, SIGSTOP, SIGTSTP, SIGTTIN, SIGUSR1, SIGVTALRM};
+
+/// The parent-death signal of a supervisor (SIGRTMIN+3): a real-time
+/// signal, which no program sends by name, so that a `pkill -USR2` meant
+/// for a server is not taken for its owner's death. The receiver still
+/// checks [`ppid`] (the kernel reparents before it sends the signal).
+pub fn owner_death_signal() -> i32 {
+    libc::SIGRTMIN() + 3
+}
 
 /// A signal taken by [`SignalSet::wait_for`], with who sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -494,14 +502,21 @@ pub fn job_target(pid: u32, pgid: u32) -> i32 {
 
 /// Ends this process by `signal`, as the command it ran ended, so that its
 /// parent sees the same status (a shell's loop stops on a Ctrl-C): the
-/// default action restored, the signal unblocked, no core file written,
-/// then kill(2) to itself. Returns if `signal` does not end a process by
-/// default (the caller then exits with 128+N).
+/// default action restored, the signal unblocked, then kill(2) to itself.
+/// No core file is written: the process is made non-dumpable first
+/// (`prctl(PR_SET_DUMPABLE, 0)`, as GNU `timeout` does; `RLIMIT_CORE` alone
+/// is ignored when `core_pattern` pipes to a handler), and if that fails
+/// nothing is raised. Returns if `signal` does not end a process by default
+/// or could not be raised safely (the caller then exits with 128+N).
 pub fn die_of_signal(signal: i32) {
-    // SAFETY: setrlimit reads `none`, a valid rlimit owned by this frame;
-    // signal, sigemptyset, sigaddset and pthread_sigmask use only this
-    // frame's set; kill and getpid take integers.
+    // SAFETY: prctl takes integers; setrlimit reads `none`, a valid rlimit
+    // owned by this frame; signal, sigemptyset, sigaddset and
+    // pthread_sigmask use only this frame's set; kill and getpid take
+    // integers.
     unsafe {
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) != 0 {
+            return;
+        }
         let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         libc::setrlimit(libc::RLIMIT_CORE, &none);
         libc::signal(signal, libc::SIG_DFL);

@@ -102,6 +102,11 @@ pub fn network_fs(_path: &std::path::Path) -> Option<&'static str> {
 
 // ---- supervision: not available here (portd run needs Linux).
 
+/// Not available here: SIGUSR2.
+pub fn owner_death_signal() -> i32 {
+    libc::SIGUSR2
+}
+
 /// What `waitpid` reported for a child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildEvent {
