@@ -742,13 +742,13 @@ fn exact_state(env: &Env) -> (Vec<portd_store::Listed>, Vec<(String, u16)>) {
 
 #[test]
 fn a_command_whose_exec_fails_leaves_the_registry_as_it_was() {
-    let env = private_range(25000, 100);
+    let env = private_range(26500, 100);
     env.run(&["get", "old"]).port();
     env.run(&["get", "gone"]).port();
     env.run(&["release", "gone"]);
     let bad = bad_interpreter(&env);
     for fd in [false, true] {
-        for name in [&["new"][..], &["old"], &["gone"], &["old", "--port", "25050"]] {
+        for name in [&["new"][..], &["old"], &["gone"], &["old", "--port", "26550"]] {
             let before = exact_state(&env);
             let mut args = vec!["run"];
             args.extend(name);
@@ -776,7 +776,8 @@ fn a_command_whose_exec_fails_leaves_the_registry_as_it_was() {
 
 #[test]
 fn a_failed_start_puts_back_the_idle_entry_it_evicted() {
-    let env = private_range(25300, 2);
+    // Two ports of a band no other test uses, free now.
+    let env = private_range(free_ports(21_400, 2), 2);
     env.run(&["get", "a"]).port();
     env.run(&["get", "b"]).port();
     let bad = bad_interpreter(&env);
@@ -797,7 +798,7 @@ fn a_failed_start_puts_back_the_idle_entry_it_evicted() {
 
 #[test]
 fn a_signal_sent_to_the_commands_group_reaches_it_and_ends_the_run() {
-    let env = private_range(25100, 100);
+    let env = private_range(26600, 100);
     for sig in ["TERM", "HUP", "QUIT"] {
         let (mut child, file) = trapping_child(&env, "supsig", sig);
         let e = active(&env, &mut child, "supsig");
@@ -820,7 +821,7 @@ fn signal_group(pgid: u32, sig: &str) {
 
 #[test]
 fn a_second_ctrl_c_during_the_kill_grace_kills_at_once() {
-    let env = private_range(25200, 100);
+    let env = private_range(26700, 100);
     let p = env.root().join("left.pid");
     // The command exits at once, leaving a process that ignores SIGTERM
     // and SIGINT in its group.
@@ -867,7 +868,7 @@ fn lines_of(path: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn signals_sent_by_name_or_to_the_group_reach_the_server_once_and_kill_nothing() {
-    let env = private_range(25400, 100);
+    let env = private_range(26800, 100);
     let marker = format!("logsrv-{}", std::process::id());
     let got = env.root().join("got");
     let ready = env.root().join("ready");
