@@ -232,9 +232,10 @@ impl SuperviseArgs {
         vec!["__supervise".to_owned(), "--fds".to_owned(), self.fds.to_string()]
     }
 
-    /// The rest, as written on the pipe: NUL-terminated fields (name,
-    /// grace in ms, terminal 0/1, owner pid, then the argv; none of them
-    /// can hold a NUL).
+    /// The rest, as written on the pipe: the length in bytes of what
+    /// follows, then NUL-terminated fields (name, grace in ms, terminal
+    /// 0/1, owner pid, then the argv; none of them can hold a NUL). The
+    /// length is a field too, NUL-terminated, in decimal.
     pub fn encode(&self) -> Vec<u8> {
         let mut fields = vec![
             self.name.clone(),
@@ -248,12 +249,22 @@ impl SuperviseArgs {
             out.extend_from_slice(f.as_bytes());
             out.push(0);
         }
-        out
+        let mut all = format!("{}\0", out.len()).into_bytes();
+        all.append(&mut out);
+        all
     }
 
-    /// Reads what [`SuperviseArgs::encode`] wrote; `None` if it is not that.
+    /// Reads what [`SuperviseArgs::encode`] wrote; `None` if it is not
+    /// that, or not all of it (a write cut short, which could otherwise
+    /// read as a shorter argv).
     pub fn decode(fds: usize, bytes: &[u8]) -> Option<SuperviseArgs> {
-        let body = bytes.strip_suffix(&[0])?;
+        let at = bytes.iter().position(|&b| b == 0)?;
+        let len: usize = std::str::from_utf8(&bytes[..at]).ok()?.parse().ok()?;
+        let rest = &bytes[at + 1..];
+        if rest.len() != len {
+            return None;
+        }
+        let body = rest.strip_suffix(&[0])?;
         let mut it = body.split(|&b| b == 0).map(|f| String::from_utf8(f.to_vec()).ok());
         let name = it.next()??;
         let kill_grace = Duration::from_millis(it.next()??.parse().ok()?);
@@ -968,6 +979,31 @@ mod tests {
         assert!(matches!(Report::parse("started 42\n"), Some(Report::Started(42))));
         assert!(Report::parse("").is_none());
         assert!(Report::parse("started x\n").is_none());
+    }
+
+    #[test]
+    fn supervise_args_decode_only_whole() {
+        let a = SuperviseArgs {
+            name: "web".to_owned(),
+            fds: 1,
+            kill_grace: Duration::from_millis(250),
+            terminal: true,
+            owner: 42,
+            argv: vec!["sh".to_owned(), "-c".to_owned(), "rm -rf build/tmp".to_owned(), "".into()],
+        };
+        let bytes = a.encode();
+        assert_eq!(SuperviseArgs::decode(1, &bytes), Some(a.clone()));
+        // A write cut short (its writer killed, or a pipe that took only
+        // part of it) is refused, whether it ends within a field or right
+        // after one (which would be a shorter argv).
+        for n in 0..bytes.len() {
+            assert_eq!(SuperviseArgs::decode(1, &bytes[..n]), None, "{:?}", &bytes[..n]);
+        }
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(b"x\0");
+        assert_eq!(SuperviseArgs::decode(1, &longer), None);
+        let none = SuperviseArgs { argv: Vec::new(), ..a };
+        assert_eq!(SuperviseArgs::decode(1, &none.encode()), Some(none));
     }
 
     #[test]
