@@ -258,3 +258,38 @@ fn undoing_a_start_keeps_the_entry_a_get_answered_in_the_same_millisecond() {
         println!("SKIP: {why}");
     }
 }
+
+#[test]
+fn spawn_that_cannot_undo_its_lease_says_so_in_the_hint() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config { lock_timeout: Duration::from_millis(200), ..Config::default() };
+    let reg = Registry::open(dir.path().join("portd"), cfg).unwrap();
+    reg.get("other").unwrap();
+    let bad = dir.path().join("bad.sh");
+    std::fs::write(&bad, "#!/nonexistent/interp\necho hi\n").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Takes `registry.lock` once the lease is written, before the failed
+    // start can undo it, and holds it a while.
+    let db = dir.path().join("portd/registry.redb");
+    let lock = dir.path().join("portd/registry.lock");
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before = mtime(&db);
+    let holder = std::thread::spawn(move || {
+        while mtime(&db) == before {
+            std::hint::spin_loop();
+        }
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&lock).unwrap();
+        f.lock().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    let x = Project::name("x").unwrap();
+    let err = reg.spawn(&x, &[bad.to_str().unwrap()], &GetOptions::default()).unwrap_err();
+    holder.join().unwrap();
+    let e = reg.show(&x).expect("the lease was left");
+    assert_eq!(err.kind(), portd_store::ErrorKind::CommandNotExecutable, "{err:?}");
+    let hint = err.hint().unwrap_or_default();
+    let start =
+        format!("the lease of `x` (port {}) could not be undone: registry busy: ", e.entry.port);
+    assert!(hint.starts_with(&start), "{err:?}");
+}

@@ -957,3 +957,55 @@ fn a_supervisor_whose_owner_is_not_its_parent_starts_nothing_and_signals_no_one(
     assert_eq!(portd_core::sys::proc_stat(stranger.id()).unwrap().state, 'S');
     assert!(stranger.try_wait().unwrap().is_none());
 }
+
+#[test]
+fn a_lease_that_cannot_be_undone_is_warned_about_before_the_error() {
+    let env = private_range(27000, 100);
+    env.run(&["get", "other"]).port();
+    let bad = bad_interpreter(&env);
+    // Takes `registry.lock` as soon as the lease is written (the registry
+    // file changes), before the failed start can undo it, and holds it.
+    const SCRIPT: &str = "import fcntl, os, sys, time\n\
+        db, lock = sys.argv[1], sys.argv[2]\n\
+        before = os.stat(db).st_mtime_ns\n\
+        print('watching', flush=True)\n\
+        while os.stat(db).st_mtime_ns == before: pass\n\
+        fd = os.open(lock, os.O_RDWR)\n\
+        fcntl.flock(fd, fcntl.LOCK_EX)\n\
+        os.pwrite(fd, b'%-10d\\n' % os.getpid(), 0)\n\
+        time.sleep(60)\n";
+    let Ok(mut holder) = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(env.home().join("registry.redb"))
+        .arg(env.home().join("registry.lock"))
+        .stdout(Stdio::piped())
+        .spawn()
+    else {
+        return skip("no python3 to hold the lock from another process");
+    };
+    let _reaper = Reaper(vec![holder.id()]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "watching\n");
+    let out = env.run_env(&["run", "x", "--", &bad], &[("PORTD_LOCK_TIMEOUT", "300ms")]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let e = env.ls().into_iter().find(|e| e.project == "x").expect("the lease was left");
+    let (warning, error) = out.stderr.split_once('\n').unwrap();
+    assert!(
+        warning.starts_with(&format!(
+            "warning: could not undo the lease of `x` (port {}): registry busy: ",
+            e.port
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        (out.code, out.stdout.as_str(), error),
+        (126, "", "error: cannot run `[ROOT]/bad.sh`: bad interpreter or loader: not found\n")
+    );
+}
