@@ -446,7 +446,10 @@ impl Registry {
                 if self.moves(&e, opts).is_some() {
                     return Ok(None);
                 }
-                let now = now_ms().max(e.last_used_ms);
+                // Always later than the entry's time, even within its
+                // millisecond: a `get` answered from an entry changes it,
+                // so `undo_get` of the lease that created it keeps it.
+                let now = now_ms().max(e.last_used_ms + 1);
                 let logged = touch::append(&self.dir, self.config.shared, project.key(), now)?;
                 // Folded by the next write; past its size, by this call.
                 let fold = logged.is_some_and(|size| size > touch::FOLD_AT);
@@ -630,9 +633,10 @@ impl Registry {
     /// - a scan cursor the `get` advanced goes back if no other allocation
     ///   has moved it since.
     ///
-    /// If the entry is no longer what the `get` wrote (changed meanwhile),
-    /// nothing is undone but the lease ends, as [`Registry::end_lease`]
-    /// does. One transaction; returns whether the `get` was undone.
+    /// If the entry is no longer what the `get` wrote (changed meanwhile,
+    /// including by another `get` of it: each one advances the entry's
+    /// `last_used`, even within the same millisecond), nothing is undone
+    /// but the lease ends, as [`Registry::end_lease`] does. One transaction; returns whether the `get` was undone.
     pub fn undo_get(&self, project: &Project, lease: &Allocation) -> Result<bool> {
         let key = project.key();
         let prev = &lease.previous;
@@ -1266,7 +1270,8 @@ impl<'t> Tx<'t> {
             }
             if why.is_none() && !foreign {
                 let mut next = e.clone();
-                next.last_used_ms = self.now.max(e.last_used_ms);
+                // Always later, as a touch is (see `get_with`).
+                next.last_used_ms = self.now.max(e.last_used_ms + 1);
                 if opts.owner.is_some() {
                     next.owner = opts.owner;
                     next.command = opts.command.clone();

@@ -15,7 +15,10 @@
 //! that cannot be started is an error of kind
 //! [`ErrorKind::CommandNotFound`] (a shell's 127) or
 //! [`ErrorKind::CommandNotExecutable`] (126: not executable, a bad `#!`
-//! interpreter), and the registry is left as it was.
+//! interpreter), and the registry is left as it was; if the lease taken for
+//! it cannot be undone (a busy, damaged or read-only registry), the error
+//! keeps its kind and its hint names the entry left behind, its port, and
+//! why it stayed.
 //!
 //! Threads: the parent-death signal is tied to the *thread* that calls
 //! [`Registry::spawn`] (the kernel sends it when that thread exits, even if
@@ -78,9 +81,17 @@ impl Registry {
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.undo_get(project, &lease);
                 let c = crate::supervisor::CannotStart::of_exec(program.as_ref(), &e);
-                return Err(Error::from(c));
+                let err = Error::from(c);
+                return Err(match self.undo_get(project, &lease) {
+                    Ok(_) => err,
+                    Err(u) => err.with_hint(format!(
+                        "the lease of `{}` (port {}) could not be undone: {}",
+                        project.display(),
+                        lease.entry.port,
+                        u.message()
+                    )),
+                });
             }
         };
         let _ = self.set_child(project, owner, child.id());

@@ -5,19 +5,21 @@
 //! - the **owner** ([`Foreground`], inside `portd run`) holds the lease,
 //!   forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to the command's process group
 //!   (each followed by SIGCONT, so that a stopped group can die) and
-//!   SIGUSR1/SIGUSR2 (log rotation, upgrades; the supervisor's own SIGUSR1
-//!   excepted), drops SIGALRM/SIGVTALRM/SIGPROF/SIGIO, does job control on a
-//!   terminal, and returns the command's status;
+//!   SIGUSR1/SIGUSR2 (log rotation, upgrades), drops
+//!   SIGALRM/SIGVTALRM/SIGPROF/SIGIO, does job control on a terminal, and
+//!   returns the command's status;
 //! - the **supervisor** ([`supervise`], the process `portd __supervise`,
 //!   whose arguments come on a pipe so that its command line does not hold
 //!   the command's) starts the command as the leader of a new process group
 //!   and joins that group itself, is a child subreaper (orphaned
 //!   descendants are reparented to it), reports the command's pid to the
-//!   owner once its exec has succeeded, tells the owner (SIGUSR1) when the
-//!   command stops and continues the owner when someone else continues the
-//!   command, and when the command exits stops everything the command left
-//!   behind: SIGTERM (and SIGCONT), then SIGKILL after a grace period or at
-//!   a second Ctrl-C. It forwards nothing: a signal that reaches it from
+//!   owner once its exec has succeeded, tells the owner when the command
+//!   stops (with a real-time signal of its own,
+//!   [`sys::stop_report_signal`], which a user's SIGUSR1 cannot hide) and
+//!   continues the owner when someone else continues the command, and
+//!   when the command exits stops everything the command left behind:
+//!   SIGTERM (and SIGCONT), then SIGKILL after a grace period or at a
+//!   second Ctrl-C. It forwards nothing: a signal that reaches it from
 //!   outside was, as far as it can tell, sent to the whole group (which the
 //!   command got too), so it only counts Ctrl-Cs and drops the rest, never
 //!   dying of one. It gets a real-time parent-death signal from the owner
@@ -232,9 +234,10 @@ impl SuperviseArgs {
         vec!["__supervise".to_owned(), "--fds".to_owned(), self.fds.to_string()]
     }
 
-    /// The rest, as written on the pipe: NUL-terminated fields (name,
-    /// grace in ms, terminal 0/1, owner pid, then the argv; none of them
-    /// can hold a NUL).
+    /// The rest, as written on the pipe: the length in bytes of what
+    /// follows, then NUL-terminated fields (name, grace in ms, terminal
+    /// 0/1, owner pid, then the argv; none of them can hold a NUL). The
+    /// length is a field too, NUL-terminated, in decimal.
     pub fn encode(&self) -> Vec<u8> {
         let mut fields = vec![
             self.name.clone(),
@@ -248,12 +251,22 @@ impl SuperviseArgs {
             out.extend_from_slice(f.as_bytes());
             out.push(0);
         }
-        out
+        let mut all = format!("{}\0", out.len()).into_bytes();
+        all.append(&mut out);
+        all
     }
 
-    /// Reads what [`SuperviseArgs::encode`] wrote; `None` if it is not that.
+    /// Reads what [`SuperviseArgs::encode`] wrote; `None` if it is not
+    /// that, or not all of it (a write cut short, which could otherwise
+    /// read as a shorter argv).
     pub fn decode(fds: usize, bytes: &[u8]) -> Option<SuperviseArgs> {
-        let body = bytes.strip_suffix(&[0])?;
+        let at = bytes.iter().position(|&b| b == 0)?;
+        let len: usize = std::str::from_utf8(&bytes[..at]).ok()?.parse().ok()?;
+        let rest = &bytes[at + 1..];
+        if rest.len() != len {
+            return None;
+        }
+        let body = rest.strip_suffix(&[0])?;
         let mut it = body.split(|&b| b == 0).map(|f| String::from_utf8(f.to_vec()).ok());
         let name = it.next()??;
         let kill_grace = Duration::from_millis(it.next()??.parse().ok()?);
@@ -287,7 +300,8 @@ impl Foreground {
     /// inherits. Returns once the command runs, with its pid known.
     ///
     /// Blocks SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD,
-    /// SIGCONT, SIGALRM, SIGVTALRM, SIGPROF and SIGIO in the calling thread
+    /// SIGCONT, SIGALRM, SIGVTALRM, SIGPROF, SIGIO and the supervisor's
+    /// stop report ([`sys::stop_report_signal`]) in the calling thread
     /// (they are handled in [`Foreground::wait`]: the timer and I/O signals,
     /// which a `pkill` meant for the command may send, are dropped) and
     /// makes this process a child subreaper.
@@ -322,6 +336,7 @@ impl Foreground {
             sys::SIGVTALRM,
             sys::SIGPROF,
             sys::SIGIO,
+            sys::stop_report_signal(),
         ])
         .map_err(|e| other("cannot block signals", e))?;
         let terminal = sys::controlling_terminal().then(sys::pgrp);
@@ -465,10 +480,11 @@ impl Foreground {
             match self.signals.wait_for(None) {
                 Ok(Some(r)) if r.signal == sys::SIGCHLD => {}
                 Ok(Some(r)) if r.signal == sys::SIGCONT => self.resume(),
-                // The supervisor: the command's group stopped.
-                Ok(Some(r)) if r.signal == sys::SIGUSR1 && r.sender == Some(self.supervisor) => {
-                    if !self.command_stopped() {
-                        // Stale.
+                // The supervisor: the command's group stopped (from
+                // anyone else, this signal means nothing).
+                Ok(Some(r)) if r.signal == sys::stop_report_signal() => {
+                    if r.sender != Some(self.supervisor) || !self.command_stopped() {
+                        // Not the supervisor's, or stale.
                     } else if self.terminal.is_some() && sys::in_foreground() {
                         // This job is in the foreground already (`fg` of a
                         // running job sends no SIGCONT): the command stopped
@@ -748,7 +764,7 @@ fn supervise_with(a: &SuperviseArgs) -> u8 {
             // The command stopped (Ctrl-Z, SIGTTIN, a `kill -STOP`): on a
             // terminal, the owner stops its job and gives the terminal back.
             (Phase::Running, Phase::Suspended) if a.terminal && owner_alive() => {
-                let _ = sys::kill(owner as i32, sys::SIGUSR1);
+                let _ = sys::kill(owner as i32, sys::stop_report_signal());
             }
             // Continued, by the owner or by anyone else: if the owner is
             // still stopped, continue its job too, so that it can act.
@@ -968,6 +984,31 @@ mod tests {
         assert!(matches!(Report::parse("started 42\n"), Some(Report::Started(42))));
         assert!(Report::parse("").is_none());
         assert!(Report::parse("started x\n").is_none());
+    }
+
+    #[test]
+    fn supervise_args_decode_only_whole() {
+        let a = SuperviseArgs {
+            name: "web".to_owned(),
+            fds: 1,
+            kill_grace: Duration::from_millis(250),
+            terminal: true,
+            owner: 42,
+            argv: vec!["sh".to_owned(), "-c".to_owned(), "rm -rf build/tmp".to_owned(), "".into()],
+        };
+        let bytes = a.encode();
+        assert_eq!(SuperviseArgs::decode(1, &bytes), Some(a.clone()));
+        // A write cut short (its writer killed, or a pipe that took only
+        // part of it) is refused, whether it ends within a field or right
+        // after one (which would be a shorter argv).
+        for n in 0..bytes.len() {
+            assert_eq!(SuperviseArgs::decode(1, &bytes[..n]), None, "{:?}", &bytes[..n]);
+        }
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(b"x\0");
+        assert_eq!(SuperviseArgs::decode(1, &longer), None);
+        let none = SuperviseArgs { argv: Vec::new(), ..a };
+        assert_eq!(SuperviseArgs::decode(1, &none.encode()), Some(none));
     }
 
     #[test]

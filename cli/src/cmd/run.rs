@@ -61,10 +61,18 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
     // The lease records what it replaced, to be put back if the command
     // cannot start.
     let lease = reg.get_with(&project, &opts)?;
-    let abandon = || {
-        let _ = reg.undo_get(&project, &lease);
-    };
     let port = lease.entry.port;
+    // The error that follows stays the command's; a lease left behind is
+    // said first.
+    let abandon = || {
+        if let Err(e) = reg.undo_get(&project, &lease) {
+            ctx.out.warn(&format!(
+                "could not undo the lease of `{}` (port {port}): {}",
+                project.display(),
+                e.message()
+            ));
+        }
+    };
     let listeners = match bind(&lease, &listen) {
         Ok(l) => l,
         Err(e) => {

@@ -354,3 +354,48 @@ fn a_command_stopped_and_continued_from_outside_keeps_the_run_going() {
     let e = entry(&env, "sc");
     assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
 }
+
+#[test]
+fn ctrl_z_stops_the_job_while_sigusr1_is_being_forwarded() {
+    let env = Env::new();
+    let mut t = Pty::start(&env);
+    t.expect(r"PROMPT\$ ");
+    // The command ignores USR1, which `portd run` forwards to it.
+    t.send(&format!("{BIN} run u1 -- sh -c \"trap '' USR1; exec sleep 30\"\n"));
+    let mut e = None;
+    wait_for("`u1` to run", || {
+        e = env.ls().into_iter().find(|e| e.project == "u1" && e.child_pid.is_some());
+        e.is_some()
+    });
+    let (run, sleep) = e.map(|e| (e.pid.unwrap(), e.child_pid.unwrap())).unwrap();
+    wait_for_terminal(sleep);
+    // A stream of USR1s to `portd run` (a log rotation in a loop): one of
+    // them is pending whenever the command's stop is reported, which the
+    // report must survive.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = portd_core::sys::kill(run as i32, portd_core::sys::SIGUSR1);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    t.send("\x1a");
+    t.expect(r"Stopped .*run u1 -- .*\s+.*PROMPT\$ ");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(flood.join().unwrap() > 0);
+    assert_eq!(state_of(run), Some('T'), "`portd run` stopped itself");
+    t.send("fg\n");
+    t.expect("run u1");
+    wait_for_terminal(sleep);
+    t.send("\x03");
+    t.expect(r"PROMPT\$ ");
+    t.send("echo rc=$?\n");
+    t.expect(r"rc=130");
+    assert_eq!(entry(&env, "u1").state, "idle");
+}

@@ -436,6 +436,14 @@ pub fn owner_death_signal() -> i32 {
     libc::SIGRTMIN() + 3
 }
 
+/// How a supervisor tells its owner that the command stopped (SIGRTMIN+4):
+/// a signal of its own, real-time so that it queues, which neither merges
+/// with nor is mistaken for a SIGUSR1 that someone sends the owner to be
+/// forwarded to the command.
+pub fn stop_report_signal() -> i32 {
+    libc::SIGRTMIN() + 4
+}
+
 /// A signal taken by [`SignalSet::wait_for`], with who sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {

@@ -107,6 +107,11 @@ pub fn owner_death_signal() -> i32 {
     libc::SIGUSR2
 }
 
+/// Not available here: SIGUSR1.
+pub fn stop_report_signal() -> i32 {
+    libc::SIGUSR1
+}
+
 /// What `waitpid` reported for a child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildEvent {
