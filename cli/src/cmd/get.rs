@@ -57,33 +57,16 @@ fn allocate(ctx: &Ctx, a: &GetArgs) -> Result<(Project, Allocation), Error> {
         ..Default::default()
     };
     let alloc = reg.get_with(&project, &opts)?;
-    for e in &alloc.expired {
-        ctx.out.info(&format!(
-            "dropped `{}` (port {}, idle since {}, past `idle_ttl`)",
-            e.display_name(),
-            e.port,
-            super::rfc3339(e.last_used_ms)
-        ));
-    }
-    for e in &alloc.evicted {
-        ctx.out.info(&format!(
-            "evicted `{}` (port {}, idle since {}) to make room: it was the least recently used",
-            e.display_name(),
-            e.port,
-            super::rfc3339(e.last_used_ms)
-        ));
-    }
-    if let Some(from) = alloc.moved_from {
-        let why = alloc.moved_because.as_ref();
-        ctx.out.info(&super::moved(&project, from, alloc.entry.port, why));
-    } else if let Some(why) = reg.exclusions().reason(alloc.entry.port) {
+    let moved = super::allocation_notes(ctx, &project, &alloc);
+    if !moved && let Some(why) = reg.exclusions().reason(alloc.entry.port) {
         // Kept only because its server runs: it moves once that stops.
         ctx.out.warn(&format!(
             "port {} of `{}` is excluded ({why}); it keeps it while its server runs, and moves on the next `get` after that",
             alloc.entry.port,
             project.display()
         ));
-    } else if !alloc.fresh
+    } else if !moved
+        && !alloc.fresh
         && !opts.require_free
         && let Some(err) = reg.foreign_binding(&project, &alloc.entry, a.udp)
     {

@@ -91,6 +91,25 @@ pub fn project_to_change(reg: &Registry, name: &str, verb: &str) -> Result<Proje
     Err(Error::new(ErrorKind::UnknownProject, format!("unknown project `{name}`")).with_hint(hint))
 }
 
+/// The notes on stderr about what an allocation did besides answering:
+/// idle entries it dropped past `idle_ttl` or evicted to make room, and a
+/// move of the project's port. Returns whether the project moved.
+pub fn allocation_notes(ctx: &crate::Ctx, project: &Project, a: &portd_store::Allocation) -> bool {
+    let idle = |e: &portd_store::Entry| {
+        format!("`{}` (port {}, idle since {}", e.display_name(), e.port, rfc3339(e.last_used_ms))
+    };
+    for e in &a.expired {
+        ctx.out.info(&format!("dropped {}, past `idle_ttl`)", idle(e)));
+    }
+    for e in &a.evicted {
+        ctx.out.info(&format!("evicted {}) to make room: it was the least recently used", idle(e)));
+    }
+    if let Some(from) = a.moved_from {
+        ctx.out.info(&moved(project, from, a.entry.port, a.moved_because.as_ref()));
+    }
+    a.moved_from.is_some()
+}
+
 /// The note printed when a project's port changed, saying why.
 pub fn moved(project: &Project, from: u16, to: u16, why: Option<&MoveReason>) -> String {
     let why = why.map(|w| format!(" ({w})")).unwrap_or_default();

@@ -107,17 +107,7 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
         }
     };
     // Said once the command runs: a start that fails undoes them.
-    for e in &lease.evicted {
-        ctx.out.info(&format!(
-            "evicted `{}` (port {}, idle since {}) to make room: it was the least recently used",
-            e.display_name(),
-            e.port,
-            super::rfc3339(e.last_used_ms)
-        ));
-    }
-    if let Some(from) = lease.moved_from {
-        ctx.out.info(&super::moved(&project, from, port, lease.moved_because.as_ref()));
-    }
+    super::allocation_notes(ctx, &project, &lease);
     ctx.out.detail(&format!(
         "portd: `{name}` on port {port}, pid {} (supervisor {})",
         fg.command_pid(),

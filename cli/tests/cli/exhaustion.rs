@@ -4,7 +4,6 @@
 use crate::util::*;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 
 /// Whether `port` can be bound on both families right now (what portd's
 /// probe asks, minus the dual-stack subtlety).
@@ -45,36 +44,6 @@ fn free_block(from: u16, n: u16) -> u16 {
     panic!("no {n} consecutive free ports between {from} and 30000");
 }
 
-/// A live process to own leases; killed (and reaped) on drop.
-struct Owner(Child);
-
-impl Owner {
-    fn spawn() -> Owner {
-        let child = Command::new("sleep")
-            .arg("60")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start `sleep`");
-        Owner(child)
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 #[test]
 fn a_full_range_says_no_free_port_until_an_owner_dies() {
@@ -82,7 +51,7 @@ fn a_full_range_says_no_free_port_until_an_owner_dies() {
     let start = free_block(21500, 3);
     let end = start + 2;
     env.write_config(format!("[[range]]\nname = \"tiny\"\nstart = {start}\nend = {end}\n"));
-    let mut owner = Owner::spawn();
+    let mut owner = Sleeper::spawn();
     let pid = owner.pid().to_string();
 
     let mut held = Vec::new();
