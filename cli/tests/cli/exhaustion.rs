@@ -44,7 +44,6 @@ fn free_block(from: u16, n: u16) -> u16 {
     panic!("no {n} consecutive free ports between {from} and 30000");
 }
 
-
 #[test]
 fn a_full_range_says_no_free_port_until_an_owner_dies() {
     let env = Env::new();
