@@ -4,9 +4,8 @@
 //! The lease is owned by the calling process. The child gets `PORT`,
 //! `PORTD_PORT`, `PORTD_PROJECT` and `PORTD_PROJECT_KEY`, `{port}` in its arguments is replaced,
 //! it runs in its own process group, starts with no blocked signals, and is
-//! sent SIGKILL by the kernel if the thread that spawned it dies (Linux
-//! parent-death signal: spawn from a thread that lives as long as the
-//! child). A program that cannot be started is found out before the lease
+//! sent SIGKILL by the kernel when this process exits (Linux parent-death
+//! signal). A program that cannot be started is found out before the lease
 //! is taken, so it changes nothing. [`LeasedChild::wait`] stops what the
 //! child left in its process group (SIGTERM, then SIGKILL after
 //! [`DEFAULT_KILL_GRACE`](crate::supervisor::DEFAULT_KILL_GRACE)) and ends
@@ -20,14 +19,19 @@
 //! keeps its kind and its hint names the entry left behind, its port, and
 //! why it stayed.
 //!
-//! Threads: the parent-death signal is tied to the *thread* that calls
-//! [`Registry::spawn`] (the kernel sends it when that thread exits, even if
-//! the process lives on), and only the direct child gets it: what the child
-//! starts in turn is not killed with it. Nothing here blocks signals, so a
-//! multi-threaded caller needs no care beyond spawning from a long-lived
-//! thread; for the full supervision of `portd run` (signal forwarding, job
-//! control, a whole tree stopped) see [`crate::supervisor::Foreground`],
-//! which must be used from a single-threaded process.
+//! Threads: [`Registry::spawn`] may be called from any thread, including
+//! one that exits right after. The kernel ties the parent-death signal to
+//! the *thread* that forks, so the fork and exec do not happen on the
+//! calling thread: they run on one spawner thread per process, started on
+//! the first `spawn` and never ending, which hands the started child back.
+//! The child is therefore killed when the process exits, not when the
+//! calling thread does. Only the direct child gets the signal: what the
+//! child starts in turn is not killed with it. The child is an ordinary
+//! child of this process: [`LeasedChild::wait`] and dropping work from any
+//! thread. Nothing here blocks signals; for the full supervision of
+//! `portd run` (signal forwarding, job control, a whole tree stopped) see
+//! [`crate::supervisor::Foreground`], which must be used from a
+//! single-threaded process.
 
 #[cfg(doc)]
 use crate::error::ErrorKind;
@@ -36,6 +40,7 @@ use crate::registry::{Allocation, GetOptions, Project, Registry};
 use portd_core::{Owner, sys};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
+use std::sync::{Mutex, mpsc};
 
 /// A child process holding a project's lease.
 #[derive(Debug)]
@@ -51,8 +56,11 @@ impl Registry {
     /// Takes an active lease for `project` (owned by this process, port
     /// bindable now) and starts `argv` on it. A program that cannot be
     /// started fails with [`ErrorKind::CommandNotFound`] or
-    /// [`ErrorKind::CommandNotExecutable`] and changes nothing. Call it from
-    /// a thread that outlives the child (see the module docs).
+    /// [`ErrorKind::CommandNotExecutable`] and changes nothing. Safe to call
+    /// from any thread, even one that exits right after: the child is
+    /// started by the process's spawner thread and lives until it exits,
+    /// is waited for or dropped, or this process exits (see the module
+    /// docs).
     pub fn spawn<S: AsRef<str>>(
         &self,
         project: &Project,
@@ -78,7 +86,7 @@ impl Registry {
         cmd.process_group(0);
         sys::clear_signal_mask(&mut cmd);
         sys::parent_death_signal(&mut cmd, sys::SIGKILL);
-        let child = match cmd.spawn() {
+        let child = match spawn_from_spawner(cmd) {
             Ok(c) => c,
             Err(e) => {
                 let c = crate::supervisor::CannotStart::of_exec(program.as_ref(), &e);
@@ -103,6 +111,38 @@ impl Registry {
             child: Some(child),
         })
     }
+}
+
+/// A request to the spawner thread: the command, and where to send the child.
+type Job = (Command, mpsc::SyncSender<std::io::Result<Child>>);
+
+/// The spawner thread's inbox, once started.
+static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+
+/// Starts `cmd` on the process's spawner thread, which lives as long as the
+/// process, so that a parent-death signal set on `cmd` fires when the
+/// process exits rather than when the calling thread does.
+fn spawn_from_spawner(cmd: Command) -> std::io::Result<Child> {
+    let inbox = {
+        let mut slot = SPAWNER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*slot {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = mpsc::channel::<Job>();
+                std::thread::Builder::new().name("portd-spawner".into()).spawn(move || {
+                    // Never ends: the sender stays in `SPAWNER`.
+                    for (mut cmd, reply) in rx {
+                        let _ = reply.send(cmd.spawn());
+                    }
+                })?;
+                slot.insert(tx).clone()
+            }
+        }
+    };
+    let gone = || std::io::Error::other("the spawner thread is gone");
+    let (reply, answer) = mpsc::sync_channel(1);
+    inbox.send((cmd, reply)).map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
 }
 
 /// `arg` with every `{port}` replaced by `port`.

@@ -293,3 +293,32 @@ fn spawn_that_cannot_undo_its_lease_says_so_in_the_hint() {
         format!("the lease of `x` (port {}) could not be undone: registry busy: ", e.entry.port);
     assert!(hint.starts_with(&start), "{err:?}");
 }
+
+#[test]
+fn a_child_outlives_the_short_lived_thread_that_spawned_it() {
+    let (_dir, reg) = registry();
+    let p = Project::name("from-thread").unwrap();
+    let child = std::thread::scope(|s| {
+        s.spawn(|| reg.spawn(&p, &["sleep", "30"], &GetOptions::default()).unwrap()).join().unwrap()
+    });
+    // The spawning thread has exited; the child must not have been killed.
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = child.id();
+    let stat = portd_core::sys::proc_stat(pid).expect("the child is gone");
+    assert_ne!(stat.state, 'Z', "the child was killed when its spawning thread exited");
+    assert_eq!(reg.show(&p).unwrap().state, State::Active);
+    assert_eq!(reg.show(&p).unwrap().entry.child_pid, Some(pid));
+    // Waiting still works from this thread: stop it, then wait.
+    child.signal(portd_core::sys::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eq!(reg.show(&p).unwrap().state, State::Idle);
+    // And dropping does too.
+    let child = std::thread::scope(|s| {
+        s.spawn(|| reg.spawn(&p, &["sleep", "30"], &GetOptions::default()).unwrap()).join().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(portd_core::sys::proc_stat(child.id()).is_ok_and(|s| s.state != 'Z'));
+    drop(child);
+    assert_eq!(reg.show(&p).unwrap().state, State::Idle);
+}
