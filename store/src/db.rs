@@ -32,7 +32,7 @@ pub(crate) fn db_err(e: impl Into<redb::Error>) -> Error {
     match e {
         redb::Error::Io(io) => match io.kind() {
             std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData => {
-                Error::damaged(format!("registry damaged: {io}"))
+                Error::damaged(format!("registry damaged: {io}")).with_source(io)
             }
             std::io::ErrorKind::ReadOnlyFilesystem => {
                 Error::io("cannot write the registry", io).with_hint(crate::error::READ_ONLY_HINT)
@@ -56,7 +56,7 @@ pub(crate) fn db_err(e: impl Into<redb::Error>) -> Error {
             ErrorKind::RegistryBusy,
             "registry busy: the file is open in a process that does not use `registry.lock`",
         ),
-        other => Error::damaged(format!("registry damaged: {other}")),
+        other => Error::damaged(format!("registry damaged: {other}")).with_source(other),
     }
 }
 

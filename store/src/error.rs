@@ -2,9 +2,14 @@
 //!
 //! Every error is a [`kind`](Error::kind) (which the CLI maps to an exit
 //! code), a one-line message that names the problem, and an optional hint
-//! that names the fix. No storage-engine type leaks through.
+//! that names the fix. `Display` prints the message and, when there is one,
+//! `; hint: …` on the same line. An error built from an I/O or storage
+//! error keeps it as its [`source`](std::error::Error::source) (the
+//! message already quotes its text), so a program can inspect, say, the
+//! [`std::io::ErrorKind`]; no storage-engine type appears in the API.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong, coarsely: one exit code each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,14 +41,28 @@ pub enum ErrorKind {
 }
 
 /// An error of the registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
     hint: Option<String>,
     /// The file system refused a write (permissions, read-only mount).
     unwritable: bool,
+    /// The I/O or storage error it came from, shared by clones.
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
+
+/// Equal when kind, message and hint are (the source is not compared).
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.message == other.message
+            && self.hint == other.hint
+            && self.unwritable == other.unwritable
+    }
+}
+
+impl Eq for Error {}
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -51,7 +70,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: one_line(message.into()), hint: None, unwritable: false }
+        Error {
+            kind,
+            message: one_line(message.into()),
+            hint: None,
+            unwritable: false,
+            source: None,
+        }
+    }
+
+    /// Keeps `source` as the underlying error.
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.source = Some(Arc::new(source));
+        self
     }
 
     /// Adds the hint line.
@@ -103,13 +137,10 @@ impl Error {
             }
             _ => ErrorKind::Other,
         };
-        let mut err = Self::new(kind, format!("{what}: {e}"));
+        let read_only = e.kind() == std::io::ErrorKind::ReadOnlyFilesystem;
+        let mut err = Self::new(kind, format!("{what}: {e}")).with_source(e);
         err.unwritable = kind == ErrorKind::Permission;
-        if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
-            err.with_hint(READ_ONLY_HINT)
-        } else {
-            err
-        }
+        if read_only { err.with_hint(READ_ONLY_HINT) } else { err }
     }
 }
 
@@ -131,11 +162,19 @@ fn one_line(s: String) -> String {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.message)?;
+        match &self.hint {
+            Some(h) => write!(f, "; hint: {h}"),
+            None => Ok(()),
+        }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -147,5 +186,35 @@ mod tests {
         assert_eq!(e.message(), "`1\\nx` has an unknown unit");
         assert_eq!(e.hint(), Some("a\\r\\tb"));
         assert_eq!(Error::usage("café `ok`").message(), "café `ok`");
+    }
+
+    #[test]
+    fn display_shows_the_message_and_the_hint_on_one_line() {
+        let e = Error::usage("no command to run").with_hint("pass the program");
+        assert_eq!(e.to_string(), "no command to run; hint: pass the program");
+        assert_eq!(Error::usage("bad `x`").to_string(), "bad `x`");
+    }
+
+    #[test]
+    fn an_io_error_is_kept_as_the_source() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = Error::io("cannot read `f`", io);
+        assert_eq!(e.message(), "cannot read `f`: gone");
+        let source = e.source().expect("the io error is the source");
+        let io = source.downcast_ref::<std::io::Error>().expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        // Clones share it.
+        assert!(e.clone().source().is_some());
+        assert!(Error::usage("x").source().is_none());
+    }
+
+    #[test]
+    fn a_storage_error_is_kept_as_the_source() {
+        use std::error::Error as _;
+        let e = crate::db::db_err(redb::Error::Corrupted("bad page".into()));
+        assert_eq!(e.kind(), ErrorKind::Damaged);
+        let source = e.source().expect("the redb error is the source");
+        assert!(source.downcast_ref::<redb::Error>().is_some());
     }
 }
