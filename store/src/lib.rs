@@ -3,8 +3,16 @@
 //!
 //! Leases live in one redb file. Every operation takes `registry.lock`,
 //! opens the file, runs one write (or read) transaction and closes it; no
-//! daemon and no background thread exist. Dead owners are reclaimed on
-//! demand, when an allocation needs their port or `cleanup` asks.
+//! daemon exists, and the only background thread is the one
+//! [`Registry::spawn`] starts to fork from (see [`LeasedChild`]). Dead
+//! owners are reclaimed on demand, when an allocation needs their port or
+//! `cleanup` asks.
+//!
+//! [`Registry`] is `Send + Sync`: one handle may serve many threads, and
+//! concurrent calls on it share write transactions. An existing project
+//! keeps its port without a probe ([`Registry::get_with`] says what is
+//! checked); [`Allocation::foreign_listener`] tells whether another process
+//! listens on it.
 //!
 //! ```
 //! use portd_store::{Config, Owner, Registry};
@@ -42,6 +50,7 @@ pub use db::SCHEMA_VERSION;
 pub use error::{Error, ErrorKind, Result};
 pub use home::{LOCK_FILE, REGISTRY_FILE, default_home};
 pub use ownership::{Binder, Binding, PortReport, binding, bound_by_other, busy_error, is_own};
+pub use portd_core::sys::Holder;
 pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
 pub use record::{Entry, display_name, shown_names};
 pub use registry::{

@@ -213,6 +213,25 @@ impl Allocation {
     pub fn bind_tcp_loopback(&self) -> std::io::Result<Vec<std::net::TcpListener>> {
         portd_core::bind_loopback(self.entry.port)
     }
+
+    /// The processes that are not the project's own and hold its TCP port
+    /// now, if any: `Some` (an empty list when the binder cannot be seen,
+    /// another user's process without privileges) when the port is bound by
+    /// someone else, `None` when it is free, bound only by the project's own
+    /// processes (its live owner, its child, their descendants and groups),
+    /// bound by a server started with the project's port in its environment
+    /// (which portd would adopt), or not bindable by this user at all.
+    /// This is the rule `portd get` warns by ([`crate::binding`]).
+    ///
+    /// Computed when called, not by `get`: it probes the port (microseconds)
+    /// and reads `/proc` only when the port is bound. The answer is for this
+    /// moment; a process may bind the port right after.
+    pub fn foreign_listener(&self) -> Option<Vec<portd_core::sys::Holder>> {
+        match ownership::binding(&self.entry, false) {
+            Binding::Foreign(holders) => Some(holders),
+            _ => None,
+        }
+    }
 }
 
 /// Whether an entry's lease is live.
@@ -289,6 +308,11 @@ pub struct Status {
 }
 
 /// The registry: a directory holding `registry.redb` and `registry.lock`.
+///
+/// `Registry` is `Send + Sync`: share one handle between threads (behind an
+/// `Arc`, or by reference from scoped threads). Concurrent `get`s of one
+/// handle share write transactions; any number of handles and processes
+/// may use one registry at once.
 #[derive(Debug)]
 pub struct Registry {
     dir: PathBuf,
@@ -297,6 +321,12 @@ pub struct Registry {
     inproc: parking_lot::Mutex<()>,
     group: Group,
 }
+
+// `Registry` is shared between threads; keep it so.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Registry>();
+};
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -416,6 +446,10 @@ impl Registry {
     }
 
     /// The port of the named project, allocating one on first use.
+    ///
+    /// A new project's port is probed (nothing may be bound on it) before it
+    /// is committed. An existing project keeps its port without a probe:
+    /// see [`Registry::get_with`] for what is and is not checked.
     pub fn get(&self, name: &str) -> Result<u16> {
         Ok(self.get_with(&Project::name(name)?, &GetOptions::default())?.entry.port)
     }
@@ -431,6 +465,22 @@ impl Registry {
     }
 
     /// The project's port, allocating or moving as `opts` asks.
+    ///
+    /// For a new project (or one that moves), the port chosen is probed
+    /// free before it is committed. For an existing project, what is
+    /// checked is the registry's own view:
+    ///
+    /// - the entry is this user's (in a shared registry),
+    /// - its port is still in a configured range and not excluded, and is
+    ///   the one asked for (`port`, `PORTD_PORT`, `range`) — else it moves,
+    /// - with `owner`: no other live process holds its lease
+    ///   ([`ErrorKind::PortBusy`]).
+    ///
+    /// Its port is **not** re-probed unless `require_free` is set: a process
+    /// that is not the project's may be listening on it, and the call still
+    /// succeeds. [`Allocation::foreign_listener`] tells, on demand; with
+    /// `require_free`, such a port fails with [`ErrorKind::PortBusy`] (or
+    /// moves, with `move_port`).
     pub fn get_with(&self, project: &Project, opts: &GetOptions) -> Result<Allocation> {
         // The common case, an existing entry asked for as it is, is a read
         // and a touch appended to the touch log.
@@ -539,7 +589,12 @@ impl Registry {
         Ok(answers)
     }
 
-    /// An active lease for `project`, owned by `owner`.
+    /// An active lease for the named project, owned by `owner`: the entry
+    /// records `owner` until [`Registry::end_lease`], its release, or the
+    /// owner's death. An existing project keeps its port without a probe,
+    /// as with [`Registry::get_with`]; ask [`Allocation::foreign_listener`]
+    /// before binding, or use [`Allocation::bind_tcp`], which fails if the
+    /// port is taken.
     pub fn acquire(&self, name: &str, owner: Owner) -> Result<Allocation> {
         let opts = GetOptions { owner: Some(owner), ..GetOptions::default() };
         self.get_with(&Project::name(name)?, &opts)
