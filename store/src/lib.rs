@@ -28,6 +28,52 @@
 //! reg.release("myapp")?;
 //! # Ok::<(), portd_store::Error>(())
 //! ```
+//!
+//! A launcher: lease ports for several services in one transaction, bind
+//! them on loopback (no window in which another process takes a port), and
+//! run a server on one; on failure, give the ports back.
+//!
+//! ```
+//! use portd_store::{Config, GetOptions, Owner, Project, Registry};
+//!
+//! /// Ends this process's leases, then drops the entries and their ports.
+//! fn give_back(reg: &Registry, names: &[&str]) -> portd_store::Result<()> {
+//!     for name in names {
+//!         reg.end_lease(&Project::name(name)?, Owner::this_process())?;
+//!         reg.release(name)?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let dir = dir.path().join("portd");
+//! let reg = Registry::open(&dir, Config::default())?;
+//! let names = ["api", "web", "worker"];
+//! // Every name leased to this process, or none (one write transaction).
+//! let leases = reg.acquire_many(&names, Owner::this_process())?;
+//! let bound: std::io::Result<Vec<_>> = leases.iter().map(|l| l.bind_tcp()).collect();
+//! let listeners = match bound {
+//!     Ok(listeners) => listeners,
+//!     Err(e) => {
+//!         // A port is taken after all: give every lease back.
+//!         give_back(&reg, &names)?;
+//!         return Err(e.into());
+//!     }
+//! };
+//! // Serve `api` and `web` in this process from their listeners...
+//! assert_eq!(listeners[0].local_addr()?.port(), leases[0].entry.port);
+//! // ...and run `worker` as a child on its port (`{port}`, `$PORT`): the
+//! // child binds it itself, so this process lets its socket go first.
+//! drop(listeners);
+//! let worker = Project::name("worker")?;
+//! let argv = ["sh", "-c", r#"test "$PORT" = "$1""#, "sh", "{port}"];
+//! let child = reg.spawn(&worker, &argv, &GetOptions::default())?;
+//! assert_eq!(child.port(), leases[2].entry.port);
+//! assert!(child.wait()?.success()); // its lease ends; it keeps its port
+//! give_back(&reg, &names)?;
+//! assert!(reg.list()?.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 

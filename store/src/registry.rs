@@ -600,6 +600,24 @@ impl Registry {
         self.get_with(&Project::name(name)?, &opts)
     }
 
+    /// Active leases for many named projects, all owned by `owner`, in one
+    /// write transaction: all of them or none. A name already leased by
+    /// another live process fails with [`ErrorKind::PortBusy`], a range too
+    /// full for them all with [`ErrorKind::NoFreePort`]; either way nothing
+    /// is committed. Each allocation is what [`Registry::acquire`] returns
+    /// (existing projects keep their ports without a probe), in the order
+    /// of `names`.
+    pub fn acquire_many<S: AsRef<str>>(
+        &self,
+        names: &[S],
+        owner: Owner,
+    ) -> Result<Vec<Allocation>> {
+        let projects =
+            names.iter().map(|n| Project::name(n.as_ref())).collect::<Result<Vec<_>>>()?;
+        let opts = GetOptions { owner: Some(owner), ..GetOptions::default() };
+        self.write(|tx| projects.iter().map(|p| tx.get(p.key(), &opts)).collect())
+    }
+
     /// The exact port asked for, and whether it comes from the
     /// `PORTD_PORT` pin: `--port`, else the pin, unless an explicit
     /// `--range` or `--move` asks for something else (a flag beats the
