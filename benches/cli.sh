@@ -6,6 +6,9 @@
 #   T6b portd ls --json of 20,000 entries ≤ 50 ms
 #   T7  200 concurrent portd get (distinct names) ≤ 1 s wall; p50/p99 latency
 #   T9  peak RSS of one portd get NEW ≤ 10 MB (/usr/bin/time -v)
+#   F   50 sequential portd get NEW ≤ 1.1× 50 sequential `floor --one`
+#       processes (benches/examples/floor.rs: a minimal redb allocator that
+#       opens, probes once, commits durably once and closes), same run
 # Every timing starts the process from Python (perf_counter around
 # subprocess.run), so every row pays the same spawn cost; --version is the
 # floor. Each scenario uses a fresh PORTD_HOME. Run: bash benches/cli.sh
@@ -15,15 +18,17 @@ command -v /usr/bin/time >/dev/null 2>&1 || [ -x /usr/bin/time ] || {
   apt-get update -q >/dev/null && apt-get install -y -q time >/dev/null
 }
 cargo build --release -q -p portd
+cargo build --release -q -p portd-benches --examples
 BIN="$PWD/target/release/portd"
+FLOOR="$PWD/target/release/examples/floor"
 echo "machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "date: $(date -u +%F), $("$BIN" --version)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-BIN="$BIN" WORK="$WORK" python3 - <<'PY'
+BIN="$BIN" FLOOR="$FLOOR" WORK="$WORK" python3 - <<'PY'
 import os, statistics, subprocess, time
-BIN, WORK = os.environ["BIN"], os.environ["WORK"]
+BIN, FLOOR, WORK = os.environ["BIN"], os.environ["FLOOR"], os.environ["WORK"]
 n_home = 0
 def home():
     global n_home
@@ -55,6 +60,23 @@ for r in range(15):
         run(["get", f"p{i}"], h)
     tot.append((time.perf_counter() - t) * 1e3)
 print(f"{'T3 50 new projects, 50 sequential calls':<44}{med(tot):>9.1f} ms{'':>10}  <= 150 ms")
+# Floor: 50 sequential `floor --one` processes beside 50 sequential
+# `portd get NEW`, interleaved round by round, each on a fresh file.
+fl, pd = [], []
+for r in range(15):
+    db = os.path.join(home(), "floor.redb"); os.makedirs(os.path.dirname(db))
+    t = time.perf_counter()
+    for i in range(50):
+        subprocess.run([FLOOR, "--one", f"p{i}", "--db", db], stdout=subprocess.DEVNULL, check=True)
+    fl.append((time.perf_counter() - t) * 1e3)
+    h = home(); run(["get", "warm"], h)
+    t = time.perf_counter()
+    for i in range(50):
+        run(["get", f"p{i}"], h)
+    pd.append((time.perf_counter() - t) * 1e3)
+f, p = med(fl), med(pd)
+print(f"{'F  floor: 50 sequential floor --one':<44}{f:>9.1f} ms")
+print(f"{'F  50 sequential portd get NEW vs floor':<44}{p:>9.1f} ms{p/f:>9.2f}x  <= 1.1x")
 h = home()
 subprocess.run(["cargo", "run", "--release", "-q", "-p", "portd-benches", "--example", "fill", "--", h, "20000"], check=True)
 ls = [timed(["ls", "--json"], h) for _ in range(15)]
