@@ -606,7 +606,7 @@ impl Registry {
     /// full for them all with [`ErrorKind::NoFreePort`]; either way nothing
     /// is committed. Each allocation is what [`Registry::acquire`] returns
     /// (existing projects keep their ports without a probe), in the order
-    /// of `names`.
+    /// of `names`; a name given twice is a usage error.
     pub fn acquire_many<S: AsRef<str>>(
         &self,
         names: &[S],
@@ -614,6 +614,11 @@ impl Registry {
     ) -> Result<Vec<Allocation>> {
         let projects =
             names.iter().map(|n| Project::name(n.as_ref())).collect::<Result<Vec<_>>>()?;
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = projects.iter().find(|p| !seen.insert(p.key())) {
+            return Err(Error::usage(format!("`{}` is named twice", twice.key()))
+                .with_hint("a lease is one project's: name each project once"));
+        }
         let opts = GetOptions { owner: Some(owner), ..GetOptions::default() };
         self.write(|tx| projects.iter().map(|p| tx.get(p.key(), &opts)).collect())
     }

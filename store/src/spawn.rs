@@ -88,9 +88,13 @@ impl Registry {
         sys::parent_death_signal(&mut cmd, sys::SIGKILL);
         let child = match spawn_from_spawner(cmd) {
             Ok(c) => c,
-            Err(e) => {
-                let c = crate::supervisor::CannotStart::of_exec(program.as_ref(), &e);
-                let err = Error::from(c);
+            Err(failure) => {
+                let err = match failure {
+                    SpawnFailure::Exec(e) => {
+                        Error::from(crate::supervisor::CannotStart::of_exec(program.as_ref(), &e))
+                    }
+                    SpawnFailure::Spawner(e) => Error::io("cannot start the spawner thread", e),
+                };
                 return Err(match self.undo_get(project, &lease) {
                     Ok(_) => err,
                     Err(u) => err.with_hint(format!(
@@ -116,33 +120,66 @@ impl Registry {
 /// A request to the spawner thread: the command, and where to send the child.
 type Job = (Command, mpsc::SyncSender<std::io::Result<Child>>);
 
-/// The spawner thread's inbox, once started.
-static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+/// The spawner thread's inbox, once started, with the pid of the process
+/// that started it: a process forked after that has no spawner thread.
+static SPAWNER: Mutex<Option<(u32, mpsc::Sender<Job>)>> = Mutex::new(None);
+
+/// Why a child could not be started.
+enum SpawnFailure {
+    /// The command's own exec failed.
+    Exec(std::io::Error),
+    /// The spawner thread could not be started or is gone: not the
+    /// command's fault.
+    Spawner(std::io::Error),
+}
+
+/// The spawner thread's inbox, starting the thread if this process has none.
+fn inbox(restart: bool) -> std::io::Result<mpsc::Sender<Job>> {
+    let mut slot = SPAWNER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let me = std::process::id();
+    if let Some((pid, tx)) = &*slot
+        && *pid == me
+        && !restart
+    {
+        return Ok(tx.clone());
+    }
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new().name("portd-spawner".into()).spawn(move || {
+        // Signals meant for the program are never delivered to this thread
+        // (a `sigwait`-based program keeps its own handling); the child's
+        // mask is reset before exec by `clear_signal_mask`.
+        let _mask = sys::SignalSet::block(&sys::catchable_signals());
+        // Never ends while the sender is in `SPAWNER`.
+        for (mut cmd, reply) in rx {
+            let _ = reply.send(cmd.spawn());
+        }
+    })?;
+    *slot = Some((me, tx.clone()));
+    Ok(tx)
+}
 
 /// Starts `cmd` on the process's spawner thread, which lives as long as the
 /// process, so that a parent-death signal set on `cmd` fires when the
-/// process exits rather than when the calling thread does.
-fn spawn_from_spawner(cmd: Command) -> std::io::Result<Child> {
-    let inbox = {
-        let mut slot = SPAWNER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match &*slot {
-            Some(tx) => tx.clone(),
-            None => {
-                let (tx, rx) = mpsc::channel::<Job>();
-                std::thread::Builder::new().name("portd-spawner".into()).spawn(move || {
-                    // Never ends: the sender stays in `SPAWNER`.
-                    for (mut cmd, reply) in rx {
-                        let _ = reply.send(cmd.spawn());
-                    }
-                })?;
-                slot.insert(tx).clone()
-            }
-        }
-    };
+/// process exits rather than when the calling thread does. A spawner that
+/// is gone (or belongs to the process this one was forked from) is
+/// replaced once.
+fn spawn_from_spawner(mut cmd: Command) -> std::result::Result<Child, SpawnFailure> {
     let gone = || std::io::Error::other("the spawner thread is gone");
-    let (reply, answer) = mpsc::sync_channel(1);
-    inbox.send((cmd, reply)).map_err(|_| gone())?;
-    answer.recv().map_err(|_| gone())?
+    for restart in [false, true] {
+        let inbox = inbox(restart).map_err(SpawnFailure::Spawner)?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        match inbox.send((cmd, reply)) {
+            Ok(()) => {
+                return match answer.recv() {
+                    Ok(r) => r.map_err(SpawnFailure::Exec),
+                    Err(_) => Err(SpawnFailure::Spawner(gone())),
+                };
+            }
+            // Not delivered: the command comes back with the error.
+            Err(mpsc::SendError((c, _))) => cmd = c,
+        }
+    }
+    Err(SpawnFailure::Spawner(gone()))
 }
 
 /// `arg` with every `{port}` replaced by `port`.

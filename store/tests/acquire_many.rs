@@ -52,3 +52,21 @@ fn acquire_many_commits_nothing_when_one_name_fails() {
     other.kill().unwrap();
     other.wait().unwrap();
 }
+
+/// A name given twice would be two leases on one port: refused, nothing
+/// committed.
+#[test]
+fn a_name_given_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ranges = portd_store::Ranges::from_raw(&[("test".into(), 26_400, 26_409, true)]).unwrap();
+    let reg = portd_store::Registry::open(
+        dir.path().join("portd"),
+        portd_store::Config { ranges, ..portd_store::Config::default() },
+    )
+    .unwrap();
+    let err = reg.acquire_many(&["svc-a", "svc-b", "svc-a"], portd_store::Owner::this_process());
+    let err = err.unwrap_err();
+    assert_eq!(err.kind(), portd_store::ErrorKind::Usage, "{err}");
+    assert!(err.message().contains("`svc-a` is named twice"), "{err}");
+    assert!(reg.list().unwrap().is_empty());
+}

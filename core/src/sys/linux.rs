@@ -765,3 +765,14 @@ pub fn process_table() -> Vec<ProcEntry> {
     }
     out
 }
+
+/// Every signal a thread can block: 1 to `SIGRTMAX`, without SIGKILL and
+/// SIGSTOP (which cannot be blocked) and the real-time signals the C
+/// library keeps for itself (below `SIGRTMIN`).
+pub fn catchable_signals() -> Vec<i32> {
+    let rt = libc::SIGRTMIN()..=libc::SIGRTMAX();
+    (1..libc::SIGRTMIN().min(32))
+        .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
+        .chain(rt)
+        .collect()
+}

@@ -204,3 +204,8 @@ pub fn job_target(pid: u32, _pgid: u32) -> i32 {
 }
 /// Not available here: returns at once.
 pub fn die_of_signal(_signal: i32) {}
+
+/// Every signal a thread can block (none known here).
+pub fn catchable_signals() -> Vec<i32> {
+    Vec::new()
+}
