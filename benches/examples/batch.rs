@@ -4,27 +4,22 @@
 //! ports returned are fewer than N.
 //! Usage: `batch --count N`.
 
-use portd_store::{Config, Ranges, Registry};
+use portd_benches::{err, number, out, registry};
 use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Instant;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let count: usize = match args.iter().position(|a| a == "--count") {
-        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
-            Some(n) => n,
-            None => {
-                err("error: `--count` needs a positive number");
-                return ExitCode::from(2);
-            }
-        },
-        None => 50,
+    let count = match number(&args, "--count", 50) {
+        Ok(n) => n,
+        Err(e) => {
+            err(&e);
+            return ExitCode::from(2);
+        }
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let ranges = Ranges::from_raw(&[("bench".into(), 20000, 59999, true)]).expect("range");
-    let reg = Registry::open(dir.path().join("portd"), Config { ranges, ..Config::default() })
-        .expect("open");
+    let reg = registry(dir.path());
     // The registry file exists and the handle is warm before timing.
     reg.get("warm").expect("warm");
     let names: Vec<String> = (0..count).map(|i| format!("b{i}")).collect();
@@ -34,15 +29,4 @@ fn main() -> ExitCode {
     let distinct = ports.iter().collect::<HashSet<_>>().len();
     out(&format!("batch count={count} ms={ms:.2} distinct={distinct}"));
     if distinct == count { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-}
-
-/// Writes one line to stdout (the workspace's lints keep `println!` out).
-fn out(line: &str) {
-    std::io::Write::write_all(&mut std::io::stdout(), format!("{line}\n").as_bytes())
-        .expect("stdout");
-}
-
-/// Writes one line to stderr.
-fn err(line: &str) {
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{line}\n").as_bytes());
 }

@@ -11,6 +11,7 @@
 //! `floor --count N` does N allocations in one process, one open and close
 //! each, on a fresh file, and prints `floor count=N ms=X per_alloc_ms=Y`.
 
+use portd_benches::{err, out, value};
 use redb::{Database, ReadableTable, TableDefinition};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
 use std::path::Path;
@@ -61,10 +62,6 @@ fn allocate(db: &Path, name: &str) -> Result<u16, Box<dyn std::error::Error>> {
     Ok(port)
 }
 
-fn value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str)
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let usage = || {
@@ -98,15 +95,4 @@ fn main() -> ExitCode {
     assert_eq!(ports.len(), count, "a port was handed out twice");
     out(&format!("floor count={count} ms={ms:.1} per_alloc_ms={:.3}", ms / count.max(1) as f64));
     ExitCode::SUCCESS
-}
-
-/// Writes one line to stdout (the workspace's lints keep `println!` out).
-fn out(line: &str) {
-    std::io::Write::write_all(&mut std::io::stdout(), format!("{line}\n").as_bytes())
-        .expect("stdout");
-}
-
-/// Writes one line to stderr.
-fn err(line: &str) {
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{line}\n").as_bytes());
 }

@@ -26,6 +26,5 @@ fn main() {
     let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
     let line =
         format!("inproc50 median_ms={:.3} p10_ms={:.3} p90_ms={:.3}", at(0.5), at(0.1), at(0.9));
-    std::io::Write::write_all(&mut std::io::stdout(), format!("{line}\n").as_bytes())
-        .expect("stdout");
+    portd_benches::out(&line);
 }
