@@ -5,7 +5,7 @@
 use crate::util::*;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Drives `bash --norc --noprofile -i` on a pty. Reads steps from stdin,
 /// one per line: `send HEX` (the bytes to type, hex-encoded), `expect REGEX` (prints
@@ -118,7 +118,7 @@ fn terminal_group_of(pid: u32) -> Option<u32> {
 /// is its group's id): `fg` has handed it the terminal.
 #[track_caller]
 fn wait_for_terminal(pgid: u32) {
-    wait_for("the command to have the terminal", || terminal_group_of(pgid) == Some(pgid));
+    wait_on_job("the command to have the terminal", || terminal_group_of(pgid) == Some(pgid));
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
@@ -133,13 +133,10 @@ fn child_named(ppid: u32, comm: &str) -> Option<u32> {
         .map(|p| p.pid)
 }
 
+/// [`wait_for`] with the limit every wait on a job here gets.
 #[track_caller]
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_on_job(what: &str, cond: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(10), cond);
 }
 
 fn entry(env: &Env, name: &str) -> EntryJson {
@@ -153,7 +150,7 @@ fn ctrl_z_stops_the_job_and_gives_the_prompt_back_then_bg_fg_and_ctrl_c_work() {
     t.expect(r"PROMPT\$ ");
     t.send(&format!("{BIN} run zz -- sleep 30\n"));
     let mut e = None;
-    wait_for("`zz` to run", || {
+    wait_on_job("`zz` to run", || {
         e = env.ls().into_iter().find(|e| e.project == "zz" && e.child_pid.is_some());
         e.is_some()
     });
@@ -177,7 +174,7 @@ fn ctrl_z_stops_the_job_and_gives_the_prompt_back_then_bg_fg_and_ctrl_c_work() {
     // `bg`: the job runs on in the background, without the terminal.
     t.send("bg\n");
     t.expect(r"PROMPT\$ ");
-    wait_for("the command to run again", || state_of(sleep).is_some_and(|s| s != 'T'));
+    wait_on_job("the command to run again", || state_of(sleep).is_some_and(|s| s != 'T'));
     t.send("jobs\n");
     t.expect(r"\[1\]\+\s+Running\s+.*run zz -- sleep 30 &\s+.*PROMPT\$ ");
 
@@ -186,14 +183,14 @@ fn ctrl_z_stops_the_job_and_gives_the_prompt_back_then_bg_fg_and_ctrl_c_work() {
     t.expect("run zz -- sleep 30");
     // `fg` of a running job gives the terminal to `portd run`'s group
     // (which forwards Ctrl-C) and sends no SIGCONT.
-    wait_for("the job to have the terminal", || {
+    wait_on_job("the job to have the terminal", || {
         terminal_group_of(sleep).is_some_and(|g| g == run || g == sleep)
     });
     t.send("\x03");
     t.expect(r"PROMPT\$ ");
     t.send("echo rc=$?\n");
     t.expect(r"rc=130");
-    wait_for("the processes to end", || state_of(sleep).is_none() && state_of(run).is_none());
+    wait_on_job("the processes to end", || state_of(sleep).is_none() && state_of(run).is_none());
     let e = entry(&env, "zz");
     assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
 }
@@ -206,7 +203,7 @@ fn ctrl_z_then_fg_gives_the_terminal_back_to_the_command() {
     // The command reads the terminal: it can only do so in the foreground.
     t.send(&format!("{BIN} run rd -- sh -c 'read line; echo \"got:$line\"'\n"));
     let mut command = None;
-    wait_for("`rd` to run", || {
+    wait_on_job("`rd` to run", || {
         command = env.ls().iter().find_map(|e| e.child_pid);
         command.is_some()
     });
@@ -235,13 +232,13 @@ fn a_run_started_in_the_background_gets_the_terminal_on_fg() {
     t.send(&format!("{BIN} run bgrd -- sh -c 'read line; echo \"got:$line\"' &\n"));
     t.expect(r"PROMPT\$ ");
     let mut e = None;
-    wait_for("`bgrd` to run", || {
+    wait_on_job("`bgrd` to run", || {
         e = env.ls().into_iter().find(|e| e.child_pid.is_some());
         e.is_some()
     });
     let (run, command) = e.map(|e| (e.pid.unwrap(), e.child_pid.unwrap())).unwrap();
     // The job is stopped once `portd run` is; the shell then says so.
-    wait_for("the job to stop", || state_of(run) == Some('T'));
+    wait_on_job("the job to stop", || state_of(run) == Some('T'));
     t.send("jobs\n");
     t.expect(r"\[1\]\+\s+Stopped.*run bgrd.*\n.*PROMPT\$ ");
     t.send("fg\n");
@@ -267,7 +264,7 @@ fn a_stopped_command_dies_when_portd_run_is_terminated() {
         .spawn()
         .unwrap();
     let _reaper = Reaper(vec![run.id()]);
-    wait_for("the command", || {
+    wait_on_job("the command", || {
         std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
             && env.ls().iter().any(|e| e.child_pid.is_some())
     });
@@ -279,14 +276,14 @@ fn a_stopped_command_dies_when_portd_run_is_terminated() {
         .unwrap();
     assert_eq!(child_named(run.id(), "portd"), Some(supervisor));
     portd_core::sys::kill(server as i32, portd_core::sys::SIGSTOP).unwrap();
-    wait_for("the command to stop", || state_of(server) == Some('T'));
+    wait_on_job("the command to stop", || state_of(server) == Some('T'));
     portd_core::sys::kill(run.id() as i32, portd_core::sys::SIGTERM).unwrap();
     let out = run.wait_with_output().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(15), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     for pid in [server, supervisor] {
-        wait_for("every process to end", || state_of(pid).is_none_or(|s| s == 'Z'));
+        wait_on_job("every process to end", || state_of(pid).is_none_or(|s| s == 'Z'));
     }
     let e = entry(&env, "stp");
     assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
@@ -301,7 +298,7 @@ fn ctrl_z_stops_a_job_whose_shell_waits_for_portd_run() {
     // stop too, or the interactive shell never sees the job stop.
     t.send(&format!("sh -c '{BIN} run zw -- sleep 30; echo after'\n"));
     let mut e = None;
-    wait_for("`zw` to run", || {
+    wait_on_job("`zw` to run", || {
         e = env.ls().into_iter().find(|e| e.project == "zw" && e.child_pid.is_some());
         e.is_some()
     });
@@ -316,7 +313,7 @@ fn ctrl_z_stops_a_job_whose_shell_waits_for_portd_run() {
     wait_for_terminal(sleep);
     t.send("\x03");
     t.expect(r"after\s+PROMPT\$ ");
-    wait_for("the processes to end", || state_of(sleep).is_none() && state_of(run).is_none());
+    wait_on_job("the processes to end", || state_of(sleep).is_none() && state_of(run).is_none());
     let e = entry(&env, "zw");
     assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
 }
@@ -329,7 +326,7 @@ fn a_command_stopped_and_continued_from_outside_keeps_the_run_going() {
     // Long enough for any machine load; ended below once checked.
     t.send(&format!("{BIN} run sc -- sleep 30\n"));
     let mut e = None;
-    wait_for("`sc` to run", || {
+    wait_on_job("`sc` to run", || {
         e = env.ls().into_iter().find(|e| e.project == "sc" && e.child_pid.is_some());
         e.is_some()
     });
@@ -339,18 +336,18 @@ fn a_command_stopped_and_continued_from_outside_keeps_the_run_going() {
     // As a debugger would: stop the server, and continue it a while later.
     portd_core::sys::kill(sleep as i32, portd_core::sys::SIGSTOP).unwrap();
     t.expect(r"Stopped .*run sc -- sleep 30\s+.*PROMPT\$ ");
-    wait_for("`portd run` to stop with its job", || state_of(run) == Some('T'));
+    wait_on_job("`portd run` to stop with its job", || state_of(run) == Some('T'));
     t.step("sleep 0.3");
     t.send("echo mark\n");
     t.expect(r"mark\s+PROMPT\$ ");
     portd_core::sys::kill(sleep as i32, portd_core::sys::SIGCONT).unwrap();
-    wait_for("the chain to run again", || {
+    wait_on_job("the chain to run again", || {
         [run, supervisor, sleep].iter().all(|&p| state_of(p).is_some_and(|s| s != 'T'))
     });
     assert_eq!(entry(&env, "sc").state, "active", "still running");
     // The server's exit ends the run.
     portd_core::sys::kill(sleep as i32, portd_core::sys::SIGTERM).unwrap();
-    wait_for("the run to end", || state_of(run).is_none_or(|s| s == 'Z'));
+    wait_on_job("the run to end", || state_of(run).is_none_or(|s| s == 'Z'));
     let e = entry(&env, "sc");
     assert_eq!((e.state.as_str(), e.pid, e.child_pid), ("idle", None, None));
 }
@@ -363,7 +360,7 @@ fn ctrl_z_stops_the_job_while_sigusr1_is_being_forwarded() {
     // The command ignores USR1, which `portd run` forwards to it.
     t.send(&format!("{BIN} run u1 -- sh -c \"trap '' USR1; exec sleep 30\"\n"));
     let mut e = None;
-    wait_for("`u1` to run", || {
+    wait_on_job("`u1` to run", || {
         e = env.ls().into_iter().find(|e| e.project == "u1" && e.child_pid.is_some());
         e.is_some()
     });

@@ -8,16 +8,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// Polls `cond` every 10 ms until it holds or `limit` passes.
-#[track_caller]
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// One HTTP/1.0 GET on 127.0.0.1:port; the whole response.
 fn http_get(port: u16) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;

@@ -333,6 +333,17 @@ pub fn free_ports(from: u16, n: u16) -> u16 {
     panic!("no {n} consecutive free ports between {from} and 30000");
 }
 
+/// Polls `cond` every 10 ms until it holds; fails the test naming `what`
+/// once `limit` has passed.
+#[track_caller]
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The running kernel's (major, minor) version.
 pub fn kernel_version() -> (u32, u32) {
     let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
