@@ -1333,18 +1333,25 @@ impl<'t> Tx<'t> {
             // A server started with the project's port in its environment
             // is the project's: a plain `--free` records it as the owner.
             let mut adopted = None;
-            let foreign = opts.require_free
-                && why.is_none()
-                && match ownership::binding(e, opts.udp) {
-                    Binding::Adoptable(o) if opts.owner.is_none() => {
-                        adopted = Some(o);
-                        false
-                    }
-                    Binding::Adoptable(_) | Binding::Foreign(_) => true,
-                    Binding::Free | Binding::Denied | Binding::Own => false,
-                };
-            if foreign && !opts.move_port {
-                return Err(busy_error(e.port, opts.udp));
+            // The binders found, when foreign: the error names them without
+            // a second scan of `/proc`.
+            let mut foreign_binders = None;
+            if opts.require_free && why.is_none() {
+                match ownership::binding(e, opts.udp) {
+                    Binding::Adoptable(o) if opts.owner.is_none() => adopted = Some(o),
+                    Binding::Adoptable(_) => foreign_binders = Some(None),
+                    Binding::Foreign(holders) => foreign_binders = Some(Some(holders)),
+                    Binding::Free | Binding::Denied | Binding::Own => {}
+                }
+            }
+            let foreign = foreign_binders.is_some();
+            if let Some(binders) = foreign_binders
+                && !opts.move_port
+            {
+                return Err(match binders {
+                    Some(holders) => ownership::busy_error_for(e.port, &holders),
+                    None => busy_error(e.port, opts.udp),
+                });
             }
             if why.is_none() && !foreign {
                 let mut next = e.clone();
