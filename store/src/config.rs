@@ -300,28 +300,24 @@ impl Config {
                 line_of(text, span.start)
             ))
         };
-        // Syntax first (an unterminated string, a duplicate key), so that
-        // such an error is reported as what it is, not as a bad value of
-        // the key nearest to it.
-        if let Err(e) = toml::from_str::<toml::Table>(text) {
-            let start = e.span().map_or(0, |s| s.start);
-            let msg = e.message().trim().replace('\n', " ");
-            return Err(Error::config(format!(
-                "invalid configuration in `{}` line {}: TOML syntax error: {msg}",
-                path.display(),
-                line_of(text, start)
-            )));
-        }
+        // One parse on the way in; only when it fails is the text parsed as
+        // a plain table, to tell a syntax error (an unterminated string, a
+        // duplicate key) from a bad value of the key nearest to it.
         let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let syntax = toml::from_str::<toml::Table>(text).err();
+            let e = syntax.as_ref().unwrap_or(&e);
             let start = e.span().map_or(0, |s| s.start);
             let msg = e.message().trim().replace('\n', " ");
-            match key_at(text, start) {
+            match key_at(text, start).filter(|_| syntax.is_none()) {
                 Some(key) => at(start..start, key, &explain(key, &msg)),
-                None => Error::config(format!(
-                    "invalid configuration in `{}` line {}: {msg}",
-                    path.display(),
-                    line_of(text, start)
-                )),
+                None => {
+                    let what = if syntax.is_some() { "TOML syntax error: " } else { "" };
+                    Error::config(format!(
+                        "invalid configuration in `{}` line {}: {what}{msg}",
+                        path.display(),
+                        line_of(text, start)
+                    ))
+                }
             }
         })?;
         let src = Source::File(path.to_owned());
