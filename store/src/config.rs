@@ -475,16 +475,8 @@ impl Config {
     /// Defaults, then the config file, then the environment.
     pub fn load(get: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
         let mut cfg = Config::default();
-        if let Some(p) =
-            get("PORTD_CONFIG").filter(|p| !p.is_empty() && !Path::new(p).is_absolute())
-        {
-            return Err(Error::config(format!(
-                "invalid environment variable `PORTD_CONFIG`: `{p}` is not an absolute path"
-            ))
-            .with_hint(format!(
-                "give the full path (e.g. `PORTD_CONFIG=$PWD/{}`), so that it does not depend on the current directory",
-                p.trim_start_matches("./")
-            )));
+        if let Some(p) = get("PORTD_CONFIG").filter(|p| !p.is_empty()) {
+            crate::home::absolute("PORTD_CONFIG", &p)?;
         }
         // Only the file `PORTD_CONFIG` names is required to exist.
         if let Some((path, from_env)) = Self::file_path(get)

@@ -32,10 +32,10 @@ pub fn default_home(get: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf> {
     }
 }
 
-/// A directory named by an environment variable must be absolute: a
-/// relative one would name another registry in every directory the user
-/// `cd`s to.
-fn absolute(var: &str, p: &str) -> Result<PathBuf> {
+/// A path named by an environment variable (`PORTD_HOME`, `PORTD_CONFIG`)
+/// must be absolute: a relative one would name another file in every
+/// directory the user `cd`s to.
+pub(crate) fn absolute(var: &str, p: &str) -> Result<PathBuf> {
     let path = Path::new(p);
     if path.is_absolute() {
         return Ok(path.to_owned());
