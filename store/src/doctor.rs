@@ -159,11 +159,7 @@ pub fn examine(dir: &Path, config: &Config, config_error: Option<&Error>) -> Rep
             r.findings.extend(notes);
             // Uses not yet folded into the registry count, as in `ls`.
             if let Ok(log) = touch::read(dir, config.shared) {
-                for e in &mut entries {
-                    if let Some(&ms) = log.touches.get(&e.project) {
-                        e.last_used_ms = e.last_used_ms.max(ms);
-                    }
-                }
+                entries.iter_mut().for_each(|e| log.overlay(e));
             }
             contents(&entries, config, &mut r);
         }

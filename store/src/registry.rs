@@ -860,11 +860,7 @@ impl Registry {
                 .map_err(db_err)?
                 .ok_or_else(|| unknown(project.key()))?;
             let mut entry = record::decode(project.key(), v.value()).map_err(decode_err)?;
-            if let Some(&ms) =
-                touch::read(&self.dir, self.config.shared)?.touches.get(project.key())
-            {
-                entry.last_used_ms = entry.last_used_ms.max(ms);
-            }
+            touch::read(&self.dir, self.config.shared)?.overlay(&mut entry);
             Ok(Listed { state: State::of(&entry), entry })
         })
     }
@@ -920,12 +916,8 @@ impl Registry {
     pub fn list(&self) -> Result<Vec<Listed>> {
         let mut all = self.read(|rtx| {
             let mut all = read_entries(rtx)?;
-            let touches = touch::read(&self.dir, self.config.shared)?.touches;
-            for e in &mut all {
-                if let Some(&ms) = touches.get(&e.project) {
-                    e.last_used_ms = e.last_used_ms.max(ms);
-                }
-            }
+            let log = touch::read(&self.dir, self.config.shared)?;
+            all.iter_mut().for_each(|e| log.overlay(e));
             Ok(all)
         })?;
         all.sort_by_key(|e| e.port);

@@ -68,6 +68,16 @@ pub(crate) struct Log {
     pub(crate) pending: bool,
 }
 
+impl Log {
+    /// `e` as `ls`, `show` and `doctor` show it: with its latest use that
+    /// is logged but not yet folded into the registry.
+    pub(crate) fn overlay(&self, e: &mut crate::record::Entry) {
+        if let Some(&ms) = self.touches.get(&e.project) {
+            e.last_used_ms = e.last_used_ms.max(ms);
+        }
+    }
+}
+
 /// Why portd must not read or write a touch log, as the end of a sentence
 /// about it, with the fix: a symlink (it would read, or fold, someone
 /// else's file), anything but a regular file (a FIFO would block the
