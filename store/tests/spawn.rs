@@ -4,9 +4,18 @@ use portd_store::{Config, GetOptions, Project, Registry, State};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+/// A registry with a range of its own: the tests of this file run in
+/// parallel, and two registries sharing a range could both hand out a port
+/// that one test's server then holds while the other binds it.
 fn registry() -> (tempfile::TempDir, Registry) {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = 23_500 + 20 * NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ranges =
+        portd_store::Ranges::from_raw(&[("test".into(), start.into(), (start + 19).into(), true)])
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::open(dir.path().join("portd"), Config::default()).unwrap();
+    let reg =
+        Registry::open(dir.path().join("portd"), Config { ranges, ..Config::default() }).unwrap();
     (dir, reg)
 }
 
