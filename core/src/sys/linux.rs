@@ -748,19 +748,15 @@ pub fn process_table() -> Vec<ProcEntry> {
         let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(line) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (line.find('('), line.rfind(')')) else {
-            continue;
-        };
-        let comm = line.get(open + 1..close).unwrap_or_default().to_owned();
-        let mut f = line.get(close + 1..).unwrap_or_default().split_ascii_whitespace();
-        let state = f.next().and_then(|s| s.chars().next());
-        let ppid = f.next().and_then(|s| s.parse().ok());
-        let pgrp = f.next().and_then(|s| s.parse().ok());
-        if let (Some(state), Some(ppid), Some(pgrp)) = (state, ppid, pgrp) {
-            out.push(ProcEntry { pid, ppid, pgrp, state, comm });
+        // The one `/proc/PID/stat` parser, `proc_stat`.
+        if let Ok(st) = proc_stat(pid) {
+            out.push(ProcEntry {
+                pid,
+                ppid: st.ppid,
+                pgrp: st.pgrp,
+                state: st.state,
+                comm: st.comm,
+            });
         }
     }
     out
