@@ -117,8 +117,14 @@ pub struct Repaired {
     /// Entries that could not be read back; `None` when the file could not
     /// be read at all, so that its entries, all lost, cannot be counted.
     pub lost: Option<usize>,
-    /// Whether the damaged file could be read at all.
-    pub readable: bool,
+}
+
+impl Repaired {
+    /// Whether the damaged file could be read at all (then its lost
+    /// entries are counted).
+    pub fn readable(&self) -> bool {
+        self.lost.is_some()
+    }
 }
 
 /// Examines the registry in `dir` under `config` (`config_error` is how
@@ -623,9 +629,9 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
         moved_to = dir.join(format!("{}.damaged-{secs}-{n}", home::REGISTRY_FILE));
         n += 1;
     }
-    let (entries, lost, readable) = match salvaged {
-        Some((entries, lost)) => (entries, Some(lost), true),
-        None => (Vec::new(), None, false),
+    let (entries, lost) = match salvaged {
+        Some((entries, lost)) => (entries, Some(lost)),
+        None => (Vec::new(), None),
     };
     let mut taken = BTreeSet::new();
     let (mut rebuilt, mut remembered) = (Vec::new(), Vec::new());
@@ -664,7 +670,7 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
         let _ = fs::remove_file(&moved_to);
     }
     swapped?;
-    Ok(Repaired { moved_to, rebuilt, remembered, lost, readable })
+    Ok(Repaired { moved_to, rebuilt, remembered, lost })
 }
 
 /// Reads what it can from a damaged file: the entries that decode, and

@@ -81,7 +81,7 @@ fn repair_rebuilds_live_leases_remembers_idle_ports_and_counts_the_lost() {
     let done = doctor::repair(&home, &config).unwrap();
     assert_eq!(done.rebuilt, ["live"]);
     assert_eq!(done.remembered, ["idle"]);
-    assert_eq!((done.lost, done.readable), (Some(1), true));
+    assert_eq!((done.lost, done.readable()), (Some(1), true));
     assert!(std::fs::read(&done.moved_to).unwrap() == bytes, "the damaged file was altered");
     assert!(!doctor::examine(&home, &config, None).damaged);
     let listed = reg.list().unwrap();

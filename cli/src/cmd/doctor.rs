@@ -45,7 +45,7 @@ pub fn doctor(cli: &Cli, out: Printer, repair: bool) -> Result<u8, Error> {
         let repaired = repaired.as_ref().map(|r| {
             serde_json::json!({
                 "moved_to": r.moved_to, "rebuilt": r.rebuilt, "remembered": r.remembered,
-                "lost": r.lost, "readable": r.readable,
+                "lost": r.lost, "readable": r.readable(),
             })
         });
         out.json(&serde_json::json!({

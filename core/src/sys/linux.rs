@@ -334,14 +334,6 @@ impl SignalSet {
             Ok(SignalSet(set))
         }
     }
-
-    /// Waits for one of the blocked signals and returns its number.
-    pub fn wait(&self) -> io::Result<i32> {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: both pointers are valid for the duration of the call.
-        let r = unsafe { libc::sigwait(&self.0, &mut sig) };
-        if r != 0 { Err(io::Error::from_raw_os_error(r)) } else { Ok(sig) }
-    }
 }
 
 /// Sends `signal` to process `pid` (kill(2)); a negative pid names a
