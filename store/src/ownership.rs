@@ -148,12 +148,13 @@ pub fn binding(e: &Entry, udp: bool) -> Binding {
         Verdict::Denied => return Binding::Denied,
         Verdict::Busy => {}
     }
-    let holders = sys::holders(e.port, udp);
     let fam = family(e);
-    if !holders.is_empty() && holders.iter().all(|h| related(&fam, h.pid)) {
+    // Each binder's parent chain is walked once.
+    let (own, foreign): (Vec<Holder>, Vec<Holder>) =
+        sys::holders(e.port, udp).into_iter().partition(|h| related(&fam, h.pid));
+    if !own.is_empty() && foreign.is_empty() {
         return Binding::Own;
     }
-    let foreign: Vec<Holder> = holders.into_iter().filter(|h| !related(&fam, h.pid)).collect();
     match adoptable(e, &foreign) {
         Some(owner) => Binding::Adoptable(owner),
         None => Binding::Foreign(foreign),
@@ -255,19 +256,23 @@ impl Registry {
             sys::holders(port, udp)
         };
         let time_wait = fresh == Verdict::Busy && holders.is_empty() && sys::time_wait(port);
-        let (fam, adopt) = match &held {
-            Some(l) => {
-                let fam = family(&l.entry);
-                let foreign: Vec<Holder> =
-                    holders.iter().filter(|h| !related(&fam, h.pid)).cloned().collect();
-                (fam, adoptable(&l.entry, &foreign).map(|o| o.pid))
-            }
-            None => (Vec::new(), None),
-        };
+        // Each binder's parent chain is walked once for the entry's family.
+        let fam = held.as_ref().map(|l| family(&l.entry)).unwrap_or_default();
+        let is_own: Vec<bool> = holders.iter().map(|h| related(&fam, h.pid)).collect();
+        let adopt = held.as_ref().and_then(|l| {
+            let foreign: Vec<Holder> = holders
+                .iter()
+                .zip(&is_own)
+                .filter(|(_, own)| !**own)
+                .map(|(h, _)| h.clone())
+                .collect();
+            adoptable(&l.entry, &foreign).map(|o| o.pid)
+        });
         let binders = holders
             .into_iter()
-            .map(|h| Binder {
-                own: related(&fam, h.pid) || adopt.is_some_and(|a| related(&[a], h.pid)),
+            .zip(is_own)
+            .map(|(h, own)| Binder {
+                own: own || adopt.is_some_and(|a| related(&[a], h.pid)),
                 holder: h,
             })
             .collect();
