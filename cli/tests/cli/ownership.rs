@@ -14,14 +14,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A test's own world with a range of its own (ports are machine-wide).
-fn private_range(start: u16, len: u16) -> Env {
-    let env = Env::new();
-    let end = start + len - 1;
-    env.write_config(format!("[[range]]\nname = \"test\"\nstart = {start}\nend = {end}\n"));
-    env
-}
-
 /// A background process, killed (with its process group when it leads
 /// one) and reaped when dropped.
 struct Proc(Child);

@@ -28,17 +28,6 @@ fn alive(pid: u32) -> bool {
     portd_core::sys::proc_stat(pid).is_ok_and(|s| s.state != 'Z')
 }
 
-/// A test's own world with a range of its own, `len` ports from `start`
-/// (below the kernel's ephemeral range): ports are machine-wide, so
-/// servers of tests running side by side, each with its own registry,
-/// would otherwise sit on each other's stable ports.
-fn private_range(start: u16, len: u16) -> Env {
-    let env = Env::new();
-    let end = start + len - 1;
-    env.write_config(format!("[[range]]\nname = \"test\"\nstart = {start}\nend = {end}\n"));
-    env
-}
-
 /// `portd run ARGS` in the background.
 fn spawn(env: &Env, args: &[&str]) -> Child {
     env.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()

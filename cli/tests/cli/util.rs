@@ -310,15 +310,8 @@ impl Drop for Sleeper {
 /// on every address now and are not reserved by the kernel: a private
 /// range for a test that needs every port of it.
 pub fn free_ports(from: u16, n: u16) -> u16 {
-    let reserved =
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports").unwrap_or_default();
-    let is_reserved = |p: u16| {
-        reserved.trim().split(',').filter(|s| !s.is_empty()).any(|span| {
-            let (a, b) = span.split_once('-').unwrap_or((span, span));
-            let (a, b): (u16, u16) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
-            (a..=b).contains(&p)
-        })
-    };
+    let reserved = portd_core::sys::reserved_ports();
+    let is_reserved = |p: u16| reserved.iter().any(|&(a, b)| (a..=b).contains(&p));
     let bindable = |p: u16| {
         TcpListener::bind(("0.0.0.0", p)).is_ok()
             && (!ipv6_available() || TcpListener::bind(("::", p)).is_ok())
@@ -331,6 +324,15 @@ pub fn free_ports(from: u16, n: u16) -> u16 {
         start += n;
     }
     panic!("no {n} consecutive free ports between {from} and 30000");
+}
+
+/// A test's own world whose only range is `start`..`start + len`: ports
+/// are machine-wide, so tests running at once keep to ranges of their own.
+pub fn private_range(start: u16, len: u16) -> Env {
+    let env = Env::new();
+    let end = start + len - 1;
+    env.write_config(format!("[[range]]\nname = \"test\"\nstart = {start}\nend = {end}\n"));
+    env
 }
 
 /// Polls `cond` every 10 ms until it holds; fails the test naming `what`
