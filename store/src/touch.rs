@@ -31,7 +31,7 @@ use crate::{home, record};
 use portd_core::sys::{self, ReadFileError};
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -136,7 +136,7 @@ pub(crate) fn inspect(dir: &Path, shared: bool) -> Result<Option<fs::Metadata>> 
 /// just keeps its times). An unsafe log is an error, and is not written.
 pub(crate) fn append(dir: &Path, shared: bool, key: &str, ms: u64) -> Result<Option<u64>> {
     let path = path(dir);
-    let mut f = match sys::open_nofollow(&path) {
+    let f = match sys::open_nofollow(&path) {
         Ok(f) => f,
         Err(_) => return refusal(&path, shared).map_or(Ok(None), Err),
     };
@@ -146,12 +146,10 @@ pub(crate) fn append(dir: &Path, shared: bool, key: &str, ms: u64) -> Result<Opt
     if shared && md.uid() == sys::euid() && md.mode() & 0o777 != home::file_mode(true) {
         let _ = home::set_mode(&f, true);
     }
+    // Appends hold `registry.lock`, so the size just read is the end.
     let rec = format!("\0{key}\t{ms}\0");
-    let written = f.seek(SeekFrom::End(0)).and_then(|end| {
-        f.write_all(rec.as_bytes())?;
-        Ok(end + rec.len() as u64)
-    });
-    Ok(written.ok())
+    let end = md.len();
+    Ok(f.write_all_at(rec.as_bytes(), end).ok().map(|()| end + rec.len() as u64))
 }
 
 /// The log's touches (none if there is no log). An unsafe log is an error;
@@ -161,6 +159,8 @@ pub(crate) fn read(dir: &Path, shared: bool) -> Result<Log> {
     let path = path(dir);
     let f = match sys::open_nofollow_read(&path) {
         Ok(f) => f,
+        // No log yet (a symbolic link fails with ELOOP, and is refused below).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Log::default()),
         Err(_) => return refusal(&path, shared).map_or(Ok(Log::default()), Err),
     };
     let Ok(md) = f.metadata() else { return Ok(Log::default()) };
@@ -234,6 +234,7 @@ pub(crate) fn remove_unsafe(dir: &Path, shared: bool) -> Result<Option<String>> 
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::io::Write;
 
     #[test]
     fn appends_read_back_latest_and_skip_torn_records() {
