@@ -233,8 +233,8 @@ pub(crate) fn remove_unsafe(dir: &Path, shared: bool) -> Result<Option<String>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn appends_read_back_latest_and_skip_torn_records() {
