@@ -311,7 +311,7 @@ pub fn parent_death_signal(cmd: &mut std::process::Command, signal: i32) {
 }
 
 /// A set of signals blocked in the calling thread, to be received
-/// synchronously with [`SignalSet::wait`] (sigwait(3)). The mask is
+/// synchronously with [`SignalSet::wait_for`] (sigwaitinfo(2)). The mask is
 /// inherited by children: start them through [`clear_signal_mask`].
 #[derive(Debug)]
 pub struct SignalSet(libc::sigset_t);
