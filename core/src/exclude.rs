@@ -119,6 +119,18 @@ impl Exclusions {
         &self.user
     }
 
+    /// Calls `f` with every excluded port in `start..=end` (some may come
+    /// more than once): what [`Exclusions::reason`] names, without asking
+    /// port by port.
+    pub fn each_between(&self, start: u16, end: u16, mut f: impl FnMut(u16)) {
+        let within = |p: u16| (start..=end).contains(&p);
+        BROWSER_BAD_PORTS.iter().copied().filter(|&p| within(p)).for_each(&mut f);
+        WELL_KNOWN.iter().map(|&(p, _)| p).filter(|&p| within(p)).for_each(&mut f);
+        for &(a, b) in self.user.iter().chain(&self.kernel) {
+            (a.max(start)..=b.min(end)).for_each(&mut f);
+        }
+    }
+
     /// Why `port` is excluded, or `None` if it may be handed out.
     pub fn reason(&self, port: u16) -> Option<Excluded> {
         let within = |v: &[(u16, u16)]| v.iter().any(|&(a, b)| (a..=b).contains(&port));
@@ -157,6 +169,19 @@ mod tests {
     fn tables_are_sorted_for_binary_search() {
         assert!(BROWSER_BAD_PORTS.windows(2).all(|w| w[0] < w[1]));
         assert!(WELL_KNOWN.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn each_between_names_exactly_the_excluded_ports() {
+        let ex = Exclusions::new(vec![(4010, 4012), (3990, 4001)], vec![(4998, 5005)]);
+        let mut got = std::collections::BTreeSet::new();
+        ex.each_between(4000, 4999, |p| {
+            got.insert(p);
+        });
+        let want: std::collections::BTreeSet<u16> =
+            (4000..=4999).filter(|&p| ex.reason(p).is_some()).collect();
+        assert_eq!(got, want);
+        assert!(want.contains(&4000) && want.contains(&4011) && want.contains(&4999));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`Exclusions`]: ports never handed out, and why.
 //! - [`probe`]: the OS check that a server can bind a port now.
 //! - [`Owner`]: a lease holder and whether it is still alive.
+//! - [`Handoff`]: group commit, many threads' requests and one committer
+//!   at a time.
 //! - [`validate_name`] / [`preferred_offset`]: project names and their stable
 //!   preferred port.
 //!
@@ -23,6 +25,7 @@
 
 mod bitmap;
 mod exclude;
+mod handoff;
 mod owner;
 mod probe;
 mod project;
@@ -32,6 +35,7 @@ pub mod sys;
 
 pub use bitmap::AtomicBitmap;
 pub use exclude::{BROWSER_BAD_PORTS, Excluded, Exclusions, WELL_KNOWN, parse_port_list};
+pub use handoff::{Handoff, Leader};
 pub use owner::{Liveness, Owner};
 pub use probe::{ProbeOptions, Verdict, bind_listener_on, bind_loopback, first_free, probe};
 pub use project::{MAX_NAME_LEN, NameError, preferred_offset, stable_hash, validate_name};

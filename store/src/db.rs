@@ -5,7 +5,11 @@
 //! - `ports`: port → project key (the index behind *one port ↔ at most one entry*);
 //! - `history`: project key → last port it had, kept after release;
 //! - `lru`: (last used ms, project key) → (), for eviction and `idle_ttl`;
-//! - `meta`: `schema` → version, `cursor:<range>` → scan position.
+//! - `meta`: `schema` → version, `generation` → a number that every write
+//!   transaction changes (see [`next_generation`]), `cursor:<range>` → scan
+//!   position;
+//! - `bitmaps`: range name → which ports of the range entries hold
+//!   ([`crate::bitmaps`]), kept with `ports` in every transaction.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::home;
@@ -19,10 +23,36 @@ pub(crate) const PORTS: TableDefinition<u16, &str> = TableDefinition::new("ports
 pub(crate) const HISTORY: TableDefinition<&str, u16> = TableDefinition::new("history");
 pub(crate) const LRU: TableDefinition<(u64, &str), ()> = TableDefinition::new("lru");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const BITMAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("bitmaps");
 
-/// The layout version this portd writes and reads.
-pub const SCHEMA_VERSION: u64 = 1;
-const SCHEMA_KEY: &str = "schema";
+/// The layout version this portd writes and reads. Version 1 (no
+/// `bitmaps` table, no generation) is read as well, and upgraded by the
+/// first write transaction.
+pub const SCHEMA_VERSION: u64 = 2;
+const OLDEST_SCHEMA: u64 = 1;
+pub(crate) const SCHEMA_KEY: &str = "schema";
+pub(crate) const GENERATION_KEY: &str = "generation";
+
+/// The generation a write transaction stores after `current` (`None`: a
+/// registry that has none yet). Never 0, and a new file starts from a
+/// random one, so that a handle that knew the file it replaced never takes
+/// the new file for the one it knew.
+pub(crate) fn next_generation(current: Option<u64>) -> u64 {
+    match current {
+        Some(g) => g.wrapping_add(1).max(1),
+        None => {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u32(std::process::id());
+            h.finish().max(1)
+        }
+    }
+}
 /// Page cache per open; the registry is small and opened per operation.
 const CACHE_BYTES: usize = 4 << 20;
 
@@ -95,6 +125,12 @@ fn builder() -> redb::Builder {
 /// Opens the registry file, creating it first if it does not exist. Must
 /// be called with `registry.lock` held.
 pub(crate) fn open(dir: &Path, shared: bool) -> Result<Database> {
+    open_checked(dir, shared, false)
+}
+
+/// [`open`], skipping the read-only look at the schema when `checked`: the
+/// caller read it under the same hold of `registry.lock`.
+pub(crate) fn open_checked(dir: &Path, shared: bool, checked: bool) -> Result<Database> {
     let path = dir.join(home::REGISTRY_FILE);
     if !home::check_file(&path, shared)? {
         create_fresh(dir, &path, shared)?;
@@ -109,7 +145,7 @@ pub(crate) fn open(dir: &Path, shared: bool) -> Result<Database> {
     // first through a read-only open (≈ 40 µs): a registry written by a
     // newer portd is refused with its bytes untouched. A file that needs
     // recovery cannot be opened read-only; it is checked after recovery.
-    let peeked = peek_schema(&path)?;
+    let peeked = checked || peek_schema(&path)?;
     let db = builder().open(&path).map_err(db_err)?;
     if !peeked {
         check_schema(&db)?;
@@ -180,7 +216,7 @@ pub(crate) fn check_schema(db: &impl ReadableDatabase) -> Result<()> {
         .open_table(META)
         .map_err(|e| Error::damaged(format!("registry damaged: no metadata table ({e})")))?;
     match meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value()) {
-        Some(SCHEMA_VERSION) => Ok(()),
+        Some(OLDEST_SCHEMA..=SCHEMA_VERSION) => Ok(()),
         Some(v) if v > SCHEMA_VERSION => Err(Error::damaged(format!(
             "registry was written by a newer portd (schema {v}; this portd reads {SCHEMA_VERSION})"
         ))
@@ -229,8 +265,10 @@ pub(crate) fn replace_with_fresh(
             tx.open_table(PORTS).map_err(db_err)?;
             tx.open_table(HISTORY).map_err(db_err)?;
             tx.open_table(LRU).map_err(db_err)?;
+            tx.open_table(BITMAPS).map_err(db_err)?;
             let mut meta = tx.open_table(META).map_err(db_err)?;
             meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
+            meta.insert(GENERATION_KEY, next_generation(None)).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         fill(&db)?;

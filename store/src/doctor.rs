@@ -5,12 +5,13 @@
 //! check needs a writable open, and a writable open may change the file,
 //! so the user's file stays byte for byte as it was whatever is found.
 
-use crate::db::{self, ENTRIES, HISTORY, LRU, PORTS, db_err};
+use crate::db::{self, BITMAPS, ENTRIES, HISTORY, LRU, PORTS, db_err};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ownership::bound_by_other;
 use crate::record::{self, Entry};
-use crate::registry::{Registry, State, now_ms};
+use crate::registry::now_ms;
 use crate::{Config, home, lock, touch};
+use crate::{Registry, State};
 use portd_core::{Liveness, sys};
 use redb::{ReadableDatabase, ReadableTable};
 use std::collections::{BTreeMap, BTreeSet};
@@ -435,6 +436,21 @@ fn validate(database: &redb::Database) -> Result<Vec<Entry>> {
         entries.iter().map(|e| (e.last_used_ms, e.project.clone())).collect();
     if lru != want {
         return Err(damaged("the last-used index does not match the entries".into()));
+    }
+    // A registry of schema 1 has no bitmaps yet: its first write makes them.
+    match rtx.open_table(BITMAPS) {
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        table => {
+            let ports = rtx.open_table(PORTS).map_err(db_err)?;
+            let wrong = crate::bitmaps::disagreements(&table.map_err(db_err)?, &ports)?;
+            if let Some(first) = wrong.first() {
+                let more = match wrong.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                };
+                return Err(damaged(format!("{first}{more}")));
+            }
+        }
     }
     for row in rtx.open_table(HISTORY).map_err(db_err)?.iter().map_err(db_err)? {
         let (k, _) = row.map_err(db_err)?;

@@ -21,7 +21,7 @@
 use crate::config::{Config, format_duration, parse_duration, parse_port, parse_port_span};
 use crate::error::ErrorKind;
 use crate::record::{self, display_name, valid_key};
-use crate::registry::{Project, Registry, State};
+use crate::{Project, Registry, State};
 use portd_core::{MAX_NAME_LEN, Owner, PortRange, Ranges, preferred_offset, validate_name};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -77,32 +77,42 @@
 
 #![forbid(unsafe_code)]
 
+mod allocation;
+mod bitmaps;
+mod candidate;
+mod commit;
 mod config;
 mod db;
 pub mod doctor;
 mod error;
-mod group;
 mod home;
+mod listing;
 mod lock;
+mod mirror;
 mod ownership;
+mod policy;
+mod project;
 mod record;
 mod registry;
+mod reset;
 mod spawn;
 pub mod supervisor;
 mod touch;
+mod tx;
 
+pub use allocation::{Allocation, GetOptions, MoveReason};
 pub use config::{Config, Source, format_duration, parse_duration, parse_port, parse_port_span};
 pub use db::SCHEMA_VERSION;
 pub use error::{Error, ErrorKind, Result};
 pub use home::{LOCK_FILE, REGISTRY_FILE, default_home};
+pub use listing::{CleanupReport, Listed, RangeStatus, State, Status, age};
 pub use ownership::{Binder, Binding, PortReport, binding, bound_by_other, busy_error, is_own};
 pub use portd_core::sys::Holder;
 pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
+pub use project::{Matches, Project};
 pub use record::{Entry, display_name, shown_names};
-pub use registry::{
-    Allocation, CleanupReport, GetOptions, Listed, Matches, MoveReason, Project,
-    RESET_BACKUPS_KEPT, RangeStatus, Registry, State, Status, age,
-};
+pub use registry::Registry;
+pub use reset::RESET_BACKUPS_KEPT;
 pub use spawn::{LeasedChild, lease_env, with_port};
 pub use touch::TOUCH_FILE;
 

@@ -16,7 +16,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::{Entry, display_name};
-use crate::registry::{Listed, Project, Registry};
+use crate::{Listed, Project, Registry};
 use portd_core::sys::{self, Holder};
 use portd_core::{Liveness, Owner, ProbeOptions, Verdict, probe};
 

@@ -2,310 +2,25 @@
 //! runs one transaction, closes, and unlocks. No handle is kept open between
 //! operations, so any number of processes share one registry.
 
+use crate::allocation::{Allocation, GetOptions};
+use crate::commit::{self, Handoff, Request};
 use crate::config::Config;
-use crate::db::{self, ENTRIES, HISTORY, LRU, META, PORTS, db_err};
+use crate::db::{self, ENTRIES, HISTORY, PORTS, db_err};
 use crate::error::{Error, ErrorKind, Result};
-use crate::group::{Group, Request};
 use crate::home;
+use crate::listing::{CleanupReport, Listed, RangeStatus, State, Status};
 use crate::lock;
-use crate::ownership::{self, Binding, busy_error};
+use crate::mirror::{Claim, Mirror};
+use crate::policy::{guard, in_use};
+use crate::project::{Matches, Project};
 use crate::record::{self, Entry, display_name};
 use crate::touch;
-use portd_core::{
-    AtomicBitmap, Exclusions, Liveness, Owner, PortRange, ProbeOptions, Verdict, preferred_offset,
-    probe, validate_name,
-};
+use crate::tx::{Finished, Tx, read_entries};
+use portd_core::{Exclusions, Liveness, Owner};
 use redb::ReadableTable;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// How many `reset` backups are kept; older ones are removed.
-pub const RESET_BACKUPS_KEPT: usize = 5;
-
-/// A project: a validated name, or a directory.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Project(String);
-
-impl Project {
-    /// A named project (`myapp`, `myapp:api`).
-    pub fn name(name: &str) -> Result<Project> {
-        validate_name(name).map_err(|e| {
-            Error::usage(e.to_string()).with_hint("project names look like `myapp` or `myapp:api`")
-        })?;
-        Ok(Project(name.to_owned()))
-    }
-
-    /// A directory project, keyed by its canonical absolute path.
-    pub fn dir(path: &Path) -> Result<Project> {
-        let canon = std::fs::canonicalize(path)
-            .map_err(|e| Error::usage(format!("cannot use directory `{}`: {e}", path.display())))?;
-        if !canon.is_dir() {
-            return Err(Error::usage(format!("`{}` is not a directory", path.display())));
-        }
-        let s = canon.to_str().ok_or_else(|| {
-            Error::usage(format!("directory `{}` is not valid UTF-8", path.display()))
-        })?;
-        Ok(Project(s.to_owned()))
-    }
-
-    /// The project of the current directory: its git work tree's root, or
-    /// the directory itself.
-    pub fn current_dir() -> Result<Project> {
-        let cwd = std::env::current_dir()
-            .map_err(|e| Error::usage(format!("cannot read the current directory: {e}")))?;
-        let root = cwd.ancestors().find(|d| d.join(".git").exists()).unwrap_or(&cwd);
-        Project::dir(root)
-    }
-
-    /// Parses a stored key (a name, or an absolute path).
-    pub fn from_key(key: &str) -> Result<Project> {
-        if key.starts_with('/') && record::valid_key(key) {
-            Ok(Project(key.to_owned()))
-        } else {
-            Project::name(key)
-        }
-    }
-
-    /// The key stored in the registry.
-    pub fn key(&self) -> &str {
-        &self.0
-    }
-
-    /// How it is shown: a name, or a directory's base name.
-    pub fn display(&self) -> &str {
-        display_name(&self.0)
-    }
-}
-
-/// What a name may refer to: see [`Registry::matches`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Matches {
-    /// The named project of that name, if it has an entry (or the directory
-    /// project, when the name is its whole path).
-    pub named: Option<Project>,
-    /// The other directory projects whose path ends with the name.
-    pub directories: Vec<Project>,
-}
-
-/// What to ask of `get`/`acquire`.
-#[derive(Debug, Clone, Default)]
-pub struct GetOptions {
-    /// Only this range (else the configured default, else the fallback ranges).
-    pub range: Option<String>,
-    /// Exactly this port (else `PORTD_PORT`, else the usual candidates).
-    pub port: Option<u16>,
-    /// Require the UDP port to be free too.
-    pub udp: bool,
-    /// Record this process as the owner (an active lease).
-    pub owner: Option<Owner>,
-    /// The owner's command line.
-    pub command: Option<Vec<String>>,
-    /// The child process started for the lease.
-    pub child_pid: Option<u32>,
-    /// The project's port must be bindable now (probed as its server binds,
-    /// with `SO_REUSEADDR`); a port bound by a process that is not the
-    /// project's own (see [`crate::binding`]) fails with
-    /// [`ErrorKind::PortBusy`], or moves with `move_port`. Without `owner`,
-    /// a server started with the project's port in its environment is
-    /// recorded as the owner instead.
-    pub require_free: bool,
-    /// With `require_free`: take a fresh port instead of failing (`--move`).
-    pub move_port: bool,
-}
-
-/// Why an existing entry was given another port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MoveReason {
-    /// Its port was bound by another process, and a move was asked for.
-    Bound,
-    /// Its port is excluded now (the reason).
-    Excluded(String),
-    /// Its port lies outside every configured range now.
-    OutsideRange,
-    /// Another port was asked for (`--port`).
-    Asked,
-    /// `PORTD_PORT` pins it to another port.
-    Pinned,
-    /// Another range was asked for (`--range`).
-    Range(String),
-}
-
-impl std::fmt::Display for MoveReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MoveReason::Bound => f.write_str("its port was bound by another process"),
-            MoveReason::Excluded(why) => write!(f, "its port is excluded: {why}"),
-            MoveReason::OutsideRange => f.write_str("its port is outside every configured range"),
-            MoveReason::Asked => f.write_str("`--port` asked for another port"),
-            MoveReason::Pinned => f.write_str("`PORTD_PORT` pins another port"),
-            MoveReason::Range(r) => write!(f, "range `{r}` was asked for"),
-        }
-    }
-}
-
-/// The outcome of `get`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Allocation {
-    /// The entry as committed.
-    pub entry: Entry,
-    /// Whether the project got its entry now (false: it had one, kept or moved).
-    pub fresh: bool,
-    /// The port the project had before, when it was moved.
-    pub moved_from: Option<u16>,
-    /// Why it was moved, when it was.
-    pub moved_because: Option<MoveReason>,
-    /// Idle entries evicted (least recently used first) to make room.
-    pub evicted: Vec<Entry>,
-    /// Idle entries dropped for exceeding `idle_ttl` by this allocation.
-    pub expired: Vec<Entry>,
-    /// What the project's rows were before, read in the same transaction
-    /// as the write: what [`Registry::undo_get`] puts back.
-    pub(crate) previous: Previous,
-}
-
-/// The rows a `get` changed for its project, as they were before it, read
-/// inside the `get`'s own transaction (so that no other write can come
-/// between what is recorded and what is changed).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Previous {
-    /// The project's entry.
-    entry: Option<Entry>,
-    /// Its history row.
-    history: Option<u16>,
-    /// Each scan cursor the `get` advanced: `(meta key, before, after)`.
-    cursors: Vec<(String, Option<u64>, u64)>,
-}
-
-impl Allocation {
-    fn kept(entry: Entry, previous: Previous) -> Allocation {
-        Allocation {
-            entry,
-            fresh: false,
-            moved_from: None,
-            moved_because: None,
-            evicted: Vec::new(),
-            expired: Vec::new(),
-            previous,
-        }
-    }
-}
-
-impl Allocation {
-    /// The port, bound and listening on `127.0.0.1` (`SO_REUSEADDR`): a
-    /// pre-bound listener to hand to a server, with no window in which
-    /// another process can take the port. Loopback only, so nothing outside
-    /// the machine can connect; [`Allocation::bind_tcp_loopback`] adds
-    /// `::1`, [`Allocation::bind_tcp_on`] binds another address.
-    pub fn bind_tcp(&self) -> std::io::Result<std::net::TcpListener> {
-        self.bind_tcp_on(std::net::Ipv4Addr::LOCALHOST.into())
-    }
-
-    /// The port, listening on `host` (`::` is dual-stack and, like
-    /// `0.0.0.0`, reachable from the network: only when asked for).
-    pub fn bind_tcp_on(&self, host: std::net::IpAddr) -> std::io::Result<std::net::TcpListener> {
-        portd_core::bind_listener_on(host, self.entry.port)
-    }
-
-    /// The port, listening on `127.0.0.1` and, where IPv6 is up, on `::1`
-    /// (IPv4 first): what `portd run --fd` passes by default.
-    pub fn bind_tcp_loopback(&self) -> std::io::Result<Vec<std::net::TcpListener>> {
-        portd_core::bind_loopback(self.entry.port)
-    }
-
-    /// The processes that are not the project's own and hold its TCP port
-    /// now, if any: `Some` (an empty list when the binder cannot be seen,
-    /// another user's process without privileges) when the port is bound by
-    /// someone else, `None` when it is free, bound only by the project's own
-    /// processes (its live owner, its child, their descendants and groups),
-    /// bound by a server started with the project's port in its environment
-    /// (which portd would adopt), or not bindable by this user at all.
-    /// This is the rule `portd get` warns by ([`crate::binding`]).
-    ///
-    /// Computed when called, not by `get`: it probes the port (microseconds)
-    /// and reads `/proc` only when the port is bound. The answer is for this
-    /// moment; a process may bind the port right after.
-    pub fn foreign_listener(&self) -> Option<Vec<portd_core::sys::Holder>> {
-        match ownership::binding(&self.entry, false) {
-            Binding::Foreign(holders) => Some(holders),
-            _ => None,
-        }
-    }
-}
-
-/// Whether an entry's lease is live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Its owner is running.
-    Active,
-    /// No owner, or the owner is gone: the port is kept for the project.
-    Idle,
-    /// The owner could not be checked (treated as active).
-    Unknown,
-}
-
-impl State {
-    /// Lower-case name for output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Active => "active",
-            State::Idle => "idle",
-            State::Unknown => "unknown",
-        }
-    }
-
-    /// The state of `e` now.
-    pub fn of(e: &Entry) -> State {
-        match e.owner.map(|o| o.liveness()) {
-            None | Some(Liveness::Dead) => State::Idle,
-            Some(Liveness::Alive) => State::Active,
-            Some(Liveness::Unknown) => State::Unknown,
-        }
-    }
-}
-
-/// An entry with its state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    /// The entry.
-    pub entry: Entry,
-    /// Its state when listed.
-    pub state: State,
-}
-
-/// What `cleanup` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CleanupReport {
-    /// Entries whose dead owner was cleared (they keep their port).
-    pub reclaimed: Vec<String>,
-    /// Idle entries dropped for exceeding `idle_ttl`.
-    pub expired: Vec<String>,
-}
-
-/// Per-range figures for `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RangeStatus {
-    /// The range.
-    pub range: PortRange,
-    /// Ports that may be handed out (not excluded).
-    pub usable: usize,
-    /// Entries with an active owner.
-    pub active: usize,
-    /// Idle entries.
-    pub idle: usize,
-}
-
-/// What `status` reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
-    /// One row per configured range.
-    pub ranges: Vec<RangeStatus>,
-    /// Entries outside every configured range (after a configuration change).
-    pub outside: usize,
-    /// Size of the registry file in bytes.
-    pub file_bytes: u64,
-}
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The registry: a directory holding `registry.redb` and `registry.lock`.
 ///
@@ -315,11 +30,12 @@ pub struct Status {
 /// may use one registry at once.
 #[derive(Debug)]
 pub struct Registry {
-    dir: PathBuf,
-    config: Config,
-    exclusions: Exclusions,
-    inproc: parking_lot::Mutex<()>,
-    group: Group,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: Config,
+    pub(crate) exclusions: Exclusions,
+    pub(crate) inproc: parking_lot::Mutex<()>,
+    pub(crate) handoff: Handoff,
+    pub(crate) mirror: OnceLock<Arc<Mirror>>,
 }
 
 // `Registry` is shared between threads; keep it so.
@@ -332,12 +48,12 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn unknown(key: &str) -> Error {
+pub(crate) fn unknown(key: &str) -> Error {
     Error::new(ErrorKind::UnknownProject, format!("unknown project `{}`", display_name(key)))
         .with_hint("`portd ls` lists the projects that have a port")
 }
 
-fn decode_err(e: record::DecodeError) -> Error {
+pub(crate) fn decode_err(e: record::DecodeError) -> Error {
     Error::damaged(format!("registry damaged: {}", e.0))
 }
 
@@ -350,7 +66,14 @@ impl Registry {
         home::check_file(&dir.join(home::REGISTRY_FILE), config.shared)?;
         let exclusions = Exclusions::with_kernel(config.exclude.clone());
         let inproc = parking_lot::Mutex::new(());
-        Ok(Registry { dir, config, exclusions, inproc, group: Group::default() })
+        Ok(Registry {
+            dir,
+            config,
+            exclusions,
+            inproc,
+            handoff: commit::handoff(),
+            mirror: OnceLock::new(),
+        })
     }
 
     /// Opens the registry named by the environment (`PORTD_HOME`, …) with
@@ -383,7 +106,10 @@ impl Registry {
 
     /// Runs `f` on the registry opened for writing, under the lock, with
     /// the touch log (read first: a refused log leaves the file unopened).
-    fn locked<T>(&self, f: impl FnOnce(&redb::Database, &touch::Log) -> Result<T>) -> Result<T> {
+    pub(crate) fn locked<T>(
+        &self,
+        f: impl FnOnce(&redb::Database, &touch::Log) -> Result<T>,
+    ) -> Result<T> {
         let _inproc = self.inproc.lock();
         let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
         let log = touch::read(&self.dir, self.config.shared)?;
@@ -396,20 +122,50 @@ impl Registry {
         })
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         self.locked(|db, log| {
             let wtx = db.begin_write().map_err(db_err)?;
-            let out = {
+            let (out, finished) = {
                 let mut tx = Tx::new(&wtx, self)?;
                 tx.fold(&log.touches)?;
-                f(&mut tx)?
+                let out = f(&mut tx)?;
+                (out, tx.finish()?)
             };
-            wtx.commit().map_err(db_err)?;
-            if log.pending {
-                touch::clear(&self.dir);
-            }
+            self.commit(wtx, finished, log)?;
             Ok(out)
         })
+    }
+
+    /// Commits `wtx` (durably: one sync), then clears the folded touch log
+    /// and brings the mirror to the new generation.
+    pub(crate) fn commit(
+        &self,
+        wtx: redb::WriteTransaction,
+        finished: Finished,
+        log: &touch::Log,
+    ) -> Result<()> {
+        wtx.commit().map_err(db_err)?;
+        if log.pending {
+            touch::clear(&self.dir);
+        }
+        if let Some(mirror) = self.mirror.get() {
+            let synced = mirror.generation();
+            if synced != 0 && Some(synced) == finished.before {
+                mirror.sync(&finished.rows, finished.after);
+            }
+        }
+        finished.claims.into_iter().for_each(Claim::keep);
+        Ok(())
+    }
+
+    /// The handle's mirror of the per-range bitmaps (made on first use).
+    pub(crate) fn mirror(&self) -> &Arc<Mirror> {
+        self.mirror.get_or_init(|| Arc::new(Mirror::new(&self.config.ranges, &self.exclusions)))
+    }
+
+    /// The index of configured range `r` in the mirror.
+    pub(crate) fn range_index(&self, r: &portd_core::PortRange) -> usize {
+        self.config.ranges.iter().position(|c| c.name == r.name).expect("a configured range")
     }
 
     fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
@@ -441,6 +197,7 @@ impl Registry {
                     tx.history.insert(e.project.as_str(), e.port).map_err(db_err)?;
                 }
             }
+            tx.finish()?;
         }
         wtx.commit().map_err(db_err)
     }
@@ -455,13 +212,18 @@ impl Registry {
     }
 
     /// Ports for many named projects, in one transaction.
+    ///
+    /// All of them or none: the batch never evicts its own allocations, and
+    /// a range too full for all the new names fails with
+    /// [`ErrorKind::NoFreePort`], committing nothing. The new names' ports
+    /// are claimed in the handle's bitmaps and probed in parallel batches
+    /// before they are committed.
     pub fn get_many<S: AsRef<str>>(&self, names: &[S]) -> Result<Vec<u16>> {
         let projects =
             names.iter().map(|n| Project::name(n.as_ref())).collect::<Result<Vec<_>>>()?;
         let opts = GetOptions::default();
-        self.write(|tx| {
-            projects.iter().map(|p| tx.get(p.key(), &opts).map(|a| a.entry.port)).collect()
-        })
+        let keys: Vec<&str> = projects.iter().map(|p| p.key()).collect();
+        self.write(|tx| Ok(tx.get_batch(&keys, &opts)?.into_iter().map(|a| a.entry.port).collect()))
     }
 
     /// The project's port, allocating or moving as `opts` asks.
@@ -482,111 +244,18 @@ impl Registry {
     /// `require_free`, such a port fails with [`ErrorKind::PortBusy`] (or
     /// moves, with `move_port`).
     pub fn get_with(&self, project: &Project, opts: &GetOptions) -> Result<Allocation> {
-        // The common case, an existing entry asked for as it is, is a read
-        // and a touch appended to the touch log.
-        let mut known = None;
-        if opts.owner.is_none() && !opts.require_free {
-            let hit = self.read(|rtx| {
-                let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
-                let Some(v) = entries.get(project.key()).map_err(db_err)? else {
-                    return Ok(None);
-                };
-                let mut e = record::decode(project.key(), v.value()).map_err(decode_err)?;
-                self.usable_by_me(&e)?;
-                if self.moves(&e, opts).is_some() {
-                    return Ok(None);
-                }
-                // Always later than the entry's time, even within its
-                // millisecond: a `get` answered from an entry changes it,
-                // so `undo_get` of the lease that created it keeps it.
-                let now = now_ms().max(e.last_used_ms + 1);
-                let logged = touch::append(&self.dir, self.config.shared, project.key(), now)?;
-                // Folded by the next write; past its size, by this call.
-                let fold = logged.is_some_and(|size| size > touch::FOLD_AT);
-                if logged.is_some() {
-                    e.last_used_ms = now;
-                }
-                Ok(Some((e, fold)))
-            })?;
-            match hit {
-                Some((e, false)) => {
-                    let previous = Previous { entry: Some(e.clone()), ..Previous::default() };
-                    return Ok(Allocation::kept(e, previous));
-                }
-                Some((e, true)) => known = Some(e),
-                None => {}
+        loop {
+            // While another caller leads, prepare a candidate lock-free (the
+            // leader only validates it); a lone caller leads at once.
+            let candidate =
+                if self.handoff.is_leading() { self.candidate(project.key(), opts) } else { None };
+            let request = Request { key: project.key().to_owned(), opts: opts.clone(), candidate };
+            match self.handoff.submit(request, |leader| self.lead(leader))? {
+                Some(a) => return Ok(a),
+                // The candidate was taken by another process: try again.
+                None => continue,
             }
         }
-        // Concurrent callers of this process share one transaction.
-        let done = self.group.submit(project.key(), opts, |leader| {
-            self.locked(|db, log| {
-                let mut log = Some(log);
-                loop {
-                    let batch = leader.take();
-                    if batch.is_empty() {
-                        return Ok(());
-                    }
-                    // Folded (and emptied) by the first batch.
-                    leader.answer(self.run_batch(db, batch, log.take())?);
-                }
-            })
-        });
-        match (done, known) {
-            // A read-only registry still answers for the projects it holds;
-            // only their `last_used` stays as it was.
-            (Err(e), Some(entry)) if e.is_unwritable() => {
-                let previous = Previous { entry: Some(entry.clone()), ..Previous::default() };
-                Ok(Allocation::kept(entry, previous))
-            }
-            (done, _) => done,
-        }
-    }
-
-    /// Runs `batch` in one write transaction. A request that fails gets its
-    /// error, and the transaction is run again without it, so that the
-    /// others' allocations never include its partial changes.
-    fn run_batch(
-        &self,
-        db: &redb::Database,
-        mut batch: Vec<Request>,
-        log: Option<&touch::Log>,
-    ) -> Result<Vec<(u64, Result<Allocation>)>> {
-        let mut answers = Vec::with_capacity(batch.len());
-        let empty = touch::Log::default();
-        let log = log.unwrap_or(&empty);
-        while !batch.is_empty() {
-            let wtx = db.begin_write().map_err(db_err)?;
-            let mut done = Vec::with_capacity(batch.len());
-            let mut failed = None;
-            {
-                let mut tx = Tx::new(&wtx, self)?;
-                tx.fold(&log.touches)?;
-                for (i, r) in batch.iter().enumerate() {
-                    match tx.get(&r.key, &r.opts) {
-                        Ok(a) => done.push((r.id, Ok(a))),
-                        Err(e) => {
-                            failed = Some((i, e));
-                            break;
-                        }
-                    }
-                }
-            }
-            match failed {
-                None => {
-                    wtx.commit().map_err(db_err)?;
-                    if log.pending {
-                        touch::clear(&self.dir);
-                    }
-                    answers.extend(done);
-                    break;
-                }
-                Some((i, e)) => {
-                    wtx.abort().map_err(db_err)?;
-                    answers.push((batch.remove(i).id, Err(e)));
-                }
-            }
-        }
-        Ok(answers)
     }
 
     /// An active lease for the named project, owned by `owner`: the entry
@@ -620,62 +289,8 @@ impl Registry {
                 .with_hint("a lease is one project's: name each project once"));
         }
         let opts = GetOptions { owner: Some(owner), ..GetOptions::default() };
-        self.write(|tx| projects.iter().map(|p| tx.get(p.key(), &opts)).collect())
-    }
-
-    /// The exact port asked for, and whether it comes from the
-    /// `PORTD_PORT` pin: `--port`, else the pin, unless an explicit
-    /// `--range` or `--move` asks for something else (a flag beats the
-    /// environment).
-    fn wanted_port(&self, key: &str, opts: &GetOptions) -> Option<(u16, bool)> {
-        if let Some(p) = opts.port {
-            return Some((p, false));
-        }
-        if opts.range.is_some() || opts.move_port {
-            return None;
-        }
-        self.config.pinned_port_for(key).map(|p| (p, true))
-    }
-
-    /// Why an existing entry cannot be kept as it is for `opts`, if it
-    /// cannot. `PORTD_RANGE` is not a reason: it chooses the range of new
-    /// allocations only.
-    fn moves(&self, e: &Entry, opts: &GetOptions) -> Option<MoveReason> {
-        let in_range = self.config.ranges.by_name(&e.range).is_some_and(|r| r.contains(e.port));
-        if !in_range {
-            return Some(MoveReason::OutsideRange);
-        }
-        if let Some(why) = self.exclusions.reason(e.port) {
-            return Some(MoveReason::Excluded(why.to_string()));
-        }
-        match self.wanted_port(&e.project, opts) {
-            Some((p, false)) if p != e.port => return Some(MoveReason::Asked),
-            Some((p, true)) if p != e.port => return Some(MoveReason::Pinned),
-            _ => {}
-        }
-        match &opts.range {
-            Some(r) if *r != e.range => Some(MoveReason::Range(r.clone())),
-            _ => None,
-        }
-    }
-
-    /// Refuses another user's entry in a shared registry: its port is for
-    /// that user's server, so handing it to a second user would put two
-    /// servers on one port. (Reading it, with `show` or `ls`, is fine.)
-    fn usable_by_me(&self, e: &Entry) -> Result<()> {
-        let me = portd_core::sys::euid();
-        if !self.config.shared || e.uid == me {
-            return Ok(());
-        }
-        Err(Error::permission(format!(
-            "project `{}` belongs to {} in this shared registry; its port is for that user's server",
-            e.display_name(),
-            user_label(e.uid)
-        ))
-        .with_hint(format!(
-            "use a project name of your own; `portd show {}` prints this one's port",
-            e.display_name()
-        )))
+        let keys: Vec<&str> = projects.iter().map(|p| p.key()).collect();
+        self.write(|tx| tx.get_batch(&keys, &opts))
     }
 
     /// Ends an active lease: the entry goes idle and keeps its port. Does
@@ -1002,98 +617,6 @@ impl Registry {
         Ok(Status { ranges, outside, file_bytes })
     }
 
-    /// Empties the registry, first moving the current file aside to
-    /// `registry.redb.bak-<unix seconds>`; keeps the newest
-    /// [`RESET_BACKUPS_KEPT`] backups and removes older ones, and removes
-    /// the touch log (whatever it is: one that every command refuses, too).
-    /// Refused while an entry has a running owner, unless `force`. Returns
-    /// the backup's path.
-    pub fn reset(&self, force: bool) -> Result<Option<PathBuf>> {
-        let _inproc = self.inproc.lock();
-        let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
-        let path = self.path();
-        if !home::check_file(&path, self.config.shared)? {
-            touch::remove_unsafe(&self.dir, self.config.shared)?;
-            return Ok(None);
-        }
-        let read = db::contain(&path, || {
-            let db = db::open_read(&self.dir, self.config.shared)?;
-            let entries = read_entries(&db.begin_read()?)?;
-            db.close()?;
-            Ok(entries)
-        });
-        let entries = match read {
-            Ok(entries) => entries,
-            // A damaged private registry can still be emptied (it is kept
-            // as the backup); nothing in it can be checked.
-            Err(e) if e.kind() == ErrorKind::Damaged && !self.config.shared => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        if self.config.shared {
-            // Emptying a shared registry releases everyone's entries.
-            entries.iter().try_for_each(|e| guard(e, "reset"))?;
-        }
-        let busy: Vec<String> = entries
-            .iter()
-            .filter_map(|e| in_use(e).map(|who| format!("`{}` ({who})", e.display_name())))
-            .collect();
-        if !force && !busy.is_empty() {
-            let shown = if busy.len() > 3 {
-                format!("{}, … ({} in all)", busy[..3].join(", "), busy.len())
-            } else {
-                busy.join(", ")
-            };
-            return Err(Error::new(
-                ErrorKind::PortBusy,
-                format!("refusing to empty the registry: in use by running servers: {shown}"),
-            )
-            .with_hint(
-                "stop them first, or pass `--force` to empty it anyway (they keep their ports until they stop)",
-            ));
-        }
-        // A touch log that every other command refuses goes (the times
-        // it may hold are moot in an empty registry).
-        touch::remove_unsafe(&self.dir, self.config.shared)?;
-        let secs = now_ms() / 1000;
-        // Named after the newest backup of this second, so that names sort
-        // as the backups were made even after older ones were rotated away.
-        let last = (self.backups().into_iter())
-            .filter(|((s, _), _)| *s == secs)
-            .map(|((_, n), _)| n)
-            .max();
-        let backup = self.dir.join(match last {
-            None => format!("{}.bak-{secs}", home::REGISTRY_FILE),
-            Some(n) => format!("{}.bak-{secs}-{}", home::REGISTRY_FILE, n + 1),
-        });
-        // The backup is a second name of the old file, made before the new
-        // registry replaces it in one rename: a failure or a crash at any
-        // point leaves the old registry in place or the new one.
-        let mut backed_up = false;
-        let swapped = db::contain(&path, || {
-            db::replace_with_fresh(
-                &self.dir,
-                &path,
-                self.config.shared,
-                |_| Ok(()),
-                |old| {
-                    std::fs::hard_link(old, &backup).map_err(|e| {
-                        Error::io(format!("cannot keep a backup at `{}`", backup.display()), e)
-                    })?;
-                    backed_up = true;
-                    Ok(())
-                },
-            )
-        });
-        if swapped.is_err() && backed_up {
-            // The old registry is still in place: drop its second name.
-            let _ = std::fs::remove_file(&backup);
-        }
-        swapped?;
-        touch::remove(&self.dir);
-        self.rotate_backups();
-        Ok(Some(backup))
-    }
-
     /// Sets an entry's `last_used` (and `created`, if later), as if it was
     /// last used at `ms`: for tests of what ages.
     #[cfg(test)]
@@ -1104,569 +627,4 @@ impl Registry {
             tx.put(&aged, Some(&e))
         })
     }
-
-    /// The reset backups (`registry.redb.bak-<secs>[-<n>]`), oldest first.
-    fn backups(&self) -> Vec<((u64, u64), PathBuf)> {
-        let prefix = format!("{}.bak-", home::REGISTRY_FILE);
-        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        let mut backups: Vec<((u64, u64), PathBuf)> = dir
-            .filter_map(|d| d.ok())
-            .filter_map(|d| {
-                let name = d.file_name().into_string().ok()?;
-                let rest = name.strip_prefix(&prefix)?;
-                let (secs, n) = rest.split_once('-').unwrap_or((rest, "0"));
-                let order = (secs.parse().ok()?, n.parse().ok()?);
-                d.file_type().ok()?.is_file().then(|| (order, d.path()))
-            })
-            .collect();
-        backups.sort();
-        backups
-    }
-
-    /// Removes all but the newest [`RESET_BACKUPS_KEPT`] reset backups.
-    fn rotate_backups(&self) {
-        let backups = self.backups();
-        let old = backups.len().saturating_sub(RESET_BACKUPS_KEPT);
-        for (_, p) in &backups[..old] {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-fn read_entries(rtx: &redb::ReadTransaction) -> Result<Vec<Entry>> {
-    let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
-    collect_entries(&entries)
-}
-
-fn collect_entries(t: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Vec<Entry>> {
-    let mut out = Vec::new();
-    for row in t.iter().map_err(db_err)? {
-        let (k, v) = row.map_err(db_err)?;
-        out.push(record::decode(k.value(), v.value()).map_err(decode_err)?);
-    }
-    Ok(out)
-}
-
-/// One write transaction with its tables open.
-struct Tx<'t> {
-    entries: redb::Table<'t, &'static str, &'static [u8]>,
-    ports: redb::Table<'t, u16, &'static str>,
-    history: redb::Table<'t, &'static str, u16>,
-    lru: redb::Table<'t, (u64, &'static str), ()>,
-    meta: redb::Table<'t, &'static str, u64>,
-    reg: &'t Registry,
-    now: u64,
-    /// Entries evicted by the allocation under way.
-    evicted: Vec<Entry>,
-    /// Scan cursors moved by the allocation under way: `(meta key, before,
-    /// after)`.
-    cursors: Vec<(String, Option<u64>, u64)>,
-    /// Keys answered by this transaction so far (a `get_many` batch, or a
-    /// group-commit batch of several callers): never evicted by a later
-    /// request of the same transaction, so that a batch is all or nothing.
-    claimed: std::collections::HashSet<String>,
-}
-
-impl<'t> Tx<'t> {
-    fn new(wtx: &'t redb::WriteTransaction, reg: &'t Registry) -> Result<Self> {
-        Ok(Tx {
-            entries: wtx.open_table(ENTRIES).map_err(db_err)?,
-            ports: wtx.open_table(PORTS).map_err(db_err)?,
-            history: wtx.open_table(HISTORY).map_err(db_err)?,
-            lru: wtx.open_table(LRU).map_err(db_err)?,
-            meta: wtx.open_table(META).map_err(db_err)?,
-            reg,
-            now: now_ms(),
-            evicted: Vec::new(),
-            cursors: Vec::new(),
-            claimed: std::collections::HashSet::new(),
-        })
-    }
-
-    fn entry(&self, key: &str) -> Result<Option<Entry>> {
-        match self.entries.get(key).map_err(db_err)? {
-            Some(v) => record::decode(key, v.value()).map(Some).map_err(decode_err),
-            None => Ok(None),
-        }
-    }
-
-    fn all_entries(&self) -> Result<Vec<Entry>> {
-        collect_entries(&self.entries)
-    }
-
-    fn port_holder(&self, port: u16) -> Result<Option<String>> {
-        Ok(self.ports.get(port).map_err(db_err)?.map(|k| k.value().to_owned()))
-    }
-
-    /// Writes `e`, replacing `old` (the same project's previous state).
-    fn put(&mut self, e: &Entry, old: Option<&Entry>) -> Result<()> {
-        if let Some(holder) = self.port_holder(e.port)?
-            && holder != e.project
-        {
-            // The allocator never picks a held port; refuse rather than break
-            // the one-port-one-entry invariant.
-            return Err(Error::damaged(format!(
-                "registry damaged: port {} indexed for `{holder}` while writing `{}`",
-                e.port, e.project
-            )));
-        }
-        if let Some(o) = old {
-            if o.port != e.port {
-                self.ports.remove(o.port).map_err(db_err)?;
-            }
-            if o.last_used_ms != e.last_used_ms {
-                self.lru.remove((o.last_used_ms, o.project.as_str())).map_err(db_err)?;
-            }
-        }
-        self.entries.insert(e.project.as_str(), record::encode(e).as_slice()).map_err(db_err)?;
-        self.ports.insert(e.port, e.project.as_str()).map_err(db_err)?;
-        self.lru.insert((e.last_used_ms, e.project.as_str()), ()).map_err(db_err)?;
-        self.history.insert(e.project.as_str(), e.port).map_err(db_err)?;
-        Ok(())
-    }
-
-    /// Sets (or, with `None`, deletes) `key`'s history row.
-    fn set_history(&mut self, key: &str, port: Option<u16>) -> Result<()> {
-        match port {
-            Some(p) => self.history.insert(key, p).map_err(db_err).map(drop),
-            None => self.history.remove(key).map_err(db_err).map(drop),
-        }
-    }
-
-    fn remove(&mut self, e: &Entry) -> Result<()> {
-        self.entries.remove(e.project.as_str()).map_err(db_err)?;
-        self.ports.remove(e.port).map_err(db_err)?;
-        self.lru.remove((e.last_used_ms, e.project.as_str())).map_err(db_err)?;
-        Ok(())
-    }
-
-    /// Applies the touch log: each touched entry's `last_used` becomes
-    /// the later of the two (and its `lru` row moves with it).
-    fn fold(&mut self, touches: &std::collections::HashMap<String, u64>) -> Result<()> {
-        for (key, &ms) in touches {
-            if let Some(e) = self.entry(key)?
-                && ms > e.last_used_ms
-            {
-                let next = Entry { last_used_ms: ms, ..e.clone() };
-                self.put(&next, Some(&e))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Drops idle entries unused for longer than `idle_ttl`.
-    fn expire(&mut self) -> Result<Vec<Entry>> {
-        let cutoff = self.now.saturating_sub(self.reg.config.idle_ttl.as_millis() as u64);
-        let mut old = Vec::new();
-        for row in self.lru.range::<(u64, &str)>(..(cutoff, "")).map_err(db_err)? {
-            let (k, _) = row.map_err(db_err)?;
-            old.push(k.value().1.to_owned());
-        }
-        let mut dropped = Vec::new();
-        for key in old {
-            if let Some(e) = self.entry(&key)?
-                && State::of(&e) == State::Idle
-                // In a shared registry, only its user (or root) drops it.
-                && guard(&e, "expire").is_ok()
-            {
-                self.remove(&e)?;
-                dropped.push(e);
-            }
-        }
-        Ok(dropped)
-    }
-
-    /// The project's allocation as [`Tx::get_unclaimed`] makes it; the key
-    /// is then claimed for the rest of the transaction.
-    fn get(&mut self, key: &str, opts: &GetOptions) -> Result<Allocation> {
-        let a = self.get_unclaimed(key, opts)?;
-        self.claimed.insert(key.to_owned());
-        Ok(a)
-    }
-
-    fn get_unclaimed(&mut self, key: &str, opts: &GetOptions) -> Result<Allocation> {
-        let cfg = &self.reg.config;
-        if let Some(r) = &opts.range {
-            cfg.check_range(r)?;
-        }
-        let existing = self.entry(key)?;
-        let history = self.history_port(key)?;
-        self.evicted.clear();
-        self.cursors.clear();
-        let mut moved_because = None;
-        if let Some(e) = &existing {
-            self.reg.usable_by_me(e)?;
-            if opts.owner.is_some() {
-                guard(e, "lease")?;
-            }
-            let live = e.owner.filter(|o| o.liveness() != Liveness::Dead);
-            if let (Some(cur), Some(new)) = (live, opts.owner)
-                && cur != new
-            {
-                return Err(Error::new(
-                    ErrorKind::PortBusy,
-                    format!(
-                        "project `{}` is already leased by pid {} on port {}",
-                        e.display_name(),
-                        cur.pid,
-                        e.port
-                    ),
-                )
-                .with_hint("stop that process first, or use another project name"));
-            }
-            let mut why = self.reg.moves(e, opts);
-            // A running server keeps a port the configuration no longer
-            // allows (it moves once it stops); only a request moves it now.
-            if matches!(why, Some(MoveReason::Excluded(_) | MoveReason::OutsideRange))
-                && live.is_some_and(|o| Some(o) != opts.owner)
-            {
-                why = None;
-            }
-            // A server started with the project's port in its environment
-            // is the project's: a plain `--free` records it as the owner.
-            let mut adopted = None;
-            // The binders found, when foreign: the error names them without
-            // a second scan of `/proc`.
-            let mut foreign_binders = None;
-            if opts.require_free && why.is_none() {
-                match ownership::binding(e, opts.udp) {
-                    Binding::Adoptable(o) if opts.owner.is_none() => adopted = Some(o),
-                    Binding::Adoptable(_) => foreign_binders = Some(None),
-                    Binding::Foreign(holders) => foreign_binders = Some(Some(holders)),
-                    Binding::Free | Binding::Denied | Binding::Own => {}
-                }
-            }
-            let foreign = foreign_binders.is_some();
-            if let Some(binders) = foreign_binders
-                && !opts.move_port
-            {
-                return Err(match binders {
-                    Some(holders) => ownership::busy_error_for(e.port, &holders),
-                    None => busy_error(e.port, opts.udp),
-                });
-            }
-            if why.is_none() && !foreign {
-                let mut next = e.clone();
-                // Always later, as a touch is (see `get_with`).
-                next.last_used_ms = self.now.max(e.last_used_ms + 1);
-                if opts.owner.is_some() {
-                    next.owner = opts.owner;
-                    next.command = opts.command.clone();
-                    next.child_pid = opts.child_pid;
-                }
-                if let Some(o) = adopted {
-                    next.owner = Some(o);
-                    next.command = portd_core::sys::cmdline(o.pid);
-                    next.child_pid = None;
-                }
-                if next != *e {
-                    self.put(&next, Some(e))?;
-                }
-                let previous = Previous { entry: Some(e.clone()), history, cursors: Vec::new() };
-                return Ok(Allocation::kept(next, previous));
-            }
-            if let Some(o) = live
-                && Some(o) != opts.owner
-            {
-                return Err(Error::new(
-                    ErrorKind::PortBusy,
-                    format!(
-                        "project `{}` is active (pid {}); it cannot move now",
-                        e.display_name(),
-                        o.pid
-                    ),
-                )
-                .with_hint("stop it first, then ask again"));
-            }
-            guard(e, "move")?;
-            self.remove(e)?;
-            moved_because = Some(why.unwrap_or(MoveReason::Bound));
-        }
-        let expired = self.expire()?;
-        // A move never lands back on the port it leaves.
-        let avoid = existing.as_ref().filter(|_| opts.move_port).map(|e| e.port);
-        let (port, range) = match self.reg.wanted_port(key, opts) {
-            Some((p, false)) => self.exact(key, p, opts)?,
-            Some((p, true)) => self.exact(key, p, opts).map_err(pinned_error)?,
-            None => self.pick(key, opts, avoid)?,
-        };
-        let e = Entry {
-            project: key.to_owned(),
-            port,
-            range,
-            owner: opts.owner,
-            uid: portd_core::sys::euid(),
-            created_ms: existing.as_ref().map_or(self.now, |e| e.created_ms),
-            last_used_ms: self.now,
-            command: opts.command.clone(),
-            child_pid: opts.child_pid,
-        };
-        self.put(&e, None)?;
-        let moved_from = existing.as_ref().map(|x| x.port).filter(|&p| p != port);
-        Ok(Allocation {
-            entry: e,
-            fresh: existing.is_none(),
-            moved_from,
-            moved_because: moved_from.and(moved_because),
-            evicted: std::mem::take(&mut self.evicted),
-            expired,
-            previous: Previous {
-                entry: existing,
-                history,
-                cursors: std::mem::take(&mut self.cursors),
-            },
-        })
-    }
-
-    fn probe_opts(opts: &GetOptions, reuse: bool) -> ProbeOptions {
-        ProbeOptions { udp: opts.udp, reuse }
-    }
-
-    /// Grants exactly `port`, or says who has it.
-    fn exact(&mut self, key: &str, port: u16, opts: &GetOptions) -> Result<(u16, String)> {
-        let cfg = &self.reg.config;
-        // An exact port is granted in whatever range holds it, unless
-        // `--range` asks for one (`PORTD_RANGE` only chooses where new
-        // ports are looked for).
-        let want = opts.range.as_deref();
-        let range = cfg.ranges.containing(port).ok_or_else(|| {
-            Error::usage(format!(
-                "port {port} is outside every configured range ({})",
-                cfg.ranges.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
-            ))
-            .with_hint("pick a port inside a range, or add a `[[range]]` to the config file")
-        })?;
-        if let Some(w) = want
-            && w != range.name
-        {
-            return Err(Error::usage(format!("port {port} is not in range `{w}`")));
-        }
-        if let Some(why) = self.reg.exclusions.reason(port) {
-            return Err(Error::usage(format!("port {port} is excluded: {why}"))
-                .with_hint("pick another port"));
-        }
-        if let Some(holder) = self.port_holder(port)? {
-            return Err(Error::new(
-                ErrorKind::PortBusy,
-                format!("port {port} is held by project `{}`", display_name(&holder)),
-            )
-            .with_hint(format!(
-                "release it with `portd release {}`, or pick another port",
-                display_name(&holder)
-            )));
-        }
-        let reuse = self.history_port(key)? == Some(port);
-        match ownership::allocation_probe(port, opts.udp, reuse) {
-            Verdict::Free => Ok((port, range.name.clone())),
-            Verdict::Denied => {
-                Err(Error::usage(format!("port {port} cannot be bound by this user"))
-                    .with_hint("pick a port above 1023"))
-            }
-            Verdict::Busy => {
-                // A running server is granted the port it listens on when
-                // its pid (or an ancestor's) is the owner asked for.
-                let holders = portd_core::sys::holders(port, opts.udp);
-                match opts.owner {
-                    Some(o) if ownership::serves(o.pid, &holders) => Ok((port, range.name.clone())),
-                    _ => Err(ownership::busy_error_for(port, &holders)),
-                }
-            }
-        }
-    }
-
-    fn history_port(&self, key: &str) -> Result<Option<u16>> {
-        Ok(self.history.get(key).map_err(db_err)?.map(|v| v.value()))
-    }
-
-    /// Whether `port` may be taken now: free in the registry, not excluded, bindable.
-    fn usable(&self, port: u16, avoid: Option<u16>, opts: &ProbeOptions) -> Result<bool> {
-        Ok(Some(port) != avoid
-            && self.reg.exclusions.reason(port).is_none()
-            && self.port_holder(port)?.is_none()
-            && probe(port, *opts) == Verdict::Free)
-    }
-
-    /// The candidate order of the spec: history, preferred port, scan from
-    /// the rotating cursor range by range, then LRU eviction of idle entries.
-    fn pick(&mut self, key: &str, opts: &GetOptions, avoid: Option<u16>) -> Result<(u16, String)> {
-        let cfg = &self.reg.config;
-        let want = opts.range.as_deref().or(cfg.default_range.as_deref());
-        let eligible: Vec<PortRange> = cfg.ranges.eligible(want).cloned().collect();
-        let plain = Self::probe_opts(opts, false);
-        if let Some(h) = self.history_port(key)?
-            && let Some(r) = eligible.iter().find(|r| r.contains(h))
-            && self.usable(h, avoid, &Self::probe_opts(opts, true))?
-        {
-            return Ok((h, r.name.clone()));
-        }
-        if let Some(first) = eligible.first() {
-            let p = first.port_at(preferred_offset(key, first.len()));
-            if self.usable(p, avoid, &plain)? {
-                return Ok((p, first.name.clone()));
-            }
-        }
-        for r in &eligible {
-            if let Some(p) = self.scan(r, avoid, &plain)? {
-                return Ok((p, r.name.clone()));
-            }
-        }
-        if let Some(found) = self.evict(&eligible, avoid, &plain)? {
-            return Ok(found);
-        }
-        if let Some(e) = unbindable(&eligible, opts.udp) {
-            return Err(e);
-        }
-        Err(Error::new(
-            ErrorKind::NoFreePort,
-            format!(
-                "no free port: every port of {} is held by an active project, bound, or excluded",
-                eligible.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
-            ),
-        )
-        .with_hint(
-            "free ports with `portd release --idle`, or add a `[[range]]` to the config file",
-        ))
-    }
-
-    /// Scans `r` from its persisted cursor; the bitmap marks each port as
-    /// it is visited, so each is looked at once. Candidates are checked one
-    /// by one (index lookup, exclusions, probe), so the cost grows with the
-    /// number of candidates tried, not with the size of the registry.
-    fn scan(
-        &mut self,
-        r: &PortRange,
-        avoid: Option<u16>,
-        opts: &ProbeOptions,
-    ) -> Result<Option<u16>> {
-        let bits = AtomicBitmap::new(r.len());
-        let cursor_key = format!("cursor:{}", r.name);
-        let cursor = self.meta.get(cursor_key.as_str()).map_err(db_err)?.map_or(0, |v| v.value());
-        bits.set_cursor(cursor as usize);
-        while let Some(bit) = bits.claim_next() {
-            let p = r.port_at(bit);
-            if self.usable(p, avoid, opts)? {
-                let now = bits.cursor() as u64;
-                let was = self.meta.insert(cursor_key.as_str(), now).map_err(db_err)?;
-                let was = was.map(|v| v.value());
-                self.cursors.push((cursor_key, was, now));
-                return Ok(Some(p));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Evicts the least recently used idle entry whose port is bindable.
-    fn evict(
-        &mut self,
-        eligible: &[PortRange],
-        avoid: Option<u16>,
-        opts: &ProbeOptions,
-    ) -> Result<Option<(u16, String)>> {
-        let mut order = Vec::new();
-        for row in self.lru.iter().map_err(db_err)? {
-            let (k, _) = row.map_err(db_err)?;
-            order.push(k.value().1.to_owned());
-        }
-        for key in order {
-            let Some(e) = self.entry(&key)? else { continue };
-            let Some(r) = eligible.iter().find(|r| r.contains(e.port)) else {
-                continue;
-            };
-            if State::of(&e) != State::Idle
-                || self.claimed.contains(&key)
-                || guard(&e, "evict").is_err()
-                || Some(e.port) == avoid
-                || self.reg.exclusions.reason(e.port).is_some()
-                // Probed as a server re-binding it would: TIME_WAIT left by
-                // the evicted project's server must not block the reclaim.
-                || probe(e.port, ProbeOptions { reuse: true, ..*opts }) != Verdict::Free
-            {
-                continue;
-            }
-            self.remove(&e)?;
-            let found = (e.port, r.name.clone());
-            self.evicted.push(e);
-            return Ok(Some(found));
-        }
-        Ok(None)
-    }
-}
-
-/// "no free port" when this user may bind no port of `eligible` at all
-/// (`EACCES`: privileged ports); `None` when some port is bindable.
-fn unbindable(eligible: &[PortRange], udp: bool) -> Option<Error> {
-    let all_denied = !eligible.is_empty()
-        && eligible.iter().all(|r| ownership::denied_prefix(r.start, r.end, udp) == r.len());
-    all_denied.then(|| {
-        Error::new(
-            ErrorKind::NoFreePort,
-            format!(
-                "no free port: this user cannot bind any port of {}",
-                eligible.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
-            ),
-        )
-        .with_hint(
-            "ports below 1024 need root or CAP_NET_BIND_SERVICE: configure a range above 1023",
-        )
-    })
-}
-
-/// `pid N (`command`)` of an entry whose owner is running (or cannot be
-/// checked), else `None`.
-fn in_use(e: &Entry) -> Option<String> {
-    if State::of(e) == State::Idle {
-        return None;
-    }
-    let o = e.owner?;
-    let cmd = e.command.clone().or_else(|| portd_core::sys::cmdline(o.pid)).map(|c| c.join(" "));
-    Some(match cmd {
-        Some(c) if !c.is_empty() => format!("pid {} (`{c}`)", o.pid),
-        _ => format!("pid {}", o.pid),
-    })
-}
-
-/// An error about the port `PORTD_PORT` pins, naming the pin as the cause.
-fn pinned_error(e: Error) -> Error {
-    Error::new(e.kind(), format!("`PORTD_PORT` pins a port this project cannot have: {}", e.message()))
-        .with_hint(
-            "unset `PORTD_PORT` (exported by `portd env`), or pass `--port`, `--range` or `--move`, which take precedence",
-        )
-}
-
-/// `uid N (`name`)`, or `uid N` when the name is unknown.
-fn user_label(uid: u32) -> String {
-    match user_name(uid) {
-        Some(n) => format!("uid {uid} (`{n}`)"),
-        None => format!("uid {uid}"),
-    }
-}
-
-/// The login name of `uid`, from `/etc/passwd`.
-fn user_name(uid: u32) -> Option<String> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
-    })
-}
-
-/// Refuses to `action` (release, move, lease) an entry another user made:
-/// only that user, or root, may (this matters in a shared registry).
-fn guard(e: &Entry, action: &str) -> Result<()> {
-    let me = portd_core::sys::euid();
-    if e.uid == me || me == 0 {
-        return Ok(());
-    }
-    Err(Error::permission(format!(
-        "project `{}` belongs to uid {}; only that user or root can {action} it",
-        e.display_name(),
-        e.uid
-    ))
-    .with_hint("ask its owner, or use a project name of your own"))
-}
-
-/// How long ago `ms` was, for display.
-pub fn age(ms: u64) -> Duration {
-    Duration::from_millis(now_ms().saturating_sub(ms))
 }

@@ -36,7 +36,7 @@
 #[cfg(doc)]
 use crate::error::ErrorKind;
 use crate::error::{Error, Result};
-use crate::registry::{Allocation, GetOptions, Project, Registry};
+use crate::{Allocation, GetOptions, Project, Registry};
 use portd_core::{Owner, sys};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};

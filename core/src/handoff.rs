@@ -1,0 +1,179 @@
+//! Group commit: many threads' requests, one committer at a time.
+//!
+//! Each caller prepares its request itself (in the registry: claims a
+//! candidate port in the shared bitmap and probes it, lock-free), then
+//! [`Handoff::submit`]s it. One caller at a time *leads*: it takes whatever
+//! is queued as one batch ([`Leader::take`]), commits it in one transaction
+//! and publishes one answer per request ([`Leader::answer`]); it goes on
+//! taking batches while requests keep arriving, up to a time slice, so that
+//! other processes get their turn at the storage. The other callers sleep
+//! until their answer is published, or until no one leads and one of them
+//! must.
+//!
+//! If the leader fails before answering (the storage is gone, a commit
+//! failed), every request it took gets that error. A failure before it took
+//! anything fails its own request only: the others' callers lead for
+//! themselves.
+//!
+//! Under `--cfg portd_loom` the mutex and condition variables are loom's,
+//! and `tests/loom.rs` runs the claim → probe → submit → commit or release
+//! cycle through this code.
+
+use crate::sync::{AtomicBool, Condvar, Mutex, MutexGuard, Ordering};
+use std::time::{Duration, Instant};
+
+/// A queued request and the ticket its answer is filed under.
+struct Queue<R, T, E> {
+    next_ticket: u64,
+    pending: Vec<(u64, R)>,
+    answers: Vec<(u64, Result<T, E>)>,
+}
+
+/// The queue shared by one registry handle's callers.
+pub struct Handoff<R, T, E> {
+    queue: Mutex<Queue<R, T, E>>,
+    /// Set while a caller leads. Written under `queue`'s lock; read without
+    /// it only as a hint ([`Handoff::is_leading`]).
+    leading: AtomicBool,
+    answered: Condvar,
+    queued: Condvar,
+    slice: Duration,
+    linger: Duration,
+}
+
+impl<R, T, E> std::fmt::Debug for Handoff<R, T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handoff")
+            .field("slice", &self.slice)
+            .field("linger", &self.linger)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the leader is given: the queue to take batches from and to answer.
+pub struct Leader<'h, R, T, E> {
+    handoff: &'h Handoff<R, T, E>,
+    started: Option<Instant>,
+    /// Tickets taken and not answered yet.
+    in_flight: Vec<u64>,
+    /// Whether the last batch held other callers' requests.
+    shared: bool,
+    own: u64,
+}
+
+impl<R, T, E> std::fmt::Debug for Leader<'_, R, T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leader").field("in_flight", &self.in_flight).finish_non_exhaustive()
+    }
+}
+
+fn lock<Q>(m: &Mutex<Q>) -> MutexGuard<'_, Q> {
+    // A panic while holding the queue leaves it consistent (every change
+    // is one push or remove), so a poisoned lock is used as it is.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<R, T, E: Clone> Handoff<R, T, E> {
+    /// A queue whose leaders keep leading for at most `slice`, and wait up
+    /// to `linger` for the next batch when the last one was shared (its
+    /// callers are typically about to ask again; a zero `linger` never
+    /// waits).
+    pub fn new(slice: Duration, linger: Duration) -> Self {
+        Handoff {
+            queue: Mutex::new(Queue { next_ticket: 0, pending: Vec::new(), answers: Vec::new() }),
+            leading: AtomicBool::new(false),
+            answered: Condvar::new(),
+            queued: Condvar::new(),
+            slice,
+            linger,
+        }
+    }
+
+    /// Whether some caller leads right now: a hint for callers deciding
+    /// whether to prepare their request themselves (a lone caller leads at
+    /// once and need not).
+    pub fn is_leading(&self) -> bool {
+        // Relaxed: a hint only; the queue's mutex orders everything else.
+        self.leading.load(Ordering::Relaxed)
+    }
+
+    /// Queues `request` and returns its answer: computed by this caller as
+    /// leader through `lead`, or by another caller's batch. `lead` gets the
+    /// [`Leader`] and returns an error only when it could not answer what it
+    /// took.
+    pub fn submit(
+        &self,
+        request: R,
+        mut lead: impl FnMut(&mut Leader<'_, R, T, E>) -> Result<(), E>,
+    ) -> Result<T, E> {
+        let mut q = lock(&self.queue);
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.pending.push((ticket, request));
+        self.queued.notify_one();
+        loop {
+            if let Some(at) = q.answers.iter().position(|(t, _)| *t == ticket) {
+                return q.answers.swap_remove(at).1;
+            }
+            // Relaxed: only written and read under `queue`'s lock.
+            if self.leading.load(Ordering::Relaxed) {
+                q = self.answered.wait(q).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            self.leading.store(true, Ordering::Relaxed);
+            drop(q);
+            let mut leader = Leader {
+                handoff: self,
+                started: None,
+                in_flight: Vec::new(),
+                shared: false,
+                own: ticket,
+            };
+            let outcome = lead(&mut leader);
+            q = lock(&self.queue);
+            self.leading.store(false, Ordering::Relaxed);
+            if let Err(e) = outcome {
+                for t in leader.in_flight.drain(..) {
+                    q.answers.push((t, Err(e.clone())));
+                }
+                if let Some(at) = q.pending.iter().position(|(t, _)| *t == ticket) {
+                    q.pending.remove(at);
+                    q.answers.push((ticket, Err(e)));
+                }
+            }
+            // Wakes the answered, and a waiter to lead what is still queued.
+            self.answered.notify_all();
+        }
+    }
+}
+
+impl<R, T, E> Leader<'_, R, T, E> {
+    /// The requests queued now, with their tickets; empty when there is
+    /// nothing more to do or the slice is over.
+    pub fn take(&mut self) -> Vec<(u64, R)> {
+        let h = self.handoff;
+        let started = *self.started.get_or_insert_with(Instant::now);
+        if started.elapsed() > h.slice {
+            return Vec::new();
+        }
+        let mut q = lock(&h.queue);
+        if q.pending.is_empty() && self.shared && !h.linger.is_zero() {
+            q = h.queued.wait_timeout(q, h.linger).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let batch = std::mem::take(&mut q.pending);
+        self.in_flight = batch.iter().map(|(t, _)| *t).collect();
+        self.shared = batch.iter().any(|(t, _)| *t != self.own);
+        batch
+    }
+
+    /// Publishes answers to requests of the batch last taken.
+    pub fn answer(&mut self, answers: impl IntoIterator<Item = (u64, Result<T, E>)>) {
+        let mut q = lock(&self.handoff.queue);
+        for (t, a) in answers {
+            self.in_flight.retain(|&i| i != t);
+            q.answers.push((t, a));
+        }
+        drop(q);
+        self.handoff.answered.notify_all();
+    }
+}

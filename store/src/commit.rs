@@ -1,0 +1,208 @@
+//! Group commit, the leader's side: concurrent allocations of one handle
+//! share one locked, durable transaction ([`portd_core::Handoff`] queues
+//! them).
+//!
+//! A leader takes `registry.lock` once and answers batch after batch in one
+//! open of the file, for up to [`SLICE`]. A lone request that asks nothing
+//! of an existing entry is answered from a read-only open (no write, no
+//! sync); if its project turns out to be new, the file is reopened for
+//! writing under the same hold of the lock, without looking at the schema
+//! again: one lock cycle, one read-write open.
+
+use crate::allocation::{Allocation, GetOptions, Previous};
+use crate::db::{self, ENTRIES, db_err};
+use crate::error::{Error, Result};
+use crate::lock;
+use crate::mirror::Claim;
+use crate::record::{self, Entry};
+use crate::registry::{Registry, decode_err, now_ms};
+use crate::touch;
+use crate::tx::Tx;
+use std::time::Duration;
+
+/// How long a leader keeps the registry for batches that arrive after its
+/// own, before it lets other processes in.
+pub(crate) const SLICE: Duration = Duration::from_millis(10);
+
+/// How long a leader whose last batch had other callers' requests waits for
+/// the next one before it closes the file: those callers are typically
+/// about to ask again, and a batch in the open file costs a commit where a
+/// new leader costs an open, a commit and a close. A lone caller never
+/// waits.
+const LINGER: Duration = Duration::from_micros(300);
+
+/// One queued allocation, with the candidate its caller prepared.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) key: String,
+    pub(crate) opts: GetOptions,
+    pub(crate) candidate: Option<Claim>,
+}
+
+/// The queue of a registry handle. An answer of `None` rejects the
+/// request's candidate: its caller prepares another and asks again.
+pub(crate) type Handoff = portd_core::Handoff<Request, Option<Allocation>, Error>;
+type Leader<'h> = portd_core::Leader<'h, Request, Option<Allocation>, Error>;
+
+pub(crate) fn handoff() -> Handoff {
+    Handoff::new(SLICE, LINGER)
+}
+
+/// What a read-only look at a plain request's entry found.
+enum Looked {
+    /// The entry, kept as it is (and touched).
+    Kept(Allocation),
+    /// The entry, kept; the touch log is due to be folded, which needs a
+    /// write (and a read-only registry answers with this entry).
+    Fold(Entry),
+    /// No entry, or one that must change: a write is needed.
+    Write,
+}
+
+impl Registry {
+    /// Leads: answers what is queued, batch after batch, under one hold of
+    /// the lock.
+    pub(crate) fn lead(&self, leader: &mut Leader<'_>) -> Result<()> {
+        let _inproc = self.inproc.lock();
+        let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
+        let mut batch = leader.take();
+        let mut checked = false;
+        let mut known = None;
+        if let [(ticket, r)] = batch.as_slice()
+            && r.opts.owner.is_none()
+            && !r.opts.require_free
+        {
+            let ticket = *ticket;
+            match self.look(&r.key, &r.opts)? {
+                Looked::Kept(a) => {
+                    leader.answer([(ticket, Ok(Some(a)))]);
+                    batch = leader.take();
+                    if batch.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Looked::Fold(e) => known = Some((ticket, e)),
+                Looked::Write => {}
+            }
+            checked = true;
+        }
+        let log = touch::read(&self.dir, self.config.shared)?;
+        db::contain(&self.path(), || {
+            let db = match db::open_checked(&self.dir, self.config.shared, checked) {
+                Ok(db) => db,
+                // A read-only registry still answers for the projects it
+                // holds; only their `last_used` stays as it was.
+                Err(e) if e.is_unwritable() && known.is_some() => {
+                    let (ticket, entry) = known.take().expect("checked above");
+                    let previous = Previous { entry: Some(entry.clone()), ..Previous::default() };
+                    leader.answer([(ticket, Ok(Some(Allocation::kept(entry, previous))))]);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            // Folded (and emptied) by the first batch.
+            let mut log = Some(&log);
+            while !batch.is_empty() {
+                let answers = self.run_batch(&db, batch, log.take())?;
+                leader.answer(answers);
+                batch = leader.take();
+            }
+            db.close().map_err(db_err)
+        })
+    }
+
+    /// The entry of a plain request, from a read-only open: the common
+    /// case, an existing entry asked for as it is, is a read and a touch
+    /// appended to the touch log.
+    fn look(&self, key: &str, opts: &GetOptions) -> Result<Looked> {
+        db::contain(&self.path(), || {
+            let db = db::open_read(&self.dir, self.config.shared)?;
+            let rtx = db.begin_read()?;
+            let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
+            let found = entries.get(key).map_err(db_err)?;
+            let looked = match found {
+                None => Looked::Write,
+                Some(v) => {
+                    let mut e = record::decode(key, v.value()).map_err(decode_err)?;
+                    self.usable_by_me(&e)?;
+                    if self.moves(&e, opts).is_some() {
+                        Looked::Write
+                    } else {
+                        // Always later than the entry's time, even within
+                        // its millisecond: a `get` answered from an entry
+                        // changes it, so `undo_get` of the lease that
+                        // created it keeps it.
+                        let now = now_ms().max(e.last_used_ms + 1);
+                        let logged = touch::append(&self.dir, self.config.shared, key, now)?;
+                        if logged.is_some() {
+                            e.last_used_ms = now;
+                        }
+                        // Folded by the next write; past its size, by this call.
+                        if logged.is_some_and(|size| size > touch::FOLD_AT) {
+                            Looked::Fold(e)
+                        } else {
+                            let previous =
+                                Previous { entry: Some(e.clone()), ..Previous::default() };
+                            Looked::Kept(Allocation::kept(e, previous))
+                        }
+                    }
+                }
+            };
+            drop(entries);
+            drop(rtx);
+            db.close()?;
+            Ok(looked)
+        })
+    }
+
+    /// Runs `batch` in one write transaction. A request that fails gets its
+    /// error, and the transaction is run again without it, so that the
+    /// others' allocations never include its partial changes.
+    fn run_batch(
+        &self,
+        db: &redb::Database,
+        mut batch: Vec<(u64, Request)>,
+        log: Option<&touch::Log>,
+    ) -> Result<Vec<(u64, Result<Option<Allocation>>)>> {
+        let mut answers = Vec::with_capacity(batch.len());
+        let empty = touch::Log::default();
+        let log = log.unwrap_or(&empty);
+        while !batch.is_empty() {
+            let wtx = db.begin_write().map_err(db_err)?;
+            let mut done = Vec::with_capacity(batch.len());
+            let mut failed = None;
+            let finished = {
+                let mut tx = Tx::new(&wtx, self)?;
+                tx.fold(&log.touches)?;
+                for (i, (ticket, r)) in batch.iter_mut().enumerate() {
+                    match tx.get_offered(&r.key, &r.opts, r.candidate.take()) {
+                        Ok(a) => done.push((*ticket, Ok(a))),
+                        Err(e) => {
+                            failed = Some((i, e));
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    None => Some(tx.finish()?),
+                    Some(_) => None,
+                }
+            };
+            match (failed, finished) {
+                (None, Some(finished)) => {
+                    self.commit(wtx, finished, log)?;
+                    answers.extend(done);
+                    break;
+                }
+                (Some((i, e)), _) => {
+                    wtx.abort().map_err(db_err)?;
+                    // The others' candidates were used up by the aborted
+                    // transaction; the rerun picks for them.
+                    answers.push((batch.remove(i).0, Err(e)));
+                }
+                (None, None) => unreachable!("a batch without failure is finished"),
+            }
+        }
+        Ok(answers)
+    }
+}
