@@ -56,8 +56,8 @@ pub struct Leader<'h, R, T, E> {
     started: Option<Instant>,
     /// Tickets taken and not answered yet.
     in_flight: Vec<u64>,
-    /// Whether the last batch held other callers' requests.
-    shared: bool,
+    /// How many other callers' requests the last batch held.
+    others: usize,
     own: u64,
 }
 
@@ -75,9 +75,8 @@ fn lock<Q>(m: &Mutex<Q>) -> MutexGuard<'_, Q> {
 
 impl<R, T, E: Clone> Handoff<R, T, E> {
     /// A queue whose leaders keep leading for at most `slice`, and wait up
-    /// to `linger` for the next batch when the last one was shared (its
-    /// callers are typically about to ask again; a zero `linger` never
-    /// waits).
+    /// to `linger` for the next batch to be as large as the other callers'
+    /// part of the last one (a zero `linger` never waits).
     pub fn new(slice: Duration, linger: Duration) -> Self {
         Handoff {
             queue: Mutex::new(Queue { next_ticket: 0, pending: Vec::new(), answers: Vec::new() }),
@@ -126,7 +125,7 @@ impl<R, T, E: Clone> Handoff<R, T, E> {
                 handoff: self,
                 started: None,
                 in_flight: Vec::new(),
-                shared: false,
+                others: 0,
                 own: ticket,
             };
             let outcome = lead(&mut leader);
@@ -157,12 +156,22 @@ impl<R, T, E> Leader<'_, R, T, E> {
             return Vec::new();
         }
         let mut q = lock(&h.queue);
-        if q.pending.is_empty() && self.shared && !h.linger.is_zero() {
-            q = h.queued.wait_timeout(q, h.linger).unwrap_or_else(|p| p.into_inner()).0;
+        // The other callers of the last batch are typically about to ask
+        // again: wait for as many requests (up to `linger`), so that they
+        // share one commit instead of trickling into several.
+        if self.others > 0 && !h.linger.is_zero() {
+            let deadline = Instant::now() + h.linger;
+            while q.pending.len() < self.others {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                q = h.queued.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
+            }
         }
         let batch = std::mem::take(&mut q.pending);
         self.in_flight = batch.iter().map(|(t, _)| *t).collect();
-        self.shared = batch.iter().any(|(t, _)| *t != self.own);
+        self.others = batch.iter().filter(|(t, _)| *t != self.own).count();
         batch
     }
 
