@@ -106,6 +106,9 @@ pub use registry::{
 pub use spawn::{LeasedChild, lease_env, with_port};
 pub use touch::TOUCH_FILE;
 
-/// The checks behind the fuzz targets in `fuzz/`; not a stable API.
+// What the checks behind the fuzz targets (the `portd-testkit` crate)
+// reach below the API: not a stable API.
 #[doc(hidden)]
-pub mod fuzzing;
+pub use config::{IDLE_TTL_BOUNDS, LOCK_TIMEOUT_BOUNDS};
+#[doc(hidden)]
+pub use record::{decode as decode_record, encode as encode_record, valid_key};
