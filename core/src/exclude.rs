@@ -114,11 +114,6 @@ impl Exclusions {
         Self::new(user, crate::sys::reserved_ports())
     }
 
-    /// The user's intervals.
-    pub fn user(&self) -> &[(u16, u16)] {
-        &self.user
-    }
-
     /// Why `port` is excluded, or `None` if it may be handed out.
     pub fn reason(&self, port: u16) -> Option<Excluded> {
         let within = |v: &[(u16, u16)]| v.iter().any(|&(a, b)| (a..=b).contains(&port));

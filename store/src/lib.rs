@@ -95,7 +95,7 @@ pub use config::{Config, Source, format_duration, parse_duration, parse_port, pa
 pub use db::SCHEMA_VERSION;
 pub use error::{Error, ErrorKind, Result};
 pub use home::{LOCK_FILE, REGISTRY_FILE, default_home};
-pub use ownership::{Binder, Binding, PortReport, binding, bound_by_other, busy_error, is_own};
+pub use ownership::{Binder, Binding, PortReport, binding, busy_error, is_own};
 pub use portd_core::sys::Holder;
 pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
 pub use record::{Entry, display_name, shown_names};

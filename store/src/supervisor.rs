@@ -75,7 +75,7 @@ impl Exit {
 
 /// Where a supervised command is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+enum Phase {
     /// The supervisor is starting the command.
     Starting,
     /// The command runs.
@@ -431,11 +431,6 @@ impl Foreground {
     /// The supervisor's pid.
     pub fn supervisor_pid(&self) -> u32 {
         self.supervisor
-    }
-
-    /// Where the command is.
-    pub fn phase(&self) -> Phase {
-        self.phase
     }
 
     /// Forwards signals and does job control until the supervisor exits,
