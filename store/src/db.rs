@@ -22,7 +22,7 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 
 /// The layout version this portd writes and reads.
 pub const SCHEMA_VERSION: u64 = 1;
-const SCHEMA_KEY: &str = "schema";
+pub(crate) const SCHEMA_KEY: &str = "schema";
 /// Page cache per open; the registry is small and opened per operation.
 const CACHE_BYTES: usize = 4 << 20;
 

@@ -320,7 +320,7 @@ impl Foreground {
         configure: impl FnOnce(&mut Command),
     ) -> Result<Foreground, StartError> {
         let other = |what: &str, e: std::io::Error| {
-            StartError::Other(Error::new(ErrorKind::Other, format!("{what}: {e}")))
+            StartError::Other(Error::new(ErrorKind::Other, format!("{what}: {e}")).with_source(e))
         };
         // Blocked before spawning, so no signal slips between spawn and wait.
         let signals = SignalSet::block(&[
