@@ -103,7 +103,7 @@ pub use registry::{
     Allocation, CleanupReport, GetOptions, Listed, Matches, MoveReason, Project,
     RESET_BACKUPS_KEPT, RangeStatus, Registry, State, Status, age,
 };
-pub use spawn::{LeasedChild, lease_env, with_port};
+pub use spawn::{CommandLease, LeasedChild, with_port};
 pub use touch::TOUCH_FILE;
 
 // What the checks behind the fuzz targets (the `portd-testkit` crate)
