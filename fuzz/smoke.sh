@@ -18,7 +18,7 @@ seconds=${PORTD_FUZZ_SECONDS:-5}
 targets=${PORTD_FUZZ_TARGETS:-record_decode config_parse project_name arguments registry_model}
 # Without a sanitizer, -malloc_limit_mb has no malloc hooks to act on (it
 # is kept for runs with one), so the record target meters its own
-# allocations (fuzz/alloc_meter.rs). The RSS limit catches slow growth, the
+# allocations (testkit/src/alloc_meter.rs). The RSS limit catches slow growth, the
 # timeout a hang (the registry waits for its lock for at most 10 s).
 limits=(-rss_limit_mb=512 -malloc_limit_mb=64 -timeout=30)
 start=$SECONDS
@@ -46,7 +46,7 @@ for t in $targets; do
   mkdir -p "$scratch/$t" "$scratch/tmp"
   extra=()
   if [ -f "fuzz/$t.dict" ]; then extra+=("-dict=fuzz/$t.dict"); fi
-  # One byte per step: explore whole sequences (fuzzing::MAX_OPS) at once
+  # One byte per step: explore whole sequences (portd_testkit::MAX_OPS) at once
   # rather than growing the length slowly over a short run.
   if [ "$t" = registry_model ]; then extra+=(-max_len=32 -len_control=0); fi
   log="$scratch/$t.log"

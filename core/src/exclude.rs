@@ -114,11 +114,6 @@ impl Exclusions {
         Self::new(user, crate::sys::reserved_ports())
     }
 
-    /// The user's intervals.
-    pub fn user(&self) -> &[(u16, u16)] {
-        &self.user
-    }
-
     /// Calls `f` with every excluded port in `start..=end` (some may come
     /// more than once): what [`Exclusions::reason`] names, without asking
     /// port by port.

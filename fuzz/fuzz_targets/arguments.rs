@@ -4,4 +4,4 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| portd_store::fuzzing::arguments(data));
+fuzz_target!(|data: &[u8]| portd_testkit::arguments(data));

@@ -3,4 +3,4 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| portd_store::fuzzing::config(data));
+fuzz_target!(|data: &[u8]| portd_testkit::config(data));

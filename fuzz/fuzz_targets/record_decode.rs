@@ -4,10 +4,9 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../alloc_meter.rs"]
-mod alloc_meter;
+use portd_testkit::alloc_meter::{self, Meter};
 
 #[global_allocator]
-static METER: alloc_meter::Meter = alloc_meter::Meter;
+static METER: Meter = Meter;
 
 fuzz_target!(|data: &[u8]| alloc_meter::check_record(data));

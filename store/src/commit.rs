@@ -51,7 +51,7 @@ pub(crate) fn handoff() -> Handoff {
 /// What a read-only look at a plain request's entry found.
 enum Looked {
     /// The entry, kept as it is (and touched).
-    Kept(Allocation),
+    Kept(Box<Allocation>),
     /// The entry, kept; the touch log is due to be folded, which needs a
     /// write (and a read-only registry answers with this entry).
     Fold(Entry),
@@ -75,7 +75,7 @@ impl Registry {
             let ticket = *ticket;
             match self.look(&r.key, &r.opts)? {
                 Looked::Kept(a) => {
-                    leader.answer([(ticket, Ok(Some(a)))]);
+                    leader.answer([(ticket, Ok(Some(*a)))]);
                     batch = leader.take();
                     if batch.is_empty() {
                         return Ok(());
@@ -143,7 +143,7 @@ impl Registry {
                         } else {
                             let previous =
                                 Previous { entry: Some(e.clone()), ..Previous::default() };
-                            Looked::Kept(Allocation::kept(e, previous))
+                            Looked::Kept(Box::new(Allocation::kept(e, previous)))
                         }
                     }
                 }
@@ -188,19 +188,16 @@ impl Registry {
                     Some(_) => None,
                 }
             };
-            match (failed, finished) {
-                (None, Some(finished)) => {
-                    self.commit(wtx, finished, log)?;
-                    answers.extend(done);
-                    break;
-                }
-                (Some((i, e)), _) => {
-                    wtx.abort().map_err(db_err)?;
-                    // The others' candidates were used up by the aborted
-                    // transaction; the rerun picks for them.
-                    answers.push((batch.remove(i).0, Err(e)));
-                }
-                (None, None) => unreachable!("a batch without failure is finished"),
+            if let Some(finished) = finished {
+                self.commit(wtx, finished, log)?;
+                answers.extend(done);
+                break;
+            }
+            if let Some((i, e)) = failed {
+                wtx.abort().map_err(db_err)?;
+                // The others' candidates were used up by the aborted
+                // transaction; the rerun picks for them.
+                answers.push((batch.remove(i).0, Err(e)));
             }
         }
         Ok(answers)

@@ -487,11 +487,6 @@ impl Config {
         cfg.apply_env(get)?;
         Ok(cfg)
     }
-
-    /// [`Config::load`] from the process environment.
-    pub fn from_env() -> Result<Config> {
-        Self::load(&|k| std::env::var(k).ok())
-    }
 }
 
 /// Reads the config file: only a regular file (symlinks followed) of at

@@ -5,7 +5,7 @@
 //! check needs a writable open, and a writable open may change the file,
 //! so the user's file stays byte for byte as it was whatever is found.
 
-use crate::db::{self, BITMAPS, ENTRIES, HISTORY, LRU, PORTS, db_err};
+use crate::db::{self, BITMAPS, ENTRIES, HISTORY, LRU, META, PORTS, db_err};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ownership::bound_by_other;
 use crate::record::{self, Entry};
@@ -15,6 +15,7 @@ use crate::{Registry, State};
 use portd_core::{Liveness, sys};
 use redb::{ReadableDatabase, ReadableTable};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -186,8 +187,41 @@ pub fn examine(dir: &Path, config: &Config, config_error: Option<&Error>) -> Rep
     r
 }
 
+/// Whether `e` refuses a registry written by a newer portd (which
+/// `--repair` must leave alone) rather than a damaged one: told by the
+/// [`NewerSchema`] kept as its source, never by its words.
 fn newer_schema(e: &Error) -> bool {
-    e.message().contains("newer portd")
+    std::error::Error::source(e).is_some_and(|s| s.is::<NewerSchema>())
+}
+
+/// The schema version a registry file records, newer than this portd's:
+/// the source of the error that refuses the file.
+#[derive(Debug)]
+struct NewerSchema(u64);
+
+impl fmt::Display for NewerSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "schema version {} is newer than {}", self.0, db::SCHEMA_VERSION)
+    }
+}
+
+impl std::error::Error for NewerSchema {}
+
+/// The schema version `database` records, if it can be read.
+fn recorded_schema(database: &impl ReadableDatabase) -> Option<u64> {
+    let tx = database.begin_read().ok()?;
+    let meta = tx.open_table(META).ok()?;
+    meta.get(db::SCHEMA_KEY).ok()?.map(|v| v.value())
+}
+
+/// `e`, a failed schema check of a file recording `recorded`, with
+/// [`NewerSchema`] as its source when that version is newer than this
+/// portd's.
+fn mark_newer(e: Error, recorded: Option<u64>) -> Error {
+    match recorded {
+        Some(v) if v > db::SCHEMA_VERSION => e.with_source(NewerSchema(v)),
+        _ => e,
+    }
 }
 
 /// Directory and file: where, whose, which mode, which file system.
@@ -361,10 +395,13 @@ fn examine_file(dir: &Path, path: &Path) -> Result<(Vec<Entry>, Vec<Finding>)> {
         // The schema first, read-only, so that a newer portd's file is named
         // as such rather than as damage; a file that needs recovery first is
         // checked on the recovered copy.
-        db::peek_schema(path)?;
+        db::peek_schema(path).map_err(|e| {
+            let ro = redb::Database::builder().open_read_only(path);
+            mark_newer(e, ro.ok().and_then(|ro| recorded_schema(&ro)))
+        })?;
         let mut notes = Vec::new();
         let mut database = redb::Database::builder().open(&scratch.0).map_err(db_err)?;
-        db::check_schema(&database)?;
+        db::check_schema(&database).map_err(|e| mark_newer(e, recorded_schema(&database)))?;
         match database.check_integrity() {
             Ok(true) => notes.push(Finding::ok("integrity", "redb integrity check passed")),
             Ok(false) => notes.push(Finding::ok(
@@ -743,6 +780,46 @@ mod tests {
         let report = examine(&home, &config, None);
         let f = report.findings.iter().find(|f| f.check == "stale").unwrap();
         assert_eq!(f.message, "1 idle entry past `idle_ttl`", "{report:#?}");
+    }
+
+    /// Whether the file is a newer portd's is told by what the file holds,
+    /// not by the words of the error: a damaged registry in a directory
+    /// whose name reads "newer portd" is still offered the repair.
+    #[test]
+    fn a_damaged_registry_is_repairable_whatever_its_path_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("a newer portd");
+        let config = Config::default();
+        Registry::open(&home, config.clone()).unwrap().list().unwrap();
+        fs::write(home.join(home::REGISTRY_FILE), b"").unwrap();
+        let report = examine(&home, &config, None);
+        let f = report.first_error().unwrap();
+        assert_eq!((f.check, f.kind), ("integrity", Some(ErrorKind::Damaged)), "{report:#?}");
+        assert!(report.damaged, "{report:#?}");
+        assert!(f.fix.as_deref().unwrap().contains("portd doctor --repair"), "{f:?}");
+        let repaired = repair(&home, &config).unwrap();
+        assert!(repaired.moved_to.exists(), "{repaired:?}");
+    }
+
+    /// A registry written by a newer portd is refused, and not offered a
+    /// repair that would move it aside.
+    #[test]
+    fn a_newer_portds_registry_is_not_offered_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("portd");
+        let config = Config::default();
+        Registry::open(&home, config.clone()).unwrap().list().unwrap();
+        {
+            let database = redb::Database::open(home.join(home::REGISTRY_FILE)).unwrap();
+            let tx = database.begin_write().unwrap();
+            tx.open_table(META).unwrap().insert(db::SCHEMA_KEY, db::SCHEMA_VERSION + 1).unwrap();
+            tx.commit().unwrap();
+        }
+        let report = examine(&home, &config, None);
+        let f = report.first_error().unwrap();
+        assert_eq!((f.check, f.kind), ("integrity", Some(ErrorKind::Damaged)), "{report:#?}");
+        assert!(!report.damaged, "{report:#?}");
+        assert_eq!(repair(&home, &config).unwrap_err().kind(), ErrorKind::Damaged);
     }
 
     #[test]

@@ -106,16 +106,19 @@ pub use db::SCHEMA_VERSION;
 pub use error::{Error, ErrorKind, Result};
 pub use home::{LOCK_FILE, REGISTRY_FILE, default_home};
 pub use listing::{CleanupReport, Listed, RangeStatus, State, Status, age};
-pub use ownership::{Binder, Binding, PortReport, binding, bound_by_other, busy_error, is_own};
+pub use ownership::{Binder, Binding, PortReport, binding, busy_error, is_own};
 pub use portd_core::sys::Holder;
 pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
 pub use project::{Matches, Project};
 pub use record::{Entry, display_name, shown_names};
 pub use registry::Registry;
 pub use reset::RESET_BACKUPS_KEPT;
-pub use spawn::{LeasedChild, lease_env, with_port};
+pub use spawn::{CommandLease, LeasedChild, with_port};
 pub use touch::TOUCH_FILE;
 
-/// The checks behind the fuzz targets in `fuzz/`; not a stable API.
+// What the checks behind the fuzz targets (the `portd-testkit` crate)
+// reach below the API: not a stable API.
 #[doc(hidden)]
-pub mod fuzzing;
+pub use config::{IDLE_TTL_BOUNDS, LOCK_TIMEOUT_BOUNDS};
+#[doc(hidden)]
+pub use record::{decode as decode_record, encode as encode_record, valid_key};

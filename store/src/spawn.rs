@@ -1,7 +1,9 @@
-//! Running a command under an active lease, for launchers that use the
-//! library instead of `portd run`.
+//! Running a command under an active lease: [`CommandLease`], the lease
+//! taken for a command and ended with it, which `portd run` (supervising
+//! the command in the foreground) and [`Registry::spawn`] (for launchers
+//! that use the library) share.
 //!
-//! The lease is owned by the calling process. The child gets `PORT`,
+//! With [`Registry::spawn`], the lease is owned by the calling process. The child gets `PORT`,
 //! `PORTD_PORT`, `PORTD_PROJECT` and `PORTD_PROJECT_KEY`, `{port}` in its arguments is replaced,
 //! it runs in its own process group, starts with no blocked signals, and is
 //! sent SIGKILL by the kernel when this process exits (Linux parent-death
@@ -42,17 +44,79 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::{Mutex, mpsc};
 
-/// A child process holding a project's lease.
+/// A lease taken for a command that is about to start: the one
+/// implementation of running a command under a lease, shared by
+/// [`Registry::spawn`] and `portd run` (which starts the command under
+/// [`Foreground`](crate::supervisor::Foreground)).
+///
+/// [`Registry::lease_command`] checks that the program can be started and
+/// takes an active lease owned by this process, recording the command line
+/// and refusing a port that is bound now. Then the caller starts the
+/// command with [`argv`](Self::argv) and [`set_env`](Self::set_env), and
+/// says how that went: [`abandon`](Self::abandon) when it could not start
+/// (the entry is put back as it was), [`started`](Self::started) with the
+/// command's pid, and [`end`](Self::end) when it has exited (the entry goes
+/// idle and keeps its port). Dropped without either, it does the same
+/// itself: a lease never started is abandoned, a started one ended.
 #[derive(Debug)]
-pub struct LeasedChild<'r> {
+pub struct CommandLease<'r> {
     registry: &'r Registry,
     project: Project,
     owner: Owner,
+    argv: Vec<String>,
     lease: Allocation,
-    child: Option<Child>,
+    stage: Stage,
+}
+
+/// Where a [`CommandLease`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Taken; the command is not started yet.
+    Taken,
+    /// The command runs.
+    Started,
+    /// Abandoned or ended: nothing left to do.
+    Done,
 }
 
 impl Registry {
+    /// Checks that `argv`'s program can be started, then takes an active
+    /// lease for `project` owned by this process (its port bindable now,
+    /// `argv` recorded as the command), with `opts` otherwise as given. A
+    /// program that cannot be started fails with
+    /// [`ErrorKind::CommandNotFound`] or [`ErrorKind::CommandNotExecutable`]
+    /// and changes nothing. See [`CommandLease`] for what follows.
+    pub fn lease_command<S: AsRef<str>>(
+        &self,
+        project: &Project,
+        argv: &[S],
+        opts: &GetOptions,
+    ) -> Result<CommandLease<'_>> {
+        let argv: Vec<String> = argv.iter().map(|a| a.as_ref().to_owned()).collect();
+        let Some(program) = argv.first() else {
+            return Err(
+                Error::usage("no command to run").with_hint("pass the program and its arguments")
+            );
+        };
+        crate::supervisor::resolve_program(program).map_err(Error::from)?;
+        let owner = Owner::this_process();
+        let opts = GetOptions {
+            owner: Some(owner),
+            command: Some(argv.clone()),
+            require_free: true,
+            ..opts.clone()
+        };
+        let lease = self.get_with(project, &opts)?;
+        Ok(CommandLease {
+            registry: self,
+            project: project.clone(),
+            owner,
+            argv,
+            lease,
+            stage: Stage::Taken,
+        })
+    }
+
     /// Takes an active lease for `project` (owned by this process, port
     /// bindable now) and starts `argv` on it. A program that cannot be
     /// started fails with [`ErrorKind::CommandNotFound`] or
@@ -67,54 +131,122 @@ impl Registry {
         argv: &[S],
         opts: &GetOptions,
     ) -> Result<LeasedChild<'_>> {
-        let (program, args) = argv.split_first().ok_or_else(|| {
-            Error::usage("no command to run").with_hint("pass the program and its arguments")
-        })?;
-        crate::supervisor::resolve_program(program.as_ref()).map_err(Error::from)?;
-        let owner = Owner::this_process();
-        let command: Vec<String> = argv.iter().map(|a| a.as_ref().to_owned()).collect();
-        let opts = GetOptions {
-            owner: Some(owner),
-            command: Some(command),
-            require_free: true,
-            ..opts.clone()
-        };
-        let lease = self.get_with(project, &opts)?;
-        let mut cmd = Command::new(program.as_ref());
-        cmd.args(args.iter().map(|a| with_port(a.as_ref(), lease.entry.port)));
-        lease_env(&mut cmd, lease.entry.port, project);
+        let lease = self.lease_command(project, argv, opts)?;
+        let argv = lease.argv();
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        lease.set_env(&mut cmd);
         cmd.process_group(0);
         sys::clear_signal_mask(&mut cmd);
         sys::parent_death_signal(&mut cmd, sys::SIGKILL);
+        let mut lease = lease;
         let child = match spawn_from_spawner(cmd) {
             Ok(c) => c,
             Err(failure) => {
                 let err = match failure {
                     SpawnFailure::Exec(e) => {
-                        Error::from(crate::supervisor::CannotStart::of_exec(program.as_ref(), &e))
+                        Error::from(crate::supervisor::CannotStart::of_exec(&argv[0], &e))
                     }
                     SpawnFailure::Spawner(e) => Error::io("cannot start the spawner thread", e),
                 };
-                return Err(match self.undo_get(project, &lease) {
-                    Ok(_) => err,
+                let (project, port) = (lease.project.display().to_owned(), lease.port());
+                return Err(match lease.abandon() {
+                    Ok(()) => err,
                     Err(u) => err.with_hint(format!(
-                        "the lease of `{}` (port {}) could not be undone: {}",
-                        project.display(),
-                        lease.entry.port,
+                        "the lease of `{project}` (port {port}) could not be undone: {}",
                         u.message()
                     )),
                 });
             }
         };
-        let _ = self.set_child(project, owner, child.id());
-        Ok(LeasedChild {
-            registry: self,
-            project: project.clone(),
-            owner,
-            lease,
-            child: Some(child),
-        })
+        let _ = lease.started(child.id());
+        Ok(LeasedChild { lease, child: Some(child) })
     }
+}
+
+impl CommandLease<'_> {
+    /// The lease: the entry, and what allocating it did.
+    pub fn allocation(&self) -> &Allocation {
+        &self.lease
+    }
+
+    /// The leased port.
+    pub fn port(&self) -> u16 {
+        self.lease.entry.port
+    }
+
+    /// The project.
+    pub fn project(&self) -> &Project {
+        &self.project
+    }
+
+    /// The command to start: the program as given, then its arguments
+    /// with every `{port}` replaced by the port.
+    pub fn argv(&self) -> Vec<String> {
+        let port = self.port();
+        let (program, args) = self.argv.split_first().expect("checked when taken");
+        std::iter::once(program.clone()).chain(args.iter().map(|a| with_port(a, port))).collect()
+    }
+
+    /// Sets the lease's environment on `cmd`: `PORT`, `PORTD_PORT`,
+    /// `PORTD_PROJECT` (the shown name), `PORTD_PROJECT_KEY` (the registry
+    /// key, which limits the `PORTD_PORT` pin to exactly this project), and
+    /// no inherited socket-activation variables.
+    pub fn set_env(&self, cmd: &mut Command) {
+        let port = self.port().to_string();
+        cmd.env("PORT", &port)
+            .env("PORTD_PORT", &port)
+            .env("PORTD_PROJECT", self.project.display())
+            .env("PORTD_PROJECT_KEY", self.project.key())
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES");
+    }
+
+    /// The command could not be started: the lease is undone, the entry
+    /// put back as it was before [`Registry::lease_command`]. An error says
+    /// why the undo failed (a busy, damaged or read-only registry); the
+    /// entry is then left as leased.
+    pub fn abandon(mut self) -> Result<()> {
+        self.stage = Stage::Done;
+        self.registry.undo_get(&self.project, &self.lease).map(|_| ())
+    }
+
+    /// The command runs as `pid`: recorded on the entry, so that the
+    /// processes it starts count as the project's own. An error says why
+    /// it could not be recorded; the lease holds all the same.
+    pub fn started(&mut self, pid: u32) -> Result<()> {
+        self.stage = Stage::Started;
+        self.registry.set_child(&self.project, self.owner, pid).map(|_| ())
+    }
+
+    /// The command has exited: the lease ends, the entry goes idle and
+    /// keeps its port.
+    pub fn end(mut self) -> Result<()> {
+        self.end_now()
+    }
+
+    fn end_now(&mut self) -> Result<()> {
+        self.stage = Stage::Done;
+        self.registry.end_lease(&self.project, self.owner).map(|_| ())
+    }
+}
+
+impl Drop for CommandLease<'_> {
+    fn drop(&mut self) {
+        let _ = match self.stage {
+            Stage::Taken => self.registry.undo_get(&self.project, &self.lease),
+            Stage::Started => self.registry.end_lease(&self.project, self.owner),
+            Stage::Done => Ok(false),
+        };
+    }
+}
+
+/// A child process holding a project's lease.
+#[derive(Debug)]
+pub struct LeasedChild<'r> {
+    lease: CommandLease<'r>,
+    child: Option<Child>,
 }
 
 /// A request to the spawner thread: the command, and where to send the child.
@@ -187,24 +319,10 @@ pub fn with_port(arg: &str, port: u16) -> String {
     arg.replace("{port}", &port.to_string())
 }
 
-/// Sets the lease's environment on `cmd`: `PORT`, `PORTD_PORT`,
-/// `PORTD_PROJECT` (the shown name), `PORTD_PROJECT_KEY` (the registry key,
-/// which limits the `PORTD_PORT` pin to exactly this project), and no
-/// inherited socket-activation variables.
-pub fn lease_env(cmd: &mut Command, port: u16, project: &Project) {
-    cmd.env("PORT", port.to_string())
-        .env("PORTD_PORT", port.to_string())
-        .env("PORTD_PROJECT", project.display())
-        .env("PORTD_PROJECT_KEY", project.key())
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        .env_remove("LISTEN_FDNAMES");
-}
-
 impl LeasedChild<'_> {
     /// The leased port.
     pub fn port(&self) -> u16 {
-        self.lease.entry.port
+        self.lease.port()
     }
 
     /// The child's pid (also its process group id).
@@ -227,17 +345,17 @@ impl LeasedChild<'_> {
             false,
             crate::supervisor::DEFAULT_KILL_GRACE,
         );
-        self.registry.end_lease(&self.project, self.owner)?;
+        self.lease.end_now()?;
         status
     }
 }
 
 impl Drop for LeasedChild<'_> {
+    /// Kills the child's process group; the lease then ends as it drops.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = sys::kill(-(child.id() as i32), sys::SIGKILL);
             let _ = child.wait();
-            let _ = self.registry.end_lease(&self.project, self.owner);
         }
     }
 }

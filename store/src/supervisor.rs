@@ -75,7 +75,7 @@ impl Exit {
 
 /// Where a supervised command is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+enum Phase {
     /// The supervisor is starting the command.
     Starting,
     /// The command runs.
@@ -320,7 +320,7 @@ impl Foreground {
         configure: impl FnOnce(&mut Command),
     ) -> Result<Foreground, StartError> {
         let other = |what: &str, e: std::io::Error| {
-            StartError::Other(Error::new(ErrorKind::Other, format!("{what}: {e}")))
+            StartError::Other(Error::new(ErrorKind::Other, format!("{what}: {e}")).with_source(e))
         };
         // Blocked before spawning, so no signal slips between spawn and wait.
         let signals = SignalSet::block(&[
@@ -431,11 +431,6 @@ impl Foreground {
     /// The supervisor's pid.
     pub fn supervisor_pid(&self) -> u32 {
         self.supervisor
-    }
-
-    /// Where the command is.
-    pub fn phase(&self) -> Phase {
-        self.phase
     }
 
     /// Forwards signals and does job control until the supervisor exits,

@@ -345,3 +345,30 @@ fn a_child_outlives_the_short_lived_thread_that_spawned_it() {
     drop(child);
     assert_eq!(reg.show(&p).unwrap().state, State::Idle);
 }
+
+/// A lease taken for a command that never started is undone when dropped
+/// (no entry is left); one whose command started ends when dropped (the
+/// entry goes idle and keeps its port). The command line is recorded, and
+/// `{port}` is replaced in the arguments only.
+#[test]
+fn a_command_lease_left_unfinished_is_undone_or_ended_when_dropped() {
+    let (_dir, reg) = registry();
+    let p = Project::name("cmd").unwrap();
+    let argv = ["sh", "-c", "exit 0", "{port}"];
+    let lease = reg.lease_command(&p, &argv, &GetOptions::default()).unwrap();
+    let port = lease.port();
+    assert_eq!(lease.argv(), ["sh", "-c", "exit 0", &port.to_string()]);
+    let shown = reg.show(&p).unwrap();
+    assert_eq!(shown.state, State::Active);
+    assert_eq!(shown.entry.command.as_deref(), Some(&argv.map(String::from)[..]));
+    drop(lease);
+    assert!(reg.show(&p).is_err(), "a lease never started was left behind");
+
+    let mut lease = reg.lease_command(&p, &argv, &GetOptions::default()).unwrap();
+    let port = lease.port();
+    lease.started(std::process::id()).unwrap();
+    assert_eq!(reg.show(&p).unwrap().entry.child_pid, Some(std::process::id()));
+    drop(lease);
+    let after = reg.show(&p).unwrap();
+    assert_eq!((after.state, after.entry.port, after.entry.owner), (State::Idle, port, None));
+}

@@ -1,12 +1,14 @@
 //! `portd run`: a supervised lease in the foreground. This module maps the
-//! arguments onto the library's supervisor (`portd_store::supervisor`,
-//! which documents the processes, their states and signals) and prints;
-//! `__supervise` and `__exec` are the supervisor's own processes.
+//! arguments onto the library's lease for a command
+//! (`portd_store::CommandLease`, shared with `Registry::spawn`) and its
+//! supervisor (`portd_store::supervisor`, which documents the processes,
+//! their states and signals), and prints; `__supervise` and `__exec` are
+//! the supervisor's own processes.
 
 use crate::Ctx;
 use crate::args::RunArgs;
 use portd_store::supervisor::{self, Foreground, Launch, StartError};
-use portd_store::{Allocation, Error, ErrorKind, GetOptions, Owner};
+use portd_store::{Allocation, CommandLease, Error, ErrorKind, GetOptions};
 use std::net::{IpAddr, TcpListener};
 
 /// Where `--fd` listens.
@@ -39,33 +41,25 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
     }
     let listen = listen_of(a)?;
     let project = super::project(&a.project)?;
-    // A command that cannot start must not touch the registry.
-    if let Err(e) = supervisor::resolve_program(&a.command[0]) {
-        ctx.out.error(&e.to_string(), None);
-        return Ok(e.code);
-    }
+    // A command that cannot start must not touch the registry (nor make
+    // its directory): checked before it is opened, and by the lease again.
+    supervisor::resolve_program(&a.command[0]).map_err(Error::from)?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::new(ErrorKind::Other, format!("cannot find the portd binary: {e}")))?;
     let reg = ctx.registry()?;
-    let me = Owner::this_process();
     let opts = GetOptions {
         range: a.range.clone(),
         port: a.port,
         udp: a.udp,
-        owner: Some(me),
-        command: Some(a.command.clone()),
-        require_free: true,
         move_port: a.move_port,
         ..Default::default()
     };
-    // The lease records what it replaced, to be put back if the command
-    // cannot start.
-    let lease = reg.get_with(&project, &opts)?;
-    let port = lease.entry.port;
+    let mut lease = reg.lease_command(&project, &a.command, &opts)?;
+    let port = lease.port();
     // The error that follows stays the command's; a lease left behind is
     // said first.
-    let abandon = || {
-        if let Err(e) = reg.undo_get(&project, &lease) {
+    let abandon = |lease: CommandLease<'_>| {
+        if let Err(e) = lease.abandon() {
             ctx.out.warn(&format!(
                 "could not undo the lease of `{}` (port {port}): {}",
                 project.display(),
@@ -73,22 +67,18 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
             ));
         }
     };
-    let listeners = match bind(&lease, &listen) {
+    let listeners = match bind(lease.allocation(), &listen) {
         Ok(l) => l,
         Err(e) => {
-            abandon();
+            abandon(lease);
             return Err(e);
         }
     };
     let name = project.display().to_owned();
-    let launch = Launch {
-        name: name.clone(),
-        argv: a.command.iter().map(|s| portd_store::with_port(s, port)).collect(),
-        listeners,
-        kill_grace: a.kill_grace,
-    };
+    let launch =
+        Launch { name: name.clone(), argv: lease.argv(), listeners, kill_grace: a.kill_grace };
     let started = Foreground::start(&exe, launch, |cmd| {
-        portd_store::lease_env(cmd, port, &project);
+        lease.set_env(cmd);
         if let Some(h) = &a.host {
             cmd.env("HOST", h);
         }
@@ -96,28 +86,25 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
     let fg = match started {
         Ok(fg) => fg,
         Err(e) => {
-            abandon();
-            return match e {
-                StartError::Command(c) => {
-                    ctx.out.error(&c.to_string(), None);
-                    Ok(c.code)
-                }
-                StartError::Other(e) => Err(e),
-            };
+            abandon(lease);
+            return Err(match e {
+                StartError::Command(c) => c.into(),
+                StartError::Other(e) => e,
+            });
         }
     };
     // Said once the command runs: a start that fails undoes them.
-    super::allocation_notes(ctx, &project, &lease);
+    super::allocation_notes(ctx, &project, lease.allocation());
     ctx.out.detail(&format!(
         "portd: `{name}` on port {port}, pid {} (supervisor {})",
         fg.command_pid(),
         fg.supervisor_pid()
     ));
-    if let Err(e) = reg.set_child(&project, me, fg.command_pid()) {
+    if let Err(e) = lease.started(fg.command_pid()) {
         ctx.out.warn(&format!("could not record the command's pid: {}", e.message()));
     }
     let exit = fg.wait();
-    if let Err(e) = reg.end_lease(&project, me) {
+    if let Err(e) = lease.end() {
         ctx.out.warn(&format!("could not end the lease: {}", e.message()));
     }
     // Killed by a signal, the command's status is passed on as such (a

@@ -1,13 +1,12 @@
 //! The fuzz targets' saved corpus (`fuzz/corpus/<target>/`), replayed as
-//! plain tests through the same checks the targets run
-//! (`portd_store::fuzzing`), so that every seed and every fixed crash stays
-//! covered without cargo-fuzz.
+//! plain tests through the same checks the targets run (`portd_testkit`),
+//! so that every seed and every fixed crash stays covered without
+//! cargo-fuzz.
 
-#[path = "../../fuzz/alloc_meter.rs"]
-mod alloc_meter;
+use portd_testkit::alloc_meter::{self, Meter};
 
 #[global_allocator]
-static METER: alloc_meter::Meter = alloc_meter::Meter;
+static METER: Meter = Meter;
 
 use std::path::PathBuf;
 
@@ -45,24 +44,24 @@ fn record_decode() {
 
 #[test]
 fn config_parse() {
-    replay("config_parse", portd_store::fuzzing::config);
+    replay("config_parse", portd_testkit::config);
 }
 
 #[test]
 fn project_name() {
-    replay("project_name", portd_store::fuzzing::project_name);
+    replay("project_name", portd_testkit::project_name);
 }
 
 #[test]
 fn arguments() {
-    replay("arguments", portd_store::fuzzing::arguments);
+    replay("arguments", portd_testkit::arguments);
 }
 
 #[test]
 fn registry_model() {
     replay("registry_model", |bytes| {
         let dir = tempfile::tempdir().unwrap();
-        portd_store::fuzzing::registry(dir.path(), bytes);
+        portd_testkit::registry(dir.path(), bytes);
     });
 }
 
@@ -73,4 +72,27 @@ fn the_allocation_meter_counts() {
         std::hint::black_box(vec![0u8; 100_000]);
     });
     assert!(peak >= 100_000, "{peak}");
+}
+
+/// The model runs `portd doctor`'s examination after every step: a port
+/// index row that no entry backs (which every operation of the model
+/// leaves alone, as the port is outside its ranges) fails the model.
+#[test]
+fn the_registry_model_fails_on_what_doctor_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("portd");
+    let reg = portd_store::Registry::open(&home, portd_store::Config::default()).unwrap();
+    assert!(reg.list().unwrap().is_empty());
+    drop(reg);
+    let ports: redb::TableDefinition<u16, &str> = redb::TableDefinition::new("ports");
+    let db = redb::Database::open(home.join(portd_store::REGISTRY_FILE)).unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.open_table(ports).unwrap().insert(4000, "ghost").unwrap();
+    tx.commit().unwrap();
+    drop(db);
+    let r = std::panic::catch_unwind(|| portd_testkit::registry(dir.path(), &[0]));
+    let msg = r.expect_err("the model accepted a damaged index");
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("`portd doctor` finds errors"), "{msg}");
+    assert!(msg.contains("port index names `ghost` for port 4000"), "{msg}");
 }

@@ -1,169 +1,13 @@
-//! The checks behind the fuzz targets in `fuzz/`, in one place so that the
-//! targets and the test that replays their saved corpus
-//! (`store/tests/fuzz_corpus.rs`) run the very same code. Not a stable API.
-//!
-//! Each check takes arbitrary bytes, feeds them to the code under test and
-//! panics when a property fails:
-//! - `record`: bytes as a stored record decode or fail cleanly, and what
-//!   decodes re-encodes to the same entry;
-//! - `config`: text as a config file is accepted only when valid, and is
-//!   otherwise refused with a one-line message;
-//! - `project_name`: text as a project name is accepted exactly when it
-//!   has the documented form;
-//! - `arguments`: text as a port, a port span, a duration or a command
-//!   argument with `{port}` parses only to values in range that round-trip;
-//! - `registry`: bytes as a sequence of operations on a real registry,
-//!   compared with a plain model after every step.
-//!
-//! A failing check is a bug in portd or in the check: never a reason to
-//! weaken the check.
+//! The registry model: arbitrary bytes as a sequence of operations on a
+//! real registry and on a plain model, compared after every step.
 
-use crate::config::{Config, format_duration, parse_duration, parse_port, parse_port_span};
-use crate::error::ErrorKind;
-use crate::record::{self, display_name, valid_key};
-use crate::{Project, Registry, State};
-use portd_core::{MAX_NAME_LEN, Owner, PortRange, Ranges, preferred_offset, validate_name};
+use portd_core::{Owner, PortRange, Ranges, preferred_offset};
+use portd_store::doctor::{self, Severity};
+use portd_store::{Config, ErrorKind, Registry, State};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
 use std::path::Path;
-
-/// Decodes `bytes` as the record of `key`; must never panic, whatever the
-/// bytes. The record target meters this call's allocations.
-pub fn decode_record(key: &str, bytes: &[u8]) -> bool {
-    record::decode(key, bytes).is_ok()
-}
-
-/// Arbitrary bytes as a stored record: decoding fails cleanly or gives an
-/// entry that encodes back to itself, in no more bytes than were read
-/// (postcard's encoding is the shortest one); a malformed key always fails.
-pub fn record(bytes: &[u8]) {
-    if let Ok(e) = record::decode("myapp", bytes) {
-        let again = record::encode(&e);
-        assert_eq!(record::decode("myapp", &again).as_ref(), Ok(&e), "re-encoding changed it");
-        assert!(again.len() <= bytes.len(), "{} bytes re-encode to {}", bytes.len(), again.len());
-        assert_eq!(e.project, "myapp");
-        assert_ne!(e.port, 0);
-    }
-    assert!(record::decode("not a key", bytes).is_err(), "an invalid key was accepted");
-}
-
-/// Arbitrary text as a config file. Accepted: valid ranges (non-empty,
-/// disjoint, in 1–65535, one with `fallback`), valid exclusions, durations
-/// that round-trip. Refused: a configuration error on one line that names
-/// the file and a line that exists.
-pub fn config(bytes: &[u8]) {
-    let Ok(text) = std::str::from_utf8(bytes) else { return };
-    let mut c = Config::default();
-    match c.apply_file(Path::new("fuzz.toml"), text) {
-        Ok(()) => {
-            let ranges: Vec<&PortRange> = c.ranges.iter().collect();
-            assert!(ranges.iter().any(|r| r.fallback), "no fallback range: {ranges:?}");
-            for (i, r) in ranges.iter().enumerate() {
-                assert!(r.start >= 1 && r.start <= r.end, "bad range {r:?}");
-                assert!(portd_core::valid_range_name(&r.name), "bad range name {r:?}");
-                for o in &ranges[..i] {
-                    assert!(o.name != r.name && (o.end < r.start || r.end < o.start), "{o} {r}");
-                }
-            }
-            for &(a, b) in &c.exclude {
-                assert!(a >= 1 && a <= b, "bad exclusion {a}-{b}");
-            }
-            for d in [c.idle_ttl, c.lock_timeout] {
-                assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{d:?} does not round-trip");
-            }
-            let within = |d, (lo, hi)| lo <= d && d <= hi;
-            assert!(within(c.idle_ttl, crate::config::IDLE_TTL_BOUNDS), "{:?}", c.idle_ttl);
-            assert!(
-                within(c.lock_timeout, crate::config::LOCK_TIMEOUT_BOUNDS),
-                "{:?}",
-                c.lock_timeout
-            );
-            assert!(
-                c.allow_privileged || ranges.iter().all(|r| r.start >= 1024),
-                "a privileged range without allow_privileged: {ranges:?}"
-            );
-        }
-        Err(e) => {
-            assert_eq!(e.kind(), ErrorKind::Config, "{e}");
-            let m = e.message();
-            assert!(!m.contains(['\n', '\r']), "a message on more than one line: {m:?}");
-            assert!(m.contains("`fuzz.toml`"), "the file is not named: {m:?}");
-            if let Some(rest) = m.split(" line ").nth(1) {
-                let n: usize = rest.split(':').next().unwrap_or("").parse().unwrap_or(0);
-                let lines = text.matches('\n').count() + 1;
-                assert!((1..=lines).contains(&n), "line {n} of {lines}: {m:?}");
-            }
-        }
-    }
-}
-
-/// Arbitrary text as a project name: accepted exactly when it is 1–128
-/// characters of `[A-Za-z0-9._:-]` starting alphanumeric, the same way by
-/// every entry point; a refusal is a one-line usage error.
-pub fn project_name(bytes: &[u8]) {
-    let Ok(name) = std::str::from_utf8(bytes) else { return };
-    let documented = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b));
-    assert_eq!(validate_name(name).is_ok(), documented, "validate_name({name:?})");
-    match Project::name(name) {
-        Ok(p) => {
-            assert!(documented, "{name:?} accepted");
-            assert_eq!(p.key(), name);
-            assert_eq!(p.display(), name);
-            assert_eq!(display_name(name), name);
-            assert!(valid_key(name));
-            assert_eq!(Project::from_key(name).as_ref(), Ok(&p));
-        }
-        Err(e) => {
-            assert!(!documented, "{name:?} refused: {e}");
-            assert_eq!(e.kind(), ErrorKind::Usage);
-            assert!(!e.message().contains(['\n', '\r']), "{:?}", e.message());
-            if !name.starts_with('/') {
-                assert!(!valid_key(name) && Project::from_key(name).is_err(), "{name:?}");
-            }
-        }
-    }
-}
-
-/// Arbitrary text as a command-line value: `--port`, an `exclude` span, a
-/// duration, and a `run` argument with `{port}` in it.
-pub fn arguments(bytes: &[u8]) {
-    let Ok(s) = std::str::from_utf8(bytes) else { return };
-    let port = parse_port(s);
-    if let Ok(p) = port {
-        assert_ne!(p, 0);
-        assert_eq!(parse_port(&p.to_string()), Ok(p));
-        assert_eq!(s.trim().trim_start_matches('+').trim_start_matches('0'), p.to_string());
-    }
-    match parse_port_span(s) {
-        Ok((a, b)) => {
-            assert!(a >= 1 && a <= b, "{s:?} gave {a}-{b}");
-            assert_eq!(parse_port_span(&format!("{a}-{b}")), Ok((a, b)));
-            if !s.contains('-') {
-                assert_eq!(port, Ok(a), "{s:?} as a port and as a span");
-                assert_eq!(a, b, "{s:?} is one port");
-            }
-        }
-        Err(_) => {
-            if !s.contains('-') {
-                assert!(port.is_err(), "{s:?} is a port but not a span");
-            }
-        }
-    }
-    if let Ok(d) = parse_duration(s) {
-        assert!(d.as_millis() <= 100 * 365 * 86_400_000, "{s:?} gave {d:?}");
-        let written = format_duration(d);
-        assert_eq!(parse_duration(&written), Ok(d), "{s:?} -> {written:?}");
-        assert_eq!(format_duration(parse_duration(&written).unwrap_or_default()), written);
-    }
-    let p = port.unwrap_or(4321);
-    let arg = crate::with_port(s, p);
-    assert!(!arg.contains("{port}"), "{s:?} -> {arg:?}");
-    assert_eq!(arg == s, !s.contains("{port}"), "{s:?} -> {arg:?}");
-}
 
 thread_local! {
     /// The steps of the running model check, for its failure messages.
@@ -381,6 +225,9 @@ impl Model {
 /// The real registry, the model, and the servers occupying ports.
 struct Run<'r> {
     reg: &'r Registry,
+    /// Where the registry lives, and its configuration, for `doctor`.
+    home: &'r Path,
+    config: &'r Config,
     model: Model,
     owners: [Owner; 3],
     servers: BTreeMap<u16, TcpListener>,
@@ -533,7 +380,7 @@ impl Run<'_> {
         }
     }
 
-    fn check_error<T>(&self, got: &crate::Result<T>, kind: ErrorKind) {
+    fn check_error<T>(&self, got: &portd_store::Result<T>, kind: ErrorKind) {
         if let Err(e) = got {
             ensure_eq!(e.kind(), kind, "{e}");
         }
@@ -579,13 +426,27 @@ impl Run<'_> {
             .collect();
         ensure_eq!(history, gone, "released projects keep their last port");
     }
+
+    /// The registry's own consistency check, the one `portd doctor` runs
+    /// (integrity, records, indexes), finds no error. Its warnings are left
+    /// alone: they describe the machine, or what the model did on purpose
+    /// (leases of dead owners, ports bound by its servers).
+    fn doctor(&self) {
+        let report = doctor::examine(self.home, self.config, None);
+        let errors: Vec<&doctor::Finding> =
+            report.findings.iter().filter(|f| f.severity == Severity::Error).collect();
+        ensure!(errors.is_empty(), "`portd doctor` finds errors: {errors:?}");
+        ensure!(!report.damaged, "`portd doctor` finds the registry damaged: {report:?}");
+    }
 }
 
 /// Arbitrary bytes as up to [`MAX_OPS`] operations (get, acquire by a live
 /// or a dead owner, release, release of idle entries, cleanup, a batch of
 /// two gets, and a foreign server binding or freeing a port) on a registry
 /// created in `dir` (which must be new or empty) and on a plain model,
-/// compared after every step.
+/// compared after every step; after every step too, `portd doctor`'s
+/// examination of the registry ([`doctor::examine`]) must find no error,
+/// so that whatever doctor checks holds after every operation.
 ///
 /// The model predicts which port a fresh allocation gets wherever the spec
 /// decides it (last port, preferred port, LRU eviction, exhaustion), and
@@ -598,7 +459,8 @@ pub fn registry(dir: &Path, bytes: &[u8]) {
         RANGES.iter().map(|&(n, a, b, f)| (n.to_owned(), a.into(), b.into(), f)).collect();
     let ranges = Ranges::from_raw(&raw).unwrap_or_else(|e| fail!("model ranges: {e}"));
     let config = Config { ranges: ranges.clone(), ..Config::default() };
-    let reg = Registry::open(dir.join("portd"), config).unwrap_or_else(|e| fail!("open: {e}"));
+    let home = dir.join("portd");
+    let reg = Registry::open(&home, config.clone()).unwrap_or_else(|e| fail!("open: {e}"));
     let me = Owner::this_process();
     // The parent (cargo, the fuzzer's driver) outlives the run; without one,
     // a second live owner is not available and "parent" means this process.
@@ -611,7 +473,8 @@ pub fn registry(dir: &Path, bytes: &[u8]) {
         alive: [me, parent],
     };
     let owners = [me, parent, dead];
-    let mut run = Run { reg: &reg, model, owners, servers: BTreeMap::new() };
+    let mut run =
+        Run { reg: &reg, home: &home, config: &config, model, owners, servers: BTreeMap::new() };
     STEPS.with_borrow_mut(String::clear);
     for (i, op) in decode_ops(bytes).into_iter().enumerate() {
         STEPS.with_borrow_mut(|s| {
@@ -619,5 +482,6 @@ pub fn registry(dir: &Path, bytes: &[u8]) {
         });
         run.step(op);
         run.verify();
+        run.doctor();
     }
 }

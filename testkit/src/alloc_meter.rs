@@ -4,8 +4,13 @@
 //! libFuzzer's `-malloc_limit_mb` relies on a sanitizer's malloc hooks,
 //! which `--sanitizer none` does not have, and `-rss_limit_mb` is sampled
 //! once a second; so the record target bounds its allocations with this.
-//! Shared (through `#[path]`) by `fuzz_targets/record_decode.rs` and the
-//! corpus replay in `store/tests/fuzz_corpus.rs`.
+//! A program that checks records installs it as its global allocator
+//! (`fuzz/fuzz_targets/record_decode.rs`, `testkit/tests/fuzz_corpus.rs`):
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static METER: portd_testkit::alloc_meter::Meter = portd_testkit::alloc_meter::Meter;
+//! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -94,9 +99,9 @@ pub fn record_limit(len: usize) -> usize {
 /// within [`record_limit`].
 pub fn check_record(bytes: &[u8]) {
     let peak = peak_bytes(|| {
-        std::hint::black_box(portd_store::fuzzing::decode_record("myapp", bytes));
+        std::hint::black_box(crate::decode_record("myapp", bytes));
     });
     let limit = record_limit(bytes.len());
     assert!(peak <= limit, "decoding {} bytes allocated {peak} (limit {limit})", bytes.len());
-    portd_store::fuzzing::record(bytes);
+    crate::record(bytes);
 }

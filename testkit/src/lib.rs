@@ -1,0 +1,30 @@
+//! The checks behind portd's fuzz targets (`fuzz/`), in one place so that
+//! the targets and the test that replays their saved corpus
+//! (`testkit/tests/fuzz_corpus.rs`) run the very same code. Test support,
+//! not published and not a stable API; the library itself carries none of
+//! it.
+//!
+//! Each check takes arbitrary bytes, feeds them to the code under test and
+//! panics when a property fails:
+//! - [`record`]: bytes as a stored record decode or fail cleanly, and what
+//!   decodes re-encodes to the same entry ([`alloc_meter::check_record`]
+//!   also bounds what decoding allocates);
+//! - [`config`]: text as a config file is accepted only when valid, and is
+//!   otherwise refused with a one-line message;
+//! - [`project_name`]: text as a project name is accepted exactly when it
+//!   has the documented form;
+//! - [`arguments`]: text as a port, a port span, a duration or a command
+//!   argument with `{port}` parses only to values in range that round-trip;
+//! - [`registry`]: bytes as a sequence of operations on a real registry,
+//!   compared with a plain model, and checked by `portd doctor`'s own
+//!   examination, after every step.
+//!
+//! A failing check is a bug in portd or in the check: never a reason to
+//! weaken the check.
+
+pub mod alloc_meter;
+mod inputs;
+mod model;
+
+pub use inputs::{arguments, config, decode_record, project_name, record};
+pub use model::{MAX_OPS, registry};
