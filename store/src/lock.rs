@@ -2,15 +2,26 @@
 //!
 //! redb refuses a second opener at once (`DatabaseAlreadyOpen`), so every
 //! operation first takes an exclusive `flock` on this file, polled with a
-//! short exponential backoff up to `lock_timeout`, and writes its pid into
-//! it so that a waiter that gives up can name the holder. The lock dies with
-//! its holder's file descriptor, so a crashed process never leaves it held.
+//! short backoff up to `lock_timeout`, and writes its pid into it so that a
+//! waiter that gives up can name the holder. The lock dies with its
+//! holder's file descriptor, so a crashed process never leaves it held.
+//!
+//! `flock` alone is not fair: whoever tries right after a release wins,
+//! and that is typically the process that just released it (its next
+//! group-commit leader), while the others sleep between polls. So waiters
+//! queue in the same file: a caller that has to wait announces itself in a
+//! slot (who, since when, refreshed when), and a caller only tries the
+//! lock when no live waiter announced itself before it. The slots are
+//! advisory (the `flock` alone excludes); a slot not refreshed for
+//! [`STALE`] is ignored, so a waiter that died or stalled holds up no one
+//! for longer than that.
 
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::{File, TryLockError};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Held while one operation runs; unlocks on drop.
 #[derive(Debug)]
@@ -22,8 +33,107 @@ pub struct LockGuard {
 /// typically finishes in well under a millisecond.
 const FIRST_WAIT: Duration = Duration::from_micros(50);
 const MAX_WAIT: Duration = Duration::from_millis(4);
+/// The longest sleep of a waiter that is next in line, or next but one
+/// (the one before it may be holding the lock): the lock stays free for at
+/// most about this long when it changes hands between two waiters.
+const NEAR_WAIT: Duration = Duration::from_micros(250);
 /// How many lock timeouts a waiter waits in all while the lock changes hands.
 const PATIENCE: u32 = 6;
+
+/// The waiters' slots: `SLOTS` records of `SLOT` bytes from `SLOTS_AT`,
+/// after the holder's pid line. A record is `pid`, `id` (the waiter's file
+/// descriptor, so that two handles of one process differ) as u32, `since`
+/// and `fresh` (µs since the epoch) as u64, little-endian; all zero when
+/// free.
+const SLOTS_AT: usize = 64;
+const SLOT: usize = 24;
+const SLOTS: usize = 64;
+const FILE_LEN: usize = SLOTS_AT + SLOT * SLOTS;
+/// A waiter rewrites its slot at least this often…
+const REFRESH: Duration = Duration::from_millis(10);
+/// …and one not rewritten for this long is ignored.
+const STALE: Duration = Duration::from_millis(50);
+
+/// One waiter's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Waiter {
+    pid: u32,
+    id: u32,
+    since: u64,
+    fresh: u64,
+}
+
+impl Waiter {
+    fn encode(&self) -> [u8; SLOT] {
+        let mut b = [0u8; SLOT];
+        b[..4].copy_from_slice(&self.pid.to_le_bytes());
+        b[4..8].copy_from_slice(&self.id.to_le_bytes());
+        b[8..16].copy_from_slice(&self.since.to_le_bytes());
+        b[16..].copy_from_slice(&self.fresh.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Waiter> {
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let w = Waiter { pid: u32_at(0), id: u32_at(4), since: u64_at(8), fresh: u64_at(16) };
+        (w.pid != 0).then_some(w)
+    }
+
+    fn same(&self, other: &Waiter) -> bool {
+        (self.pid, self.id) == (other.pid, other.id)
+    }
+
+    /// Announced recently enough (and not from a clock far ahead) to count.
+    fn live(&self, now: u64) -> bool {
+        let stale = STALE.as_micros() as u64;
+        self.fresh.saturating_add(stale) >= now && self.fresh <= now.saturating_add(stale)
+    }
+}
+
+/// What one read of the lock file shows.
+#[derive(Debug, Default)]
+struct View {
+    holder: Option<u32>,
+    slots: Vec<Option<Waiter>>,
+}
+
+impl View {
+    fn read(file: &File) -> View {
+        let mut buf = [0u8; FILE_LEN];
+        let n = file.read_at(&mut buf, 0).unwrap_or(0);
+        let line = &buf[..n.min(SLOTS_AT)];
+        let line = &line[..line.iter().position(|&b| b == b'\n' || b == 0).unwrap_or(line.len())];
+        let holder = std::str::from_utf8(line).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        let slots = buf[SLOTS_AT..n.max(SLOTS_AT)].chunks_exact(SLOT).map(Waiter::decode).collect();
+        View { holder, slots }
+    }
+
+    /// How many live waiters announced themselves before `me`.
+    fn ahead_of(&self, me: &Waiter, now: u64) -> usize {
+        let key = |w: &Waiter| (w.since, w.pid, w.id);
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|w| !w.same(me) && w.live(now) && key(w) < key(me))
+            .count()
+    }
+
+    /// The slot `me` holds, else the first free or stale one from a place
+    /// that depends on `me` (so that waiters rarely pick the same one).
+    fn slot_for(&self, me: &Waiter, now: u64) -> Option<usize> {
+        let at = |i: usize| self.slots.get(i).copied().flatten();
+        if let Some(i) = (0..SLOTS).find(|&i| at(i).is_some_and(|w| w.same(me))) {
+            return Some(i);
+        }
+        let first = (me.pid as usize).wrapping_mul(31).wrapping_add(me.id as usize) % SLOTS;
+        (0..SLOTS).map(|k| (first + k) % SLOTS).find(|&i| at(i).is_none_or(|w| !w.live(now)))
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
 
 /// Opens the lock file for writing (creating it), or, in a read-only
 /// place, an existing one for reading: `flock` works on either, so reads
@@ -40,6 +150,10 @@ fn open(path: &Path) -> std::io::Result<File> {
 }
 
 /// Takes the lock in `dir`, waiting at most `timeout`.
+///
+/// Uncontended, this is one read of the file, one `flock` and one write of
+/// the pid. A caller that has to wait takes its turn after the live
+/// waiters that announced themselves before it.
 pub fn acquire(dir: &Path, timeout: Duration, shared: bool) -> Result<LockGuard> {
     let path = dir.join(crate::home::LOCK_FILE);
     let file = open(&path).map_err(|e| {
@@ -60,39 +174,80 @@ pub fn acquire(dir: &Path, timeout: Duration, shared: bool) -> Result<LockGuard>
     // on, up to `PATIENCE` times the timeout in all.
     let started = Instant::now();
     let mut since = started;
-    let mut seen = holder_pid(&file);
+    let mut view = View::read(&file);
+    let mut seen = view.holder;
     let mut wait = FIRST_WAIT;
+    let id = u32::try_from(file.as_raw_fd()).unwrap_or(0);
+    let mut me = Waiter { pid: std::process::id(), id, since: now_us(), fresh: 0 };
+    // The slot this caller announced itself in, and when.
+    let mut slot: Option<(usize, Instant)> = None;
     loop {
-        match file.try_lock() {
-            Ok(()) => break,
-            Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => {
-                return Err(Error::io(format!("cannot lock `{}`", path.display()), e));
+        let now = now_us();
+        let ahead = view.ahead_of(&me, now);
+        if ahead == 0 {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => {
+                    leave(&file, slot);
+                    return Err(Error::io(format!("cannot lock `{}`", path.display()), e));
+                }
             }
         }
-        let holder = holder_pid(&file);
-        if holder != seen {
-            (seen, since) = (holder, Instant::now());
+        slot = announce(&file, &view, slot, &mut me, now);
+        if view.holder != seen {
+            (seen, since) = (view.holder, Instant::now());
         }
         let held = since.elapsed();
         let waited = started.elapsed();
         if held >= timeout || waited >= timeout * PATIENCE {
-            return Err(busy(holder, &path, timeout, (held < timeout).then_some(waited)));
+            leave(&file, slot);
+            return Err(busy(view.holder, &path, timeout, (held < timeout).then_some(waited)));
         }
-        std::thread::sleep(wait.min(timeout - held));
+        let cap = if ahead <= 1 { NEAR_WAIT } else { MAX_WAIT };
+        std::thread::sleep(wait.min(cap).min(timeout - held));
         wait = (wait * 2).min(MAX_WAIT);
+        view = View::read(&file);
     }
+    leave(&file, slot);
     // Fixed width, so no truncate is needed; a failure here only costs the
     // name in someone else's "registry busy" message.
     let _ = file.write_at(format!("{:<10}\n", std::process::id()).as_bytes(), 0);
     Ok(LockGuard { _file: file })
 }
 
-/// The pid the current (or last) holder wrote into the lock file.
-fn holder_pid(file: &File) -> Option<u32> {
-    let mut buf = [0u8; 16];
-    let n = file.read_at(&mut buf, 0).unwrap_or(0);
-    std::str::from_utf8(&buf[..n]).ok().and_then(|s| s.trim().parse::<u32>().ok())
+/// Writes (or refreshes) `me` into its slot, choosing one when it has none
+/// or when another waiter wrote over it. Returns the slot, `None` when the
+/// file cannot be written (a read-only registry: such a waiter polls
+/// without a place in the queue).
+fn announce(
+    file: &File,
+    view: &View,
+    slot: Option<(usize, Instant)>,
+    me: &mut Waiter,
+    now: u64,
+) -> Option<(usize, Instant)> {
+    let mine =
+        slot.filter(|&(i, _)| view.slots.get(i).copied().flatten().is_some_and(|w| w.same(me)));
+    if let Some((_, at)) = mine
+        && at.elapsed() < REFRESH
+    {
+        return mine;
+    }
+    let i = match mine {
+        Some((i, _)) => i,
+        None => view.slot_for(me, now)?,
+    };
+    me.fresh = now;
+    file.write_at(&me.encode(), (SLOTS_AT + i * SLOT) as u64).ok()?;
+    Some((i, Instant::now()))
+}
+
+/// Frees the slot this caller announced itself in, if any.
+fn leave(file: &File, slot: Option<(usize, Instant)>) {
+    if let Some((i, _)) = slot {
+        let _ = file.write_at(&[0u8; SLOT], (SLOTS_AT + i * SLOT) as u64);
+    }
 }
 
 /// "registry busy": one holder kept it for `timeout`, or (`queued`) the
@@ -184,6 +339,49 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::RegistryBusy);
         assert!(err.message().contains("has been taken by other processes for "), "{err}");
         r.join().unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_releases_does_not_retake_the_lock_before_a_waiter() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = acquire(dir.path(), Duration::from_secs(5), false).unwrap();
+        let path = dir.path().to_owned();
+        let waiter = std::thread::spawn(move || {
+            let _held = acquire(&path, Duration::from_secs(5), false).unwrap();
+            let got = Instant::now();
+            std::thread::sleep(Duration::from_millis(20));
+            got
+        });
+        // The waiter has polled (and announced itself) for a while.
+        std::thread::sleep(Duration::from_millis(50));
+        drop(first);
+        let again = acquire(dir.path(), Duration::from_secs(5), false).unwrap();
+        let retook = Instant::now();
+        drop(again);
+        let got = waiter.join().unwrap();
+        assert!(got < retook, "the releasing caller took the lock back first");
+    }
+
+    /// A waiter's record as a process that stopped refreshing it left it.
+    fn stalled_waiter(dir: &Path) {
+        let path = dir.join(crate::home::LOCK_FILE);
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path);
+        let f = f.unwrap();
+        let now = now_us();
+        let w = Waiter { pid: 4_000_001, id: 3, since: now - 1_000_000, fresh: now };
+        f.write_at(&w.encode(), (SLOTS_AT + 5 * SLOT) as u64).unwrap();
+    }
+
+    #[test]
+    fn a_waiter_that_stops_announcing_itself_holds_up_no_one_for_long() {
+        let dir = tempfile::tempdir().unwrap();
+        stalled_waiter(dir.path());
+        let t = Instant::now();
+        // Its turn came first; once its record is stale, the lock is free.
+        let _held = acquire(dir.path(), Duration::from_secs(5), false).unwrap();
+        let took = t.elapsed();
+        assert!(took >= STALE - Duration::from_millis(5), "{took:?}");
+        assert!(took < STALE * 5, "{took:?}");
     }
 
     #[test]
