@@ -5,10 +5,10 @@
 //! [`Handoff::submit`]s it. One caller at a time *leads*: it takes whatever
 //! is queued as one batch ([`Leader::take`]), commits it in one transaction
 //! and publishes one answer per request ([`Leader::answer`]); it goes on
-//! taking batches while requests keep arriving, up to a time slice, so that
-//! other processes get their turn at the storage. The other callers sleep
-//! until their answer is published, or until no one leads and one of them
-//! must.
+//! taking batches while requests keep arriving, or returns when requests
+//! are queued ([`Leader::has_pending`]) so that one of their callers leads
+//! next. The other callers sleep until their answer is published, or until
+//! no one leads and one of them must.
 //!
 //! If the leader fails before answering (the storage is gone, a commit
 //! failed), every request it took gets that error. A failure before it took
@@ -27,6 +27,9 @@ struct Queue<R, T, E> {
     next_ticket: u64,
     pending: Vec<(u64, R)>,
     answers: Vec<(u64, Result<T, E>)>,
+    /// How many other callers the last leader's last batch served: a new
+    /// leader expects them back as well.
+    recent: usize,
 }
 
 /// The queue shared by one registry handle's callers.
@@ -37,27 +40,25 @@ pub struct Handoff<R, T, E> {
     leading: AtomicBool,
     answered: Condvar,
     queued: Condvar,
-    slice: Duration,
     linger: Duration,
 }
 
 impl<R, T, E> std::fmt::Debug for Handoff<R, T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handoff")
-            .field("slice", &self.slice)
-            .field("linger", &self.linger)
-            .finish_non_exhaustive()
+        f.debug_struct("Handoff").field("linger", &self.linger).finish_non_exhaustive()
     }
 }
 
 /// What the leader is given: the queue to take batches from and to answer.
 pub struct Leader<'h, R, T, E> {
     handoff: &'h Handoff<R, T, E>,
-    started: Option<Instant>,
     /// Tickets taken and not answered yet.
     in_flight: Vec<u64>,
     /// How many other callers' requests the last batch held.
     others: usize,
+    /// What the previous leader's last batch held, expected until a linger
+    /// passes without them.
+    inherited: usize,
     own: u64,
 }
 
@@ -74,16 +75,20 @@ fn lock<Q>(m: &Mutex<Q>) -> MutexGuard<'_, Q> {
 }
 
 impl<R, T, E: Clone> Handoff<R, T, E> {
-    /// A queue whose leaders keep leading for at most `slice`, and wait up
-    /// to `linger` for the next batch to be as large as the other callers'
-    /// part of the last one (a zero `linger` never waits).
-    pub fn new(slice: Duration, linger: Duration) -> Self {
+    /// A queue whose leaders wait up to `linger` for the next batch to be
+    /// as large as the other callers' part of the last one (a zero `linger`
+    /// never waits). How long one leader leads is up to its `lead`.
+    pub fn new(linger: Duration) -> Self {
         Handoff {
-            queue: Mutex::new(Queue { next_ticket: 0, pending: Vec::new(), answers: Vec::new() }),
+            queue: Mutex::new(Queue {
+                next_ticket: 0,
+                pending: Vec::new(),
+                answers: Vec::new(),
+                recent: 0,
+            }),
             leading: AtomicBool::new(false),
             answered: Condvar::new(),
             queued: Condvar::new(),
-            slice,
             linger,
         }
     }
@@ -120,17 +125,14 @@ impl<R, T, E: Clone> Handoff<R, T, E> {
                 continue;
             }
             self.leading.store(true, Ordering::Relaxed);
+            let inherited = q.recent;
             drop(q);
-            let mut leader = Leader {
-                handoff: self,
-                started: None,
-                in_flight: Vec::new(),
-                others: 0,
-                own: ticket,
-            };
+            let mut leader =
+                Leader { handoff: self, in_flight: Vec::new(), others: 0, inherited, own: ticket };
             let outcome = lead(&mut leader);
             q = lock(&self.queue);
             self.leading.store(false, Ordering::Relaxed);
+            q.recent = leader.others.max(leader.inherited);
             if let Err(e) = outcome {
                 for t in leader.in_flight.drain(..) {
                     q.answers.push((t, Err(e.clone())));
@@ -148,31 +150,39 @@ impl<R, T, E: Clone> Handoff<R, T, E> {
 
 impl<R, T, E> Leader<'_, R, T, E> {
     /// The requests queued now, with their tickets; empty when there is
-    /// nothing more to do or the slice is over.
+    /// nothing more to do.
     pub fn take(&mut self) -> Vec<(u64, R)> {
         let h = self.handoff;
-        let started = *self.started.get_or_insert_with(Instant::now);
-        if started.elapsed() > h.slice {
-            return Vec::new();
-        }
         let mut q = lock(&h.queue);
         // The other callers of the last batch are typically about to ask
         // again: wait for as many requests (up to `linger`), so that they
         // share one commit instead of trickling into several.
-        if self.others > 0 && !h.linger.is_zero() {
+        let expect = self.others.max(self.inherited);
+        if expect > 0 && !h.linger.is_zero() {
             let deadline = Instant::now() + h.linger;
-            while q.pending.len() < self.others {
+            while q.pending.len() < expect {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
                 }
                 q = h.queued.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
             }
+            if q.pending.is_empty() {
+                // They did not come back: no longer expected.
+                self.inherited = 0;
+            }
         }
         let batch = std::mem::take(&mut q.pending);
         self.in_flight = batch.iter().map(|(t, _)| *t).collect();
         self.others = batch.iter().filter(|(t, _)| *t != self.own).count();
         batch
+    }
+
+    /// Whether requests are queued now. Only leaders take requests, so
+    /// while this leader leads, a `true` stays true: a leader that returns
+    /// then is sure to be followed by another (one of those callers).
+    pub fn has_pending(&self) -> bool {
+        !lock(&self.handoff.queue).pending.is_empty()
     }
 
     /// Publishes answers to requests of the batch last taken.

@@ -2,8 +2,11 @@
 //! share one locked, durable transaction ([`portd_core::Handoff`] queues
 //! them).
 //!
-//! A leader takes `registry.lock` once and answers batch after batch in one
-//! open of the file, for up to [`SLICE`]. A lone request that asks nothing
+//! A leader takes `registry.lock` and opens the file (a [`Session`]), and
+//! answers batch after batch in it; leaders hand the open session on to
+//! each other while requests keep coming, for up to [`SLICE`] once another
+//! process waits for the lock (then the session closes and the next leader
+//! queues for the lock behind that process). A lone request that asks nothing
 //! of an existing entry is answered from a read-only open (no write, no
 //! sync); if its project turns out to be new, the file is reopened for
 //! writing under the same hold of the lock, without looking at the schema
@@ -12,16 +15,16 @@
 use crate::allocation::{Allocation, GetOptions, Previous};
 use crate::db::{self, ENTRIES, db_err};
 use crate::error::{Error, Result};
-use crate::lock;
+use crate::lock::{self, LockGuard};
 use crate::mirror::Claim;
 use crate::record::{self, Entry};
 use crate::registry::{Registry, decode_err, now_ms};
 use crate::touch;
 use crate::tx::Tx;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How long a leader keeps the registry for batches that arrive after its
-/// own, before it lets other processes in.
+/// How long a session keeps the registry while another process (or
+/// handle) waits for the lock.
 pub(crate) const SLICE: Duration = Duration::from_millis(10);
 
 /// How long a leader whose last batch had other callers' requests waits for
@@ -45,7 +48,7 @@ pub(crate) type Handoff = portd_core::Handoff<Request, Option<Allocation>, Error
 type Leader<'h> = portd_core::Leader<'h, Request, Option<Allocation>, Error>;
 
 pub(crate) fn handoff() -> Handoff {
-    Handoff::new(SLICE, LINGER)
+    Handoff::new(LINGER)
 }
 
 /// What a read-only look at a plain request's entry found.
@@ -59,13 +62,100 @@ enum Looked {
     Write,
 }
 
+/// The registry held open between leaders: its lock taken, its file open
+/// for writing. A leader that answered its own request parks the session
+/// for the next leader when requests are already queued (so someone is
+/// sure to take it), and closes it otherwise; no session is ever left
+/// parked with no caller to come for it.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) db: redb::Database,
+    lock: LockGuard,
+    opened: Instant,
+}
+
+impl Session {
+    /// Closes the file, then lets the lock go.
+    pub(crate) fn close(self) -> Result<()> {
+        let Session { db, lock, .. } = self;
+        let closed = db.close().map_err(db_err);
+        drop(lock);
+        closed
+    }
+
+    /// Whether it has been held for a slice while another caller waits.
+    fn due(&self) -> bool {
+        self.opened.elapsed() > SLICE && self.lock.others_waiting()
+    }
+}
+
 impl Registry {
-    /// Leads: answers what is queued, batch after batch, under one hold of
-    /// the lock.
+    /// Leads: answers what is queued, batch after batch, in the parked
+    /// session or a new one.
     pub(crate) fn lead(&self, leader: &mut Leader<'_>) -> Result<()> {
-        let _inproc = self.inproc.lock();
-        let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
+        let mut slot = self.inproc.lock();
+        let mut session = slot.take();
+        if session.as_ref().is_some_and(Session::due) {
+            // Others' turn: queue behind them for the lock.
+            session.take().map(Session::close).transpose()?;
+        }
         let mut batch = leader.take();
+        let mut log = None;
+        let session = match session {
+            Some(s) => s,
+            None => match self.open_session(leader, &mut batch)? {
+                Some((s, l)) => {
+                    log = Some(l);
+                    s
+                }
+                None => return Ok(()),
+            },
+        };
+        let led = db::contain(&self.path(), || {
+            loop {
+                let answers = self.run_batch(&session.db, batch, log.take().as_ref())?;
+                leader.answer(answers);
+                // Held for a slice while others wait: close. What is
+                // queued is led by one of its callers, in a new session
+                // taken in turn behind the others.
+                if session.due() {
+                    return Ok(false);
+                }
+                // Requests already queued: their callers wait for a leader,
+                // so one of them takes the session (this thread goes back
+                // to its caller's work).
+                if leader.has_pending() {
+                    return Ok(true);
+                }
+                batch = leader.take();
+                if batch.is_empty() {
+                    return Ok(false);
+                }
+            }
+        });
+        match led {
+            Ok(true) => {
+                *slot = Some(session);
+                Ok(())
+            }
+            Ok(false) => session.close(),
+            Err(e) => {
+                let _ = session.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the lock and opens the file for `batch`. A lone request that
+    /// asks nothing of an existing entry is answered from a read-only open
+    /// first (`None`: nothing more to do); the read-write open that may
+    /// follow, under the same hold of the lock, skips the schema check.
+    fn open_session(
+        &self,
+        leader: &mut Leader<'_>,
+        batch: &mut Vec<(u64, Request)>,
+    ) -> Result<Option<(Session, touch::Log)>> {
+        let lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
         let mut checked = false;
         let mut known = None;
         if let [(ticket, r)] = batch.as_slice()
@@ -76,9 +166,9 @@ impl Registry {
             match self.look(&r.key, &r.opts)? {
                 Looked::Kept(a) => {
                     leader.answer([(ticket, Ok(Some(*a)))]);
-                    batch = leader.take();
+                    *batch = leader.take();
                     if batch.is_empty() {
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
                 Looked::Fold(e) => known = Some((ticket, e)),
@@ -87,28 +177,20 @@ impl Registry {
             checked = true;
         }
         let log = touch::read(&self.dir, self.config.shared)?;
-        db::contain(&self.path(), || {
-            let db = match db::open_checked(&self.dir, self.config.shared, checked) {
-                Ok(db) => db,
-                // A read-only registry still answers for the projects it
-                // holds; only their `last_used` stays as it was.
-                Err(e) if e.is_unwritable() && known.is_some() => {
-                    let (ticket, entry) = known.take().expect("checked above");
-                    let previous = Previous { entry: Some(entry.clone()), ..Previous::default() };
-                    leader.answer([(ticket, Ok(Some(Allocation::kept(entry, previous))))]);
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            };
-            // Folded (and emptied) by the first batch.
-            let mut log = Some(&log);
-            while !batch.is_empty() {
-                let answers = self.run_batch(&db, batch, log.take())?;
-                leader.answer(answers);
-                batch = leader.take();
+        let opened =
+            db::contain(&self.path(), || db::open_checked(&self.dir, self.config.shared, checked));
+        match opened {
+            Ok(db) => Ok(Some((Session { db, lock, opened: Instant::now() }, log))),
+            // A read-only registry still answers for the projects it
+            // holds; only their `last_used` stays as it was.
+            Err(e) if e.is_unwritable() && known.is_some() => {
+                let (ticket, entry) = known.take().expect("checked above");
+                let previous = Previous { entry: Some(entry.clone()), ..Previous::default() };
+                leader.answer([(ticket, Ok(Some(Allocation::kept(entry, previous))))]);
+                Ok(None)
             }
-            db.close().map_err(db_err)
-        })
+            Err(e) => Err(e),
+        }
     }
 
     /// The entry of a plain request, from a read-only open: the common

@@ -26,7 +26,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Held while one operation runs; unlocks on drop.
 #[derive(Debug)]
 pub struct LockGuard {
-    _file: File,
+    file: File,
+}
+
+impl LockGuard {
+    /// Whether another caller (another process, or another handle of this
+    /// one) is waiting for the lock now: one that has announced itself in
+    /// the waiters' slots.
+    pub fn others_waiting(&self) -> bool {
+        let now = now_us();
+        View::read(&self.file).slots.iter().flatten().any(|w| w.live(now))
+    }
 }
 
 /// Shortest and longest sleep between two tries. Short at first: a holder
@@ -213,7 +223,7 @@ pub fn acquire(dir: &Path, timeout: Duration, shared: bool) -> Result<LockGuard>
     // Fixed width, so no truncate is needed; a failure here only costs the
     // name in someone else's "registry busy" message.
     let _ = file.write_at(format!("{:<10}\n", std::process::id()).as_bytes(), 0);
-    Ok(LockGuard { _file: file })
+    Ok(LockGuard { file })
 }
 
 /// Writes (or refreshes) `me` into its slot, choosing one when it has none

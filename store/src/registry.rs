@@ -3,7 +3,7 @@
 //! operations, so any number of processes share one registry.
 
 use crate::allocation::{Allocation, GetOptions};
-use crate::commit::{self, Handoff, Request};
+use crate::commit::{self, Handoff, Request, Session};
 use crate::config::Config;
 use crate::db::{self, ENTRIES, HISTORY, PORTS, db_err};
 use crate::error::{Error, ErrorKind, Result};
@@ -17,7 +17,7 @@ use crate::record::{self, Entry, display_name};
 use crate::touch;
 use crate::tx::{Finished, Tx, read_entries};
 use portd_core::{Exclusions, Liveness, Owner};
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,7 +33,9 @@ pub struct Registry {
     pub(crate) dir: PathBuf,
     pub(crate) config: Config,
     pub(crate) exclusions: Exclusions,
-    pub(crate) inproc: parking_lot::Mutex<()>,
+    /// Serialises this handle's use of the file, and holds the session
+    /// parked between group-commit leaders.
+    pub(crate) inproc: parking_lot::Mutex<Option<Session>>,
     pub(crate) handoff: Handoff,
     pub(crate) mirror: OnceLock<Arc<Mirror>>,
 }
@@ -65,7 +67,7 @@ impl Registry {
         home::prepare(&dir, config.shared)?;
         home::check_file(&dir.join(home::REGISTRY_FILE), config.shared)?;
         let exclusions = Exclusions::with_kernel(config.exclude.clone());
-        let inproc = parking_lot::Mutex::new(());
+        let inproc = parking_lot::Mutex::new(None);
         Ok(Registry {
             dir,
             config,
@@ -110,7 +112,17 @@ impl Registry {
         &self,
         f: impl FnOnce(&redb::Database, &touch::Log) -> Result<T>,
     ) -> Result<T> {
-        let _inproc = self.inproc.lock();
+        let mut slot = self.inproc.lock();
+        if let Some(session) = slot.take() {
+            // A parked session: the lock is held and the file open, its
+            // touch log already folded. Parked again only if all went well.
+            let out = db::contain(&self.path(), || f(&session.db, &touch::Log::default()));
+            match out {
+                Ok(_) => *slot = Some(session),
+                Err(_) => drop(session.close()),
+            }
+            return out;
+        }
         let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
         let log = touch::read(&self.dir, self.config.shared)?;
         let path = self.path();
@@ -169,7 +181,15 @@ impl Registry {
     }
 
     fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
-        let _inproc = self.inproc.lock();
+        let mut slot = self.inproc.lock();
+        if let Some(session) = slot.as_ref() {
+            let rtx = session.db.begin_read().map_err(db_err);
+            let out = db::contain(&self.path(), || f(&rtx?));
+            if out.is_err() {
+                slot.take().map(Session::close);
+            }
+            return out;
+        }
         let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
         db::contain(&self.path(), || {
             let db = db::open_read(&self.dir, self.config.shared)?;

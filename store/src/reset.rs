@@ -21,7 +21,9 @@ impl Registry {
     /// Refused while an entry has a running owner, unless `force`. Returns
     /// the backup's path.
     pub fn reset(&self, force: bool) -> Result<Option<PathBuf>> {
-        let _inproc = self.inproc.lock();
+        let mut slot = self.inproc.lock();
+        // The file is replaced: a session of this handle closes first.
+        slot.take().map(crate::commit::Session::close).transpose()?;
         let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
         let path = self.path();
         if !home::check_file(&path, self.config.shared)? {
