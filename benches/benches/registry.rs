@@ -132,5 +132,37 @@ fn growth(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, get_existing, fifty_in_process, group_commit, growth);
+/// `get_many(1000)` on an open handle, durable, with the default ranges
+/// (the primary range of 1,000 ports cannot hold them all, so the batch
+/// spills over into `overflow`), beside one probe of one port: per port,
+/// the batch must cost no more than a single probe.
+fn thousand(c: &mut Criterion) {
+    let mut g = c.benchmark_group("get_many 1000 vs one probe");
+    g.bench_function("one probe", |b| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let free = l.local_addr().expect("addr").port();
+        drop(l);
+        let opts = portd_core::ProbeOptions::default();
+        b.iter(|| portd_core::probe(free, opts))
+    });
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("get_many 1000 (open handle)", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let reg = open(dir.path(), Config::default());
+                reg.get("warm").expect("warm");
+                (dir, reg, names("k", 1000))
+            },
+            |(dir, reg, names)| {
+                let ports = reg.get_many(&names).expect("get_many");
+                (dir, reg, ports)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, get_existing, fifty_in_process, group_commit, growth, thousand);
 criterion_main!(benches);
