@@ -138,6 +138,12 @@ fn random_sigkills_never_break_the_registry() {
                 "acknowledged `{name}` lost after killing {op:?}"
             );
         }
+        // Every index agrees with the entries, the per-range bitmaps
+        // included: what `portd doctor` checks.
+        let report = portd_store::doctor::examine(&env.home(), &config, None);
+        if let Some(f) = report.first_error() {
+            panic!("doctor after killing {op:?}: {f:?}");
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     let line = format!(
