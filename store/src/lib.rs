@@ -30,50 +30,46 @@
 //! ```
 //!
 //! A launcher: lease ports for several services in one transaction, bind
-//! them on loopback (no window in which another process takes a port), and
-//! run a server on one; on failure, give the ports back.
+//! them on loopback (no window in which another process takes a port), run
+//! a server on one, and give every port back when the leases are dropped —
+//! on success, on an early `?` return, or in a panic.
 //!
 //! ```
-//! use portd_store::{Config, GetOptions, Owner, Project, Registry};
-//!
-//! /// Ends this process's leases, then drops the entries and their ports.
-//! fn give_back(reg: &Registry, names: &[&str]) -> portd_store::Result<()> {
-//!     for name in names {
-//!         reg.end_lease(&Project::name(name)?, Owner::this_process())?;
-//!         reg.release(name)?;
-//!     }
-//!     Ok(())
-//! }
+//! use portd_store::{Config, GetOptions, Project, Registry};
 //!
 //! # let dir = tempfile::tempdir().unwrap();
 //! # let dir = dir.path().join("portd");
 //! let reg = Registry::open(&dir, Config::default())?;
-//! let names = ["api", "web", "worker"];
-//! // Every name leased to this process, or none (one write transaction).
-//! let leases = reg.acquire_many(&names, Owner::this_process())?;
-//! let bound: std::io::Result<Vec<_>> = leases.iter().map(|l| l.bind_tcp()).collect();
-//! let listeners = match bound {
-//!     Ok(listeners) => listeners,
-//!     Err(e) => {
-//!         // A port is taken after all: give every lease back.
-//!         give_back(&reg, &names)?;
-//!         return Err(e.into());
-//!     }
-//! };
-//! // Serve `api` and `web` in this process from their listeners...
-//! assert_eq!(listeners[0].local_addr()?.port(), leases[0].entry.port);
-//! // ...and run `worker` as a child on its port (`{port}`, `$PORT`): the
-//! // child binds it itself, so this process lets its socket go first.
-//! drop(listeners);
-//! let worker = Project::name("worker")?;
-//! let argv = ["sh", "-c", r#"test "$PORT" = "$1""#, "sh", "{port}"];
-//! let child = reg.spawn(&worker, &argv, &GetOptions::default())?;
-//! assert_eq!(child.port(), leases[2].entry.port);
-//! assert!(child.wait()?.success()); // its lease ends; it keeps its port
-//! give_back(&reg, &names)?;
-//! assert!(reg.list()?.is_empty());
+//! {
+//!     // Every name leased to this process, or none (one write transaction).
+//!     let leases = reg.lease_many(&["api", "web", "worker"])?;
+//!     // A port taken by some other program after all fails here, and the
+//!     // `?` drops the leases: nothing stays allocated.
+//!     let listeners = leases.bind_tcp()?;
+//!     // Serve `api` and `web` in this process from their listeners...
+//!     assert_eq!(listeners[0].local_addr()?.port(), leases.ports()[0]);
+//!     // ...and run `worker` as a child on its port (`{port}`, `$PORT`): the
+//!     // child binds it itself, so this process lets its socket go first.
+//!     drop(listeners);
+//!     let worker = Project::name("worker")?;
+//!     let argv = ["sh", "-c", r#"test "$PORT" = "$1""#, "sh", "{port}"];
+//!     let child = reg.spawn(&worker, &argv, &GetOptions::default())?;
+//!     assert_eq!(child.port(), leases.ports()[2]);
+//!     assert!(child.wait()?.success());
+//! } // the leases are dropped: the entries still leased are released
+//! // `spawn` leased `worker` to its child, whose exit ended that lease: the
+//! // entry stays, idle, on its port, until it is released.
+//! let left: Vec<String> = reg.list()?.into_iter().map(|l| l.entry.project).collect();
+//! assert_eq!(left, ["worker"]);
+//! reg.release("worker")?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! [`Registry::acquire_many`] is the same without the release on drop;
+//! [`Registry::get_with`] and [`GetOptions`] ask for a range, an exact port,
+//! a lease, a free port; [`Registry::end_lease`] ends a lease and keeps the
+//! entry; [`Registry::spawn`] runs a command on a project's port under a
+//! lease.
 
 #![forbid(unsafe_code)]
 
@@ -86,6 +82,7 @@ mod db;
 pub mod doctor;
 mod error;
 mod home;
+mod leases;
 mod listing;
 mod lock;
 mod mirror;
@@ -105,6 +102,7 @@ pub use config::{Config, Source, format_duration, parse_duration, parse_port, pa
 pub use db::SCHEMA_VERSION;
 pub use error::{Error, ErrorKind, Result};
 pub use home::{LOCK_FILE, REGISTRY_FILE, default_home};
+pub use leases::Leases;
 pub use listing::{CleanupReport, Listed, RangeStatus, State, Status, age};
 pub use ownership::{Binder, Binding, PortReport, binding, busy_error, is_own};
 pub use portd_core::sys::Holder;

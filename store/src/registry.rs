@@ -470,6 +470,24 @@ impl Registry {
         })
     }
 
+    /// Releases the entries of `keys` that are still leased to `owner`, in
+    /// one transaction; others (released, or leased to someone else since)
+    /// are left alone. Returns the entries released.
+    pub(crate) fn release_leased(&self, keys: &[&str], owner: Owner) -> Result<Vec<Entry>> {
+        self.write(|tx| {
+            let mut out = Vec::new();
+            for key in keys {
+                if let Some(e) = tx.entry(key)?
+                    && e.owner == Some(owner)
+                {
+                    tx.remove(&e)?;
+                    out.push(e);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Frees every idle entry.
     pub fn release_idle(&self) -> Result<Vec<Entry>> {
         self.write(|tx| {

@@ -13,7 +13,8 @@ const BITMAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("bitmaps");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 fn config(start: u16, end: u16) -> Config {
-    let ranges = Ranges::from_raw(&[("t".into(), u32::from(start), u32::from(end), true)]).expect("range");
+    let ranges =
+        Ranges::from_raw(&[("t".into(), u32::from(start), u32::from(end), true)]).expect("range");
     Config { ranges, ..Config::default() }
 }
 

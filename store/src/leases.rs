@@ -1,0 +1,78 @@
+//! Leases that give their ports back when dropped: what a launcher holds
+//! while its servers run.
+
+use crate::allocation::Allocation;
+use crate::error::Result;
+use crate::registry::Registry;
+use portd_core::Owner;
+
+/// Active leases of this process on several projects, taken together by
+/// [`Registry::lease_many`]. Dropped (or [`Leases::release`]d), every entry
+/// still leased to this process is released in one transaction, so its port
+/// goes back to the pool; the project's last port stays in history, so the
+/// next lease of the same name gets it again when it is free.
+/// [`Leases::keep`] keeps them instead (until this process exits; then they
+/// are reclaimed as any dead owner's).
+#[derive(Debug)]
+#[must_use = "dropping the leases releases them at once"]
+pub struct Leases<'r> {
+    reg: &'r Registry,
+    owner: Owner,
+    allocations: Vec<Allocation>,
+    done: bool,
+}
+
+impl Registry {
+    /// Leases `names` to this process, all or none, in one transaction (see
+    /// [`Registry::acquire_many`]); the leases are released when the
+    /// returned [`Leases`] is dropped.
+    pub fn lease_many<S: AsRef<str>>(&self, names: &[S]) -> Result<Leases<'_>> {
+        let owner = Owner::this_process();
+        let allocations = self.acquire_many(names, owner)?;
+        Ok(Leases { reg: self, owner, allocations, done: false })
+    }
+}
+
+impl Leases<'_> {
+    /// The allocations, in the order of the names.
+    pub fn allocations(&self) -> &[Allocation] {
+        &self.allocations
+    }
+
+    /// The ports, in the order of the names.
+    pub fn ports(&self) -> Vec<u16> {
+        self.allocations.iter().map(|a| a.entry.port).collect()
+    }
+
+    /// Each port bound on `127.0.0.1` (see [`Allocation::bind_tcp`]), in the
+    /// order of the names; the first port that cannot be bound fails the
+    /// call (and the listeners already bound are closed).
+    pub fn bind_tcp(&self) -> std::io::Result<Vec<std::net::TcpListener>> {
+        self.allocations.iter().map(Allocation::bind_tcp).collect()
+    }
+
+    /// Releases the leases now, and says whether that worked (dropping does
+    /// the same and ignores a failure).
+    pub fn release(mut self) -> Result<()> {
+        self.done = true;
+        self.release_now()
+    }
+
+    /// Keeps the leases past this value: they end when this process exits.
+    pub fn keep(mut self) {
+        self.done = true;
+    }
+
+    fn release_now(&self) -> Result<()> {
+        let keys: Vec<&str> = self.allocations.iter().map(|a| a.entry.project.as_str()).collect();
+        self.reg.release_leased(&keys, self.owner).map(drop)
+    }
+}
+
+impl Drop for Leases<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.release_now();
+        }
+    }
+}
