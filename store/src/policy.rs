@@ -201,13 +201,15 @@ impl Tx<'_> {
             self.remove(e)?;
             moved_because = Some(why.unwrap_or(MoveReason::Bound));
         }
-        let expired = self.expire()?;
+        // Once per transaction: what expires does not change within it.
+        let expired = if self.expired_once { Vec::new() } else { self.expire()? };
+        self.expired_once = true;
         // A move never lands back on the port it leaves.
         let avoid = existing.as_ref().filter(|_| opts.move_port).map(|e| e.port);
         let (port, range) = match self.reg.wanted_port(key, opts) {
             Some((p, false)) => self.exact(key, p, opts)?,
             Some((p, true)) => self.exact(key, p, opts).map_err(pinned_error)?,
-            None => match self.pick(key, opts, avoid, candidate)? {
+            None => match self.pick(key, history, opts, avoid, candidate)? {
                 Some(found) => found,
                 None => return Ok(None),
             },
@@ -323,6 +325,7 @@ impl Tx<'_> {
     pub(crate) fn pick(
         &mut self,
         key: &str,
+        history: Option<u16>,
         opts: &GetOptions,
         avoid: Option<u16>,
         candidate: Option<Claim>,
@@ -332,7 +335,7 @@ impl Tx<'_> {
         let eligible: Vec<PortRange> = cfg.ranges.eligible(want).cloned().collect();
         let mirror = self.reg.mirror();
         let plain = Self::probe_opts(opts, false);
-        if let Some(h) = self.history_port(key)?
+        if let Some(h) = history
             && let Some(r) = eligible.iter().find(|r| r.contains(h))
             && self.usable(h, avoid)?
             && let Some(c) = mirror.claim(self.reg.range_index(r), h)

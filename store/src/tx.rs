@@ -56,6 +56,8 @@ pub(crate) struct Tx<'t> {
     /// Ports claimed in the mirror for entries this transaction writes:
     /// kept if it commits, released if not.
     pub(crate) claims: Vec<Claim>,
+    /// Whether idle entries past `idle_ttl` were dropped already.
+    pub(crate) expired_once: bool,
 }
 
 /// What a transaction leaves for after its commit: the handle's mirror is
@@ -85,6 +87,7 @@ impl<'t> Tx<'t> {
             rows: Rows::default(),
             generation: None,
             claims: Vec::new(),
+            expired_once: false,
         })
         .and_then(|mut tx: Tx<'t>| {
             tx.generation = tx.meta.get(GENERATION_KEY).map_err(db_err)?.map(|v| v.value());
