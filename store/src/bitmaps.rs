@@ -33,7 +33,7 @@ impl Row {
         Row { start, end, words: vec![0; len.div_ceil(64)] }
     }
 
-    fn contains(&self, port: u16) -> bool {
+    pub(crate) fn contains(&self, port: u16) -> bool {
         (self.start..=self.end).contains(&port)
     }
 

@@ -173,6 +173,16 @@ impl Claim {
     pub(crate) fn keep(mut self) {
         self.kept = true;
     }
+
+    /// Keeps the bit set and records the port as held: the index holds it,
+    /// though the mirror had its bit clear (a stored row that disagrees
+    /// with the index, which `doctor` reports). Until the next sync, the
+    /// port is not offered again.
+    pub(crate) fn hold(mut self) {
+        let b = &self.mirror.ranges[self.index];
+        b.committed.lock()[self.bit / 64] |= 1 << (self.bit % 64);
+        self.kept = true;
+    }
 }
 
 impl Drop for Claim {

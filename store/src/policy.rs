@@ -108,6 +108,19 @@ impl Tx<'_> {
         if let Some(r) = &opts.range {
             cfg.check_range(r)?;
         }
+        // A candidate is validated before anything changes, so that its
+        // rejection leaves the transaction as it was.
+        let candidate = match candidate {
+            Some(c) if !self.candidate_valid(&c, opts)? => {
+                if self.port_holder(c.port())?.is_some() {
+                    // Held, though the mirror had it clear (a row that
+                    // disagrees with the index): the mirror learns it.
+                    c.hold();
+                }
+                return Ok(None);
+            }
+            c => c,
+        };
         let existing = self.entry(key)?;
         let history = self.history_port(key)?;
         self.evicted.clear();
@@ -209,10 +222,7 @@ impl Tx<'_> {
         let (port, range) = match self.reg.wanted_port(key, opts) {
             Some((p, false)) => self.exact(key, p, opts)?,
             Some((p, true)) => self.exact(key, p, opts).map_err(pinned_error)?,
-            None => match self.pick(key, history, opts, avoid, candidate)? {
-                Some(found) => found,
-                None => return Ok(None),
-            },
+            None => self.pick(key, history, opts, avoid, candidate)?,
         };
         let e = Entry {
             project: key.to_owned(),
@@ -316,12 +326,37 @@ impl Tx<'_> {
             && self.port_holder(port)?.is_none())
     }
 
+    /// Whether a caller's candidate may be taken for `opts`: in an
+    /// eligible range, not excluded, held by no entry.
+    fn candidate_valid(&self, c: &Claim, opts: &GetOptions) -> Result<bool> {
+        let cfg = &self.reg.config;
+        let want = opts.range.as_deref().or(cfg.default_range.as_deref());
+        let name = &self.reg.mirror().range(c.index()).name;
+        Ok(cfg.ranges.eligible(want).any(|r| r.name == *name) && self.usable(c.port(), None)?)
+    }
+
+    /// Claims `port` of range `i` in the mirror, or finds it freed earlier
+    /// in this transaction (its bit is still set: the mirror learns of the
+    /// freeing after the commit). `None`: someone holds or claims it.
+    fn take(&self, i: usize, port: u16) -> Option<Taken> {
+        match self.reg.mirror().claim(i, port) {
+            Some(c) => Some(Taken::Claimed(c)),
+            None => self.freed.contains(&port).then_some(Taken::Freed),
+        }
+    }
+
+    /// Keeps what [`Tx::take`] got for the port chosen.
+    fn keep(&mut self, taken: Taken) {
+        if let Taken::Claimed(c) = taken {
+            self.claims.push(c);
+        }
+    }
+
     /// The candidate order of the spec: history, preferred port, scan from
     /// the rotating cursor range by range, then LRU eviction of idle
     /// entries. A caller's `candidate` (its own preferred port or scan
-    /// result, claimed and probed by the caller) stands for the preferred
-    /// port and the scan: it is validated against the index here, and
-    /// `Ok(None)` rejects it.
+    /// result, claimed, probed and already validated) stands for the
+    /// preferred port and the scan.
     pub(crate) fn pick(
         &mut self,
         key: &str,
@@ -329,48 +364,44 @@ impl Tx<'_> {
         opts: &GetOptions,
         avoid: Option<u16>,
         candidate: Option<Claim>,
-    ) -> Result<Option<(u16, String)>> {
+    ) -> Result<(u16, String)> {
         let cfg = &self.reg.config;
         let want = opts.range.as_deref().or(cfg.default_range.as_deref());
         let eligible: Vec<PortRange> = cfg.ranges.eligible(want).cloned().collect();
-        let mirror = self.reg.mirror();
         let plain = Self::probe_opts(opts, false);
         if let Some(h) = history
             && let Some(r) = eligible.iter().find(|r| r.contains(h))
             && self.usable(h, avoid)?
-            && let Some(c) = mirror.claim(self.reg.range_index(r), h)
+            && let Some(t) = self.take(self.reg.range_index(r), h)
             && probe(h, Self::probe_opts(opts, true)) == Verdict::Free
         {
-            self.claims.push(c);
-            return Ok(Some((h, r.name.clone())));
+            self.keep(t);
+            return Ok((h, r.name.clone()));
         }
-        if let Some(c) = candidate {
-            let r = mirror.range(c.index()).clone();
-            if !eligible.iter().any(|e| e.name == r.name) || !self.usable(c.port(), avoid)? {
-                return Ok(None);
-            }
+        if let Some(c) = candidate.filter(|c| Some(c.port()) != avoid) {
+            let name = self.reg.mirror().range(c.index()).name.clone();
             self.save_cursor(c.index())?;
             let port = c.port();
             self.claims.push(c);
-            return Ok(Some((port, r.name)));
+            return Ok((port, name));
         }
         if let Some(first) = eligible.first() {
             let p = first.port_at(preferred_offset(key, first.len()));
             if self.usable(p, avoid)?
-                && let Some(c) = mirror.claim(self.reg.range_index(first), p)
+                && let Some(t) = self.take(self.reg.range_index(first), p)
                 && probe(p, plain) == Verdict::Free
             {
-                self.claims.push(c);
-                return Ok(Some((p, first.name.clone())));
+                self.keep(t);
+                return Ok((p, first.name.clone()));
             }
         }
         for r in &eligible {
             if let Some(p) = self.scan(r, avoid, &plain)? {
-                return Ok(Some((p, r.name.clone())));
+                return Ok((p, r.name.clone()));
             }
         }
         if let Some(found) = self.evict(&eligible, avoid, &plain)? {
-            return Ok(Some(found));
+            return Ok(found);
         }
         if let Some(e) = unbindable(&eligible, opts.udp) {
             return Err(e);
@@ -389,8 +420,9 @@ impl Tx<'_> {
 
     /// Claims ports of `r` in the mirror from its rotating cursor, a whole
     /// word of held ports skipped at a time, until one is usable and probes
-    /// free. The ports tried stay claimed until the scan ends, so each is
-    /// looked at once.
+    /// free; then the ports of `r` freed earlier in this transaction (their
+    /// bits are still set). The ports tried stay claimed until the scan
+    /// ends, so each is looked at once.
     pub(crate) fn scan(
         &mut self,
         r: &PortRange,
@@ -408,6 +440,12 @@ impl Tx<'_> {
                 return Ok(Some(p));
             }
             tried.push(c);
+        }
+        let freed: Vec<u16> = self.freed.iter().copied().filter(|&p| r.contains(p)).collect();
+        for p in freed {
+            if self.usable(p, avoid)? && probe(p, *opts) == Verdict::Free {
+                return Ok(Some(p));
+            }
         }
         Ok(None)
     }
@@ -534,4 +572,11 @@ pub(crate) fn guard(e: &Entry, action: &str) -> Result<()> {
         e.uid
     ))
     .with_hint("ask its owner, or use a project name of your own"))
+}
+
+/// What [`Tx::take`] got: a claim in the mirror, or a port freed earlier in
+/// the same transaction.
+enum Taken {
+    Claimed(Claim),
+    Freed,
 }

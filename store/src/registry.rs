@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::home;
 use crate::listing::{CleanupReport, Listed, RangeStatus, State, Status};
 use crate::lock;
-use crate::mirror::{Claim, Mirror};
+use crate::mirror::Mirror;
 use crate::policy::{guard, in_use};
 use crate::project::{Matches, Project};
 use crate::record::{self, Entry, display_name};
@@ -166,7 +166,14 @@ impl Registry {
                 mirror.sync(&finished.rows, finished.after);
             }
         }
-        finished.claims.into_iter().for_each(Claim::keep);
+        // A claim whose port the rows do not hold in the end (a later
+        // request of the batch moved its entry away) is let go.
+        let held = |p: u16| finished.rows.iter().any(|(_, r)| r.contains(p) && r.holds(p));
+        for c in finished.claims {
+            if held(c.port()) {
+                c.keep();
+            }
+        }
         Ok(())
     }
 
@@ -264,16 +271,21 @@ impl Registry {
     /// `require_free`, such a port fails with [`ErrorKind::PortBusy`] (or
     /// moves, with `move_port`).
     pub fn get_with(&self, project: &Project, opts: &GetOptions) -> Result<Allocation> {
+        let mut rejected = 0;
         loop {
             // While another caller leads, prepare a candidate lock-free (the
-            // leader only validates it); a lone caller leads at once.
-            let candidate =
-                if self.handoff.is_leading() { self.candidate(project.key(), opts) } else { None };
+            // leader only validates it); a lone caller leads at once. After
+            // two rejected candidates, the leader picks.
+            let candidate = if self.handoff.is_leading() && rejected < 2 {
+                self.candidate(project.key(), opts)
+            } else {
+                None
+            };
             let request = Request { key: project.key().to_owned(), opts: opts.clone(), candidate };
             match self.handoff.submit(request, |leader| self.lead(leader))? {
                 Some(a) => return Ok(a),
                 // The candidate was taken by another process: try again.
-                None => continue,
+                None => rejected += 1,
             }
         }
     }

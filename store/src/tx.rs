@@ -58,6 +58,10 @@ pub(crate) struct Tx<'t> {
     pub(crate) claims: Vec<Claim>,
     /// Whether idle entries past `idle_ttl` were dropped already.
     pub(crate) expired_once: bool,
+    /// Ports this transaction took from entries (removed, moved, expired,
+    /// evicted): free in the index, still set in the mirror until the
+    /// commit.
+    pub(crate) freed: Vec<u16>,
 }
 
 /// What a transaction leaves for after its commit: the handle's mirror is
@@ -88,6 +92,7 @@ impl<'t> Tx<'t> {
             generation: None,
             claims: Vec::new(),
             expired_once: false,
+            freed: Vec::new(),
         })
         .and_then(|mut tx: Tx<'t>| {
             tx.generation = tx.meta.get(GENERATION_KEY).map_err(db_err)?.map(|v| v.value());
@@ -174,6 +179,7 @@ impl<'t> Tx<'t> {
             if o.port != e.port {
                 self.ports.remove(o.port).map_err(db_err)?;
                 self.mark(o.port, false)?;
+                self.freed.push(o.port);
             }
             if o.last_used_ms != e.last_used_ms {
                 self.lru.remove((o.last_used_ms, o.project.as_str())).map_err(db_err)?;
@@ -199,6 +205,7 @@ impl<'t> Tx<'t> {
         self.entries.remove(e.project.as_str()).map_err(db_err)?;
         self.ports.remove(e.port).map_err(db_err)?;
         self.mark(e.port, false)?;
+        self.freed.push(e.port);
         self.lru.remove((e.last_used_ms, e.project.as_str())).map_err(db_err)?;
         Ok(())
     }
