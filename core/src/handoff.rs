@@ -74,7 +74,21 @@ fn lock<Q>(m: &Mutex<Q>) -> MutexGuard<'_, Q> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl<R, T, E: Clone> Handoff<R, T, E> {
+/// What a request gets when the leader that took it panicked: its caller
+/// gets an error instead of waiting forever (and the leader's own caller
+/// the panic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Panicked;
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the thread committing this request panicked")
+    }
+}
+
+impl std::error::Error for Panicked {}
+
+impl<R, T, E: Clone + From<Panicked>> Handoff<R, T, E> {
     /// A queue whose leaders wait up to `linger` for the next batch to be
     /// as large as the other callers' part of the last one (a zero `linger`
     /// never waits). How long one leader leads is up to its `lead`.
@@ -129,10 +143,15 @@ impl<R, T, E: Clone> Handoff<R, T, E> {
             drop(q);
             let mut leader =
                 Leader { handoff: self, in_flight: Vec::new(), others: 0, inherited, own: ticket };
-            let outcome = lead(&mut leader);
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lead(&mut leader)));
             q = lock(&self.queue);
             self.leading.store(false, Ordering::Relaxed);
             q.recent = leader.others.max(leader.inherited);
+            let (outcome, panic) = match outcome {
+                Ok(o) => (o, None),
+                Err(payload) => (Err(E::from(Panicked)), Some(payload)),
+            };
             if let Err(e) = outcome {
                 for t in leader.in_flight.drain(..) {
                     q.answers.push((t, Err(e.clone())));
@@ -144,6 +163,10 @@ impl<R, T, E: Clone> Handoff<R, T, E> {
             }
             // Wakes the answered, and a waiter to lead what is still queued.
             self.answered.notify_all();
+            if let Some(payload) = panic {
+                drop(q);
+                std::panic::resume_unwind(payload);
+            }
         }
     }
 }
@@ -157,7 +180,9 @@ impl<R, T, E> Leader<'_, R, T, E> {
         // The other callers of the last batch are typically about to ask
         // again: wait for as many requests (up to `linger`), so that they
         // share one commit instead of trickling into several.
-        let expect = self.others.max(self.inherited);
+        // What the previous leader served counts for this leader's first
+        // take only: its own batches say more after that.
+        let expect = self.others.max(std::mem::take(&mut self.inherited));
         if expect > 0 && !h.linger.is_zero() {
             let deadline = Instant::now() + h.linger;
             while q.pending.len() < expect {
@@ -166,10 +191,6 @@ impl<R, T, E> Leader<'_, R, T, E> {
                     break;
                 }
                 q = h.queued.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
-            }
-            if q.pending.is_empty() {
-                // They did not come back: no longer expected.
-                self.inherited = 0;
             }
         }
         let batch = std::mem::take(&mut q.pending);
@@ -194,5 +215,51 @@ impl<R, T, E> Leader<'_, R, T, E> {
         }
         drop(q);
         self.handoff.answered.notify_all();
+    }
+}
+
+#[cfg(all(test, not(portd_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Lost;
+
+    impl From<Panicked> for Lost {
+        fn from(_: Panicked) -> Lost {
+            Lost
+        }
+    }
+
+    #[test]
+    fn a_leader_that_panics_fails_the_requests_it_took_instead_of_losing_them() {
+        let h: Arc<Handoff<u32, u32, Lost>> = Arc::new(Handoff::new(Duration::ZERO));
+        let leader = {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    h.submit(1, |l| {
+                        // Lets the other caller queue its request first.
+                        std::thread::sleep(Duration::from_millis(100));
+                        assert_eq!(l.take().len(), 2);
+                        panic!("the leader fails");
+                    })
+                }))
+            })
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        let other = h.submit(2, |_| panic!("never leads: the first caller does"));
+        assert_eq!(other, Err(Lost));
+        assert!(leader.join().unwrap().is_err(), "the leader's own caller gets the panic");
+        // The queue still works.
+        assert_eq!(
+            h.submit(3, |l| {
+                let batch = l.take();
+                l.answer(batch.into_iter().map(|(t, r)| (t, Ok(r * 10))));
+                Ok(())
+            }),
+            Ok(30)
+        );
     }
 }

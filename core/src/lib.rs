@@ -35,7 +35,7 @@ pub mod sys;
 
 pub use bitmap::AtomicBitmap;
 pub use exclude::{BROWSER_BAD_PORTS, Excluded, Exclusions, WELL_KNOWN, parse_port_list};
-pub use handoff::{Handoff, Leader};
+pub use handoff::{Handoff, Leader, Panicked};
 pub use owner::{Liveness, Owner};
 pub use probe::{ProbeOptions, Verdict, bind_listener_on, bind_loopback, first_free, probe};
 pub use project::{MAX_NAME_LEN, NameError, preferred_offset, stable_hash, validate_name};

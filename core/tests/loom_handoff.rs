@@ -8,15 +8,25 @@
 
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use portd_core::{AtomicBitmap, Handoff, Leader};
+use portd_core::{AtomicBitmap, Handoff, Leader, Panicked};
 use std::time::Duration;
+
+/// A request whose leader panicked (never, in these models).
+#[derive(Debug, Clone)]
+struct Lost;
+
+impl From<Panicked> for Lost {
+    fn from(_: Panicked) -> Lost {
+        Lost
+    }
+}
 
 /// The shared state of one model: the bitmap callers claim in, and the
 /// committed index only leaders touch.
 struct World {
     bits: AtomicBitmap,
     index: Mutex<Vec<bool>>,
-    handoff: Handoff<usize, Option<usize>, ()>,
+    handoff: Handoff<usize, Option<usize>, Lost>,
     /// Bits whose probe says "busy" (bound by some process).
     busy: Vec<usize>,
 }
@@ -41,7 +51,7 @@ impl World {
     /// it or reject it (its bit stays set when the index holds it, as the
     /// registry's mirror keeps a committed port's bit), as `lead` does:
     /// return when requests are queued, else take until nothing is left.
-    fn lead(&self, leader: &mut Leader<'_, usize, Option<usize>, ()>) -> Result<(), ()> {
+    fn lead(&self, leader: &mut Leader<'_, usize, Option<usize>, Lost>) -> Result<(), Lost> {
         loop {
             let batch = leader.take();
             if batch.is_empty() {
@@ -82,7 +92,7 @@ impl World {
             match self.handoff.submit(bit, |leader| self.lead(leader)) {
                 Ok(Some(b)) => break Some(b),
                 Ok(None) => continue,
-                Err(()) => unreachable!("the model's leader never fails"),
+                Err(Lost) => unreachable!("the model's leader never fails"),
             }
         };
         for bit in tried {

@@ -176,6 +176,22 @@ impl std::error::Error for Error {
     }
 }
 
+impl Error {
+    /// Whether the storage itself failed (damage, I/O, a commit): an open
+    /// file that saw this is closed rather than used again. A refusal of
+    /// the request (unknown project, busy port, usage) is not.
+    pub(crate) fn storage_failed(&self) -> bool {
+        matches!(self.kind, ErrorKind::Damaged | ErrorKind::Other) || self.source.is_some()
+    }
+}
+
+impl From<portd_core::Panicked> for Error {
+    fn from(p: portd_core::Panicked) -> Self {
+        Error::new(ErrorKind::Other, p.to_string())
+            .with_hint("nothing of this request was committed; try again")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

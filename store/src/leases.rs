@@ -7,12 +7,14 @@ use crate::registry::Registry;
 use portd_core::Owner;
 
 /// Active leases of this process on several projects, taken together by
-/// [`Registry::lease_many`]. Dropped (or [`Leases::release`]d), every entry
-/// still leased to this process is released in one transaction, so its port
-/// goes back to the pool; the project's last port stays in history, so the
-/// next lease of the same name gets it again when it is free.
-/// [`Leases::keep`] keeps them instead (until this process exits; then they
-/// are reclaimed as any dead owner's).
+/// [`Registry::lease_many`]. Dropped (or [`Leases::release`]d), in one
+/// transaction: an entry the call created is released, so its port goes
+/// back to the pool (its last port stays in history, so the next lease of
+/// the same name gets it again when it is free); an entry that existed
+/// before keeps its port and its lease ends. Either only while the entry is
+/// still leased to this process as the call left it. [`Leases::keep`] keeps
+/// them instead (until this process exits; then they are reclaimed as any
+/// dead owner's).
 #[derive(Debug)]
 #[must_use = "dropping the leases releases them at once"]
 pub struct Leases<'r> {
@@ -64,8 +66,9 @@ impl Leases<'_> {
     }
 
     fn release_now(&self) -> Result<()> {
-        let keys: Vec<&str> = self.allocations.iter().map(|a| a.entry.project.as_str()).collect();
-        self.reg.release_leased(&keys, self.owner).map(drop)
+        let leased: Vec<(&str, bool)> =
+            self.allocations.iter().map(|a| (a.entry.project.as_str(), a.fresh)).collect();
+        self.reg.give_back(&leased, self.owner)
     }
 }
 

@@ -28,6 +28,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// `Arc`, or by reference from scoped threads). Concurrent `get`s of one
 /// handle share write transactions; any number of handles and processes
 /// may use one registry at once.
+///
+/// Between two of its callers a handle may keep the registry locked and
+/// open (see `docs/design.md`, "Group commit"): a child forked from a
+/// thread of this process must not use the handle, or any value made from
+/// it, unless it `exec`s first ([`Registry::spawn`] does; its files are
+/// opened close-on-exec).
 #[derive(Debug)]
 pub struct Registry {
     pub(crate) dir: PathBuf,
@@ -117,9 +123,9 @@ impl Registry {
             // A parked session: the lock is held and the file open, its
             // touch log already folded. Parked again only if all went well.
             let out = db::contain(&self.path(), || f(&session.db, &touch::Log::default()));
-            match out {
-                Ok(_) => *slot = Some(session),
-                Err(_) => drop(session.close()),
+            match &out {
+                Err(e) if e.storage_failed() => drop(session.close()),
+                _ => *slot = Some(session),
             }
             return out;
         }
@@ -192,7 +198,7 @@ impl Registry {
         if let Some(session) = slot.as_ref() {
             let rtx = session.db.begin_read().map_err(db_err);
             let out = db::contain(&self.path(), || f(&rtx?));
-            if out.is_err() {
+            if out.as_ref().is_err_and(Error::storage_failed) {
                 slot.take().map(Session::close);
             }
             return out;
@@ -482,21 +488,26 @@ impl Registry {
         })
     }
 
-    /// Releases the entries of `keys` that are still leased to `owner`, in
-    /// one transaction; others (released, or leased to someone else since)
-    /// are left alone. Returns the entries released.
-    pub(crate) fn release_leased(&self, keys: &[&str], owner: Owner) -> Result<Vec<Entry>> {
+    /// Gives leases of `owner` back, in one transaction: each `(key,
+    /// created)` still leased to `owner` is released if the lease created
+    /// it, else its lease ends and it keeps its port. Entries leased to
+    /// someone else since, or gone, are left alone.
+    pub(crate) fn give_back(&self, leased: &[(&str, bool)], owner: Owner) -> Result<()> {
         self.write(|tx| {
-            let mut out = Vec::new();
-            for key in keys {
-                if let Some(e) = tx.entry(key)?
-                    && e.owner == Some(owner)
-                {
+            for &(key, created) in leased {
+                let Some(e) = tx.entry(key)? else { continue };
+                if e.owner != Some(owner) {
+                    continue;
+                }
+                if created {
                     tx.remove(&e)?;
-                    out.push(e);
+                } else {
+                    let idle =
+                        Entry { owner: None, child_pid: None, last_used_ms: tx.now, ..e.clone() };
+                    tx.put(&idle, Some(&e))?;
                 }
             }
-            Ok(out)
+            Ok(())
         })
     }
 

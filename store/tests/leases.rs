@@ -65,3 +65,17 @@ fn kept_leases_stay_and_others_leases_are_never_released() {
     assert!(left.iter().any(|(n, _)| n == "kept"), "{left:?}");
     assert!(!left.iter().any(|(n, _)| n == "a"), "{left:?}");
 }
+
+#[test]
+fn an_entry_that_existed_before_the_leases_keeps_its_port_when_they_drop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry(tmp.path(), 26420, 26429);
+    let old = reg.get("old").unwrap();
+    {
+        let leases = reg.lease_many(&["old", "new"]).unwrap();
+        assert_eq!(leases.ports()[0], old);
+    }
+    let left: Vec<(String, u16, State)> =
+        reg.list().unwrap().into_iter().map(|l| (l.entry.project, l.entry.port, l.state)).collect();
+    assert_eq!(left, vec![("old".to_owned(), old, State::Idle)], "its lease ended; `new` released");
+}
