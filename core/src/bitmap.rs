@@ -1,23 +1,88 @@
-//! A fixed-size, lock-free bitmap with a rotating cursor.
+//! A fixed-size, lock-free bitmap with per-thread search positions.
 //!
 //! One bitmap mirrors one port range inside a process: a set bit means "taken"
 //! (held by an entry, excluded, found busy, or claimed by a thread that is
-//! probing it). Claims are a single `fetch_or`, so two threads never both win
-//! the same bit; a release is a single `fetch_and`. The cursor only spreads
-//! searches out: it carries no correctness, so it is updated with `Relaxed`.
+//! probing it). Claims are a single `fetch_or` (or a `compare_exchange` of the
+//! word), so two threads never both win the same bit; a release is a single
+//! `fetch_and`.
+//!
+//! Where a search starts carries no correctness, only speed:
+//! [`AtomicBitmap::claim_next`] keeps each thread's next position in a
+//! thread-local hint, and gives every thread that starts searching a bitmap
+//! its own *stripe*, at least 1024 bits (two cache lines of words) away from
+//! the others' when the map is that long, so that two threads claiming at
+//! once write different cache lines. The shared cursor (the position a
+//! fresh process resumes from) is written only when a thread's search moves
+//! on to another word, not on every claim.
 //!
 //! This module knows nothing of ports or storage; see `Range` for the mapping.
 
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, unique_id};
+use crossbeam_utils::CachePadded;
+use std::cell::Cell;
 
 const WORD_BITS: usize = 64;
+
+/// Distance between the starting points of two threads, in bits: 16 words
+/// of 8 bytes = 128 bytes, two cache lines, because x86 prefetches lines in
+/// adjacent pairs (the reason `CachePadded` is 128 bytes there too).
+const STRIPE_BITS: usize = 16 * WORD_BITS;
+
+/// How many bitmaps one thread remembers its position in (a thread that
+/// alternates between ranges keeps its place in each).
+const HINTS: usize = 4;
+
+/// One remembered position: (bitmap key, next bit to try). Key 0 is unused.
+type Hint = (u64, usize);
+
+#[cfg(not(portd_loom))]
+std::thread_local! {
+    static THREAD_HINTS: Cell<[Hint; HINTS]> = const { Cell::new([(0, 0); HINTS]) };
+}
+// loom runs its threads on one OS thread: its own thread-locals keep the
+// model's threads apart.
+#[cfg(portd_loom)]
+loom::thread_local! {
+    static THREAD_HINTS: Cell<[Hint; HINTS]> = Cell::new([(0, 0); HINTS]);
+}
+
+/// This thread's next position in the bitmap keyed `key`, if it has one.
+fn hint(key: u64) -> Option<usize> {
+    THREAD_HINTS.with(|h| h.get().iter().find(|e| e.0 == key).map(|e| e.1))
+}
+
+/// Remembers `next` for `key`, most recent first, forgetting the oldest.
+fn set_hint(key: u64, next: usize) {
+    THREAD_HINTS.with(|h| {
+        let mut hs = h.get();
+        let at = hs.iter().position(|e| e.0 == key).unwrap_or(HINTS - 1);
+        hs.copy_within(0..at, 1);
+        hs[0] = (key, next);
+        h.set(hs);
+    })
+}
+
+/// The rarely written part of a bitmap, on its own cache lines so that its
+/// writes never invalidate the line holding `words` and `len`, which every
+/// claim reads.
+#[derive(Debug)]
+struct Shared {
+    /// Where a fresh search starts; see [`AtomicBitmap::cursor`].
+    cursor: AtomicUsize,
+    /// How many threads started searching since the last `set_cursor`: the
+    /// n-th gets the n-th stripe.
+    joined: AtomicUsize,
+}
 
 /// A lock-free set of `len` bits.
 #[derive(Debug)]
 pub struct AtomicBitmap {
     words: Box<[AtomicU64]>,
     len: usize,
-    cursor: AtomicUsize,
+    /// Names this bitmap (and this cursor epoch) in threads' hints; unique in
+    /// the process, replaced by `set_cursor` so that every hint goes stale.
+    key: AtomicU64,
+    shared: CachePadded<Shared>,
 }
 
 impl AtomicBitmap {
@@ -35,7 +100,15 @@ impl AtomicBitmap {
             };
             words.push(AtomicU64::new(tail));
         }
-        AtomicBitmap { words: words.into_boxed_slice(), len, cursor: AtomicUsize::new(0) }
+        AtomicBitmap {
+            words: words.into_boxed_slice(),
+            len,
+            key: AtomicU64::new(unique_id()),
+            shared: CachePadded::new(Shared {
+                cursor: AtomicUsize::new(0),
+                joined: AtomicUsize::new(0),
+            }),
+        }
     }
 
     /// Number of bits.
@@ -132,28 +205,73 @@ impl AtomicBitmap {
         None
     }
 
-    /// Claims a clear bit starting from the shared rotating cursor, and moves
-    /// the cursor past it, so that concurrent searchers spread out.
+    /// Claims a clear bit, searching from where this thread's last
+    /// `claim_next` on this bitmap left off; a thread's first search starts
+    /// in a stripe of its own (the first thread at the cursor, the next ones
+    /// spread over the map, 1024 bits apart at least when it is that long). Returns `None`
+    /// only when every bit was seen set during the search.
+    ///
+    /// One thread alone claims in rotating order: from the cursor upwards, a
+    /// just-released bit not reused until its search wraps around.
     pub fn claim_next(&self) -> Option<usize> {
-        // Relaxed: the cursor is a hint; `claim_from` alone decides ownership.
-        let start = self.cursor.load(Ordering::Relaxed);
+        if self.len == 0 {
+            return None;
+        }
+        // Relaxed: the key only names the bitmap in thread-local hints; a
+        // stale key costs one search from an old position, never a bit.
+        let key = self.key.load(Ordering::Relaxed);
+        let start = hint(key).unwrap_or_else(|| self.stripe_start());
         let bit = self.claim_from(start)?;
-        self.cursor.store((bit + 1) % self.len, Ordering::Relaxed);
+        let next = (bit + 1) % self.len;
+        set_hint(key, next);
+        if next / WORD_BITS != start / WORD_BITS {
+            // Relaxed: a hint for fresh searches; `claim_from` alone decides
+            // ownership. Written once per word a thread moves through, so two
+            // threads draining one map rarely touch this line.
+            self.shared.cursor.store(next, Ordering::Relaxed);
+        }
         Some(bit)
     }
 
-    /// Sets the cursor (e.g. from a persisted position).
+    /// Where a thread that has not searched this bitmap yet starts: the
+    /// n-th such thread since `set_cursor` gets the n-th point of the van der
+    /// Corput sequence (0, 1/2, 1/4, 3/4, 1/8, …) of the map's stripes,
+    /// counted from the cursor, so that starting points stay far apart
+    /// however many threads come.
+    fn stripe_start(&self) -> usize {
+        // Relaxed: the counter only has to hand out distinct numbers, which
+        // the atomic read-modify-write guarantees under any ordering.
+        let n = self.shared.joined.fetch_add(1, Ordering::Relaxed) as u64;
+        let stripes = (self.len / STRIPE_BITS).max(1) as u128;
+        let stripe = ((n.reverse_bits() as u128 * stripes) >> 64) as usize;
+        // Relaxed: the cursor is a hint, see `claim_next`.
+        let cursor = self.shared.cursor.load(Ordering::Relaxed);
+        (cursor + stripe * STRIPE_BITS) % self.len
+    }
+
+    /// Sets where the next searches start (e.g. from a persisted position):
+    /// every thread's next `claim_next` on this bitmap starts afresh, the
+    /// first one at `bit`.
     pub fn set_cursor(&self, bit: usize) {
         if self.len > 0 {
-            // Relaxed: a hint, see `claim_next`.
-            self.cursor.store(bit % self.len, Ordering::Relaxed);
+            // Relaxed (all three): hints, see `claim_next`. A thread that
+            // sees only some of these stores still claims correctly; it just
+            // starts from an older position.
+            self.shared.cursor.store(bit % self.len, Ordering::Relaxed);
+            self.shared.joined.store(0, Ordering::Relaxed);
+            self.key.store(unique_id(), Ordering::Relaxed);
         }
     }
 
-    /// The cursor's current position.
+    /// Where scanning got to, for a fresh process to resume from: the
+    /// position this thread's next `claim_next` starts at if it has searched
+    /// this bitmap since the last `set_cursor`, else the shared cursor
+    /// (the position of some thread's search, updated as searches move from
+    /// word to word).
     pub fn cursor(&self) -> usize {
-        // Relaxed: a hint, see `claim_next`.
-        self.cursor.load(Ordering::Relaxed)
+        // Relaxed: hints, see `claim_next`.
+        let key = self.key.load(Ordering::Relaxed);
+        hint(key).unwrap_or_else(|| self.shared.cursor.load(Ordering::Relaxed))
     }
 }
 
@@ -253,5 +371,116 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), n, "a bit was claimed twice");
         assert_eq!(n, 4096);
+    }
+
+    #[test]
+    fn a_second_thread_starts_a_stripe_away() {
+        let bm = AtomicBitmap::new(4096);
+        assert_eq!(bm.claim_next(), Some(0));
+        // The next thread to search starts half the map away (four stripes
+        // of 1024 bits: the second starting point is the middle one), and
+        // then goes on from where it left off.
+        let theirs =
+            std::thread::scope(|s| s.spawn(|| [bm.claim_next(), bm.claim_next()]).join().unwrap());
+        assert_eq!(theirs, [Some(2048), Some(2049)]);
+        // The first thread keeps its own place.
+        assert_eq!(bm.claim_next(), Some(1));
+    }
+
+    #[test]
+    fn the_shared_cursor_moves_a_word_at_a_time() {
+        let bm = AtomicBitmap::new(4096);
+        let shared = || std::thread::scope(|s| s.spawn(|| bm.cursor()).join().unwrap());
+        for want in 0..63 {
+            assert_eq!(bm.claim_next(), Some(want));
+        }
+        // This thread resumes after its last claim; others see the shared
+        // cursor, written only when a search moves on to the next word.
+        assert_eq!(bm.cursor(), 63);
+        assert_eq!(shared(), 0);
+        assert_eq!(bm.claim_next(), Some(63));
+        assert_eq!(shared(), 64);
+        assert_eq!(bm.cursor(), 64);
+    }
+
+    #[test]
+    fn set_cursor_restarts_every_thread() {
+        let bm = AtomicBitmap::new(4096);
+        assert_eq!(bm.claim_next(), Some(0));
+        std::thread::scope(|s| s.spawn(|| bm.claim_next()).join().unwrap());
+        bm.set_cursor(100);
+        assert_eq!(bm.cursor(), 100);
+        assert_eq!(bm.claim_next(), Some(100));
+        assert_eq!(bm.cursor(), 101);
+        let theirs = std::thread::scope(|s| s.spawn(|| bm.claim_next()).join().unwrap());
+        assert_eq!(theirs, Some(100 + 2048));
+    }
+
+    #[test]
+    fn a_thread_keeps_its_place_in_several_bitmaps() {
+        let maps: Vec<_> = (0..4).map(|_| AtomicBitmap::new(10)).collect();
+        for round in 0..3 {
+            for bm in &maps {
+                assert_eq!(bm.claim_next(), Some(round));
+                // Released at once: only the remembered place moves on.
+                assert!(bm.release(round));
+            }
+        }
+        // A fifth bitmap pushes out the place in the first, whose next search
+        // starts from the shared cursor again (still 0 within the first word).
+        let fifth = AtomicBitmap::new(10);
+        assert_eq!(fifth.claim_next(), Some(0));
+        assert_eq!(maps[0].claim_next(), Some(0));
+        assert_eq!(maps[3].claim_next(), Some(3));
+    }
+
+    #[test]
+    fn two_threads_claim_every_bit_exactly_once() {
+        for len in [1, 63, 64, 1000, 1025, 5000, 1 << 16] {
+            let bm = AtomicBitmap::new(len);
+            let got: Vec<Vec<usize>> = std::thread::scope(|s| {
+                let ts: Vec<_> = (0..2)
+                    .map(|_| s.spawn(|| std::iter::from_fn(|| bm.claim_next()).collect::<Vec<_>>()))
+                    .collect();
+                ts.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let mut all: Vec<usize> = got.concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..len).collect::<Vec<_>>(), "len {len}");
+            assert_eq!(bm.count_set(), len);
+            assert_eq!(bm.claim_next(), None);
+        }
+    }
+
+    #[test]
+    fn claim_release_cycles_never_hold_a_bit_twice() {
+        // Few bits and many cycles, so the two threads keep meeting.
+        let bm = AtomicBitmap::new(70);
+        let holders: Vec<AtomicUsize> = (0..70).map(|_| AtomicUsize::new(0)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let mut held = Vec::new();
+                    for i in 0..20_000usize {
+                        if let Some(b) = bm.claim_next() {
+                            // Relaxed: a counter whose value is checked only by
+                            // the thread holding the bit.
+                            assert_eq!(holders[b].fetch_add(1, Ordering::Relaxed), 0, "bit {b}");
+                            held.push(b);
+                        }
+                        if !held.is_empty() && (i % 3 == 0 || held.len() > 20) {
+                            let b = held.swap_remove(held.len() / 2);
+                            assert_eq!(holders[b].fetch_sub(1, Ordering::Relaxed), 1);
+                            assert!(bm.release(b));
+                        }
+                    }
+                    for b in held {
+                        holders[b].fetch_sub(1, Ordering::Relaxed);
+                        assert!(bm.release(b));
+                    }
+                });
+            }
+        });
+        assert_eq!(bm.count_set(), 0);
     }
 }

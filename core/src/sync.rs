@@ -9,3 +9,13 @@ pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(portd_loom))]
 pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// A number no other call in this process returns (never 0): it names a
+/// value (e.g. a bitmap in thread-local hints). Always std's atomic, also
+/// under loom: the identity is not part of any model, only its uniqueness.
+pub(crate) fn unique_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    // Relaxed: uniqueness comes from the read-modify-write itself; nothing
+    // else is published through this counter.
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
