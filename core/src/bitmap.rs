@@ -35,31 +35,43 @@ const HINTS: usize = 4;
 /// One remembered position: (bitmap key, next bit to try). Key 0 is unused.
 type Hint = (u64, usize);
 
+/// A thread's remembered positions, most recently used first.
+type Hints = [Cell<Hint>; HINTS];
+
 #[cfg(not(portd_loom))]
 std::thread_local! {
-    static THREAD_HINTS: Cell<[Hint; HINTS]> = const { Cell::new([(0, 0); HINTS]) };
+    static THREAD_HINTS: Hints = const { [const { Cell::new((0, 0)) }; HINTS] };
 }
 // loom runs its threads on one OS thread: its own thread-locals keep the
 // model's threads apart.
 #[cfg(portd_loom)]
 loom::thread_local! {
-    static THREAD_HINTS: Cell<[Hint; HINTS]> = Cell::new([(0, 0); HINTS]);
+    static THREAD_HINTS: Hints = [const { Cell::new((0, 0)) }; HINTS];
 }
 
-/// This thread's next position in the bitmap keyed `key`, if it has one.
-fn hint(key: u64) -> Option<usize> {
-    THREAD_HINTS.with(|h| h.get().iter().find(|e| e.0 == key).map(|e| e.1))
+/// Moves the position remembered for `key` to the front and returns it,
+/// if this thread has one.
+fn take_hint(hs: &Hints, key: u64) -> Option<usize> {
+    let first = hs[0].get();
+    if first.0 == key {
+        return Some(first.1);
+    }
+    let at = (1..HINTS).find(|&i| hs[i].get().0 == key)?;
+    let found = hs[at].get();
+    for i in (1..=at).rev() {
+        hs[i].set(hs[i - 1].get());
+    }
+    hs[0].set(found);
+    Some(found.1)
 }
 
-/// Remembers `next` for `key`, most recent first, forgetting the oldest.
-fn set_hint(key: u64, next: usize) {
-    THREAD_HINTS.with(|h| {
-        let mut hs = h.get();
-        let at = hs.iter().position(|e| e.0 == key).unwrap_or(HINTS - 1);
-        hs.copy_within(0..at, 1);
-        hs[0] = (key, next);
-        h.set(hs);
-    })
+/// Remembers a first position for `key` at the front, forgetting the
+/// least recently used one.
+fn push_hint(hs: &Hints, key: u64, next: usize) {
+    for i in (1..HINTS).rev() {
+        hs[i].set(hs[i - 1].get());
+    }
+    hs[0].set((key, next));
 }
 
 /// The rarely written part of a bitmap, on its own cache lines so that its
@@ -168,19 +180,22 @@ impl AtomicBitmap {
             return None;
         }
         let nwords = self.words.len();
-        let start = start % self.len;
-        let first = start / WORD_BITS;
+        // No division on the hot path: callers mostly pass a bit in range.
+        let start = if start < self.len { start } else { start % self.len };
+        let low = start % WORD_BITS;
+        let mut w = start / WORD_BITS;
         // Visit the first word twice: once from `start` upwards, and at the
         // end of the wrap for the bits below `start`.
         for step in 0..=nwords {
-            let w = (first + step) % nwords;
-            let mut skip = if step == 0 { !0u64 << (start % WORD_BITS) } else { !0u64 };
-            if step == nwords {
-                skip = !(!0u64 << (start % WORD_BITS));
-                if skip == 0 {
-                    break;
-                }
-            }
+            let skip = if step == 0 {
+                !0u64 << low
+            } else if step < nwords {
+                !0u64
+            } else if low == 0 {
+                break;
+            } else {
+                !(!0u64 << low)
+            };
             // Acquire: pairs with the AcqRel release of a bit we may claim.
             let mut cur = self.words[w].load(Ordering::Acquire);
             loop {
@@ -201,6 +216,10 @@ impl AtomicBitmap {
                     Err(now) => cur = now,
                 }
             }
+            w += 1;
+            if w == nwords {
+                w = 0;
+            }
         }
         None
     }
@@ -208,8 +227,8 @@ impl AtomicBitmap {
     /// Claims a clear bit, searching from where this thread's last
     /// `claim_next` on this bitmap left off; a thread's first search starts
     /// in a stripe of its own (the first thread at the cursor, the next ones
-    /// spread over the map, 1024 bits apart at least when it is that long). Returns `None`
-    /// only when every bit was seen set during the search.
+    /// spread over the map, 1024 bits apart at least when it is that long).
+    /// Returns `None` only when every bit was seen set during the search.
     ///
     /// One thread alone claims in rotating order: from the cursor upwards, a
     /// just-released bit not reused until its search wraps around.
@@ -220,17 +239,27 @@ impl AtomicBitmap {
         // Relaxed: the key only names the bitmap in thread-local hints; a
         // stale key costs one search from an old position, never a bit.
         let key = self.key.load(Ordering::Relaxed);
-        let start = hint(key).unwrap_or_else(|| self.stripe_start());
-        let bit = self.claim_from(start)?;
-        let next = (bit + 1) % self.len;
-        set_hint(key, next);
-        if next / WORD_BITS != start / WORD_BITS {
-            // Relaxed: a hint for fresh searches; `claim_from` alone decides
-            // ownership. Written once per word a thread moves through, so two
-            // threads draining one map rarely touch this line.
-            self.shared.cursor.store(next, Ordering::Relaxed);
-        }
-        Some(bit)
+        THREAD_HINTS.with(|hs| {
+            let start = match take_hint(hs, key) {
+                Some(at) => at,
+                None => {
+                    let at = self.stripe_start();
+                    push_hint(hs, key, at);
+                    at
+                }
+            };
+            let bit = self.claim_from(start)?;
+            let next = if bit + 1 == self.len { 0 } else { bit + 1 };
+            // `take_hint`/`push_hint` left this bitmap's entry at the front.
+            hs[0].set((key, next));
+            if next / WORD_BITS != start / WORD_BITS {
+                // Relaxed: a hint for fresh searches; `claim_from` alone decides
+                // ownership. Written once per word a thread moves through, so two
+                // threads draining one map rarely touch this line.
+                self.shared.cursor.store(next, Ordering::Relaxed);
+            }
+            Some(bit)
+        })
     }
 
     /// Where a thread that has not searched this bitmap yet starts: the
@@ -271,7 +300,9 @@ impl AtomicBitmap {
     pub fn cursor(&self) -> usize {
         // Relaxed: hints, see `claim_next`.
         let key = self.key.load(Ordering::Relaxed);
-        hint(key).unwrap_or_else(|| self.shared.cursor.load(Ordering::Relaxed))
+        THREAD_HINTS
+            .with(|hs| hs.iter().map(Cell::get).find(|h| h.0 == key))
+            .map_or_else(|| self.shared.cursor.load(Ordering::Relaxed), |h| h.1)
     }
 }
 
