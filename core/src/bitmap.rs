@@ -11,9 +11,11 @@
 //! thread-local hint, and gives every thread that starts searching a bitmap
 //! its own *stripe*, at least 1024 bits (two cache lines of words) away from
 //! the others' when the map is that long, so that two threads claiming at
-//! once write different cache lines. The shared cursor (the position a
-//! fresh process resumes from) is written only when a thread's search moves
-//! on to another word, not on every claim.
+//! once write different cache lines; a thread that loses a race for a word
+//! moves its next search to another stripe rather than follow the winner
+//! word by word. The shared cursor (the position a fresh process resumes
+//! from) is written only when a thread's search moves on to another word,
+//! not on every claim.
 //!
 //! This module knows nothing of ports or storage; see `Range` for the mapping.
 
@@ -81,8 +83,9 @@ fn push_hint(hs: &Hints, key: u64, next: usize) {
 struct Shared {
     /// Where a fresh search starts; see [`AtomicBitmap::cursor`].
     cursor: AtomicUsize,
-    /// How many threads started searching since the last `set_cursor`: the
-    /// n-th gets the n-th stripe.
+    /// How many searches started in a new stripe since the last
+    /// `set_cursor` (a thread's first, or after losing a race): the n-th
+    /// gets the n-th stripe.
     joined: AtomicUsize,
 }
 
@@ -176,6 +179,13 @@ impl AtomicBitmap {
     /// Claims the first clear bit at or after `start`, wrapping around once.
     /// Returns `None` only when every bit was seen set during the search.
     pub fn claim_from(&self, start: usize) -> Option<usize> {
+        self.search(start).map(|(bit, _)| bit)
+    }
+
+    /// `claim_from`, also telling whether another thread changed a word
+    /// this search was about to claim in (it then lost a race for it).
+    fn search(&self, start: usize) -> Option<(usize, bool)> {
+        let mut raced = false;
         if self.len == 0 {
             return None;
         }
@@ -212,8 +222,13 @@ impl AtomicBitmap {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
-                    Ok(_) => return Some(w * WORD_BITS + mask.trailing_zeros() as usize),
-                    Err(now) => cur = now,
+                    Ok(_) => return Some((w * WORD_BITS + mask.trailing_zeros() as usize, raced)),
+                    Err(now) => {
+                        // A weak exchange may also fail spuriously, leaving
+                        // the word as it was: that is no race.
+                        raced |= now != cur;
+                        cur = now;
+                    }
                 }
             }
             w += 1;
@@ -248,8 +263,17 @@ impl AtomicBitmap {
                     at
                 }
             };
-            let bit = self.claim_from(start)?;
-            let next = if bit + 1 == self.len { 0 } else { bit + 1 };
+            let (bit, raced) = self.search(start)?;
+            let next = if raced {
+                // Another thread claims in this word too: move this thread's
+                // next search a stripe or more away rather than follow it
+                // word by word, both writing the same cache line each claim.
+                (bit + self.stripe_offset()) % self.len
+            } else if bit + 1 == self.len {
+                0
+            } else {
+                bit + 1
+            };
             // `take_hint`/`push_hint` left this bitmap's entry at the front.
             hs[0].set((key, next));
             if next / WORD_BITS != start / WORD_BITS {
@@ -263,19 +287,25 @@ impl AtomicBitmap {
     }
 
     /// Where a thread that has not searched this bitmap yet starts: the
-    /// n-th such thread since `set_cursor` gets the n-th point of the van der
-    /// Corput sequence (0, 1/2, 1/4, 3/4, 1/8, …) of the map's stripes,
-    /// counted from the cursor, so that starting points stay far apart
-    /// however many threads come.
+    /// cursor, moved on by `stripe_offset`.
     fn stripe_start(&self) -> usize {
+        // Relaxed: the cursor is a hint, see `claim_next`.
+        let cursor = self.shared.cursor.load(Ordering::Relaxed);
+        (cursor + self.stripe_offset()) % self.len
+    }
+
+    /// A distance in whole stripes, different for each call: the n-th call
+    /// since `set_cursor` gets the n-th point of the van der Corput sequence
+    /// (0, 1/2, 1/4, 3/4, 1/8, …) of the map's stripes, so that starting
+    /// points stay far apart however many threads come. 0 on a map shorter
+    /// than two stripes.
+    fn stripe_offset(&self) -> usize {
         // Relaxed: the counter only has to hand out distinct numbers, which
         // the atomic read-modify-write guarantees under any ordering.
         let n = self.shared.joined.fetch_add(1, Ordering::Relaxed) as u64;
         let stripes = (self.len / STRIPE_BITS).max(1) as u128;
         let stripe = ((n.reverse_bits() as u128 * stripes) >> 64) as usize;
-        // Relaxed: the cursor is a hint, see `claim_next`.
-        let cursor = self.shared.cursor.load(Ordering::Relaxed);
-        (cursor + stripe * STRIPE_BITS) % self.len
+        stripe * STRIPE_BITS
     }
 
     /// Sets where the next searches start (e.g. from a persisted position):
