@@ -252,3 +252,39 @@ fn set_cursor_racing_claims_stays_correct() {
         assert_eq!(bm.claim_next(), None);
     });
 }
+
+/// A thread that loses a race for a word moves its next search a stripe
+/// away instead of following the winner: on a 2048-bit map, one thread
+/// claims on from bit 0 while another takes bit 1 directly. A failed
+/// exchange on word 0 (the other claim landed between the load and the
+/// exchange) sends the next claim a stripe (1024 bits) past the bit won;
+/// every other interleaving claims on in order.
+#[test]
+fn losing_a_race_moves_the_search_a_stripe_away() {
+    // Outside the model: which outcomes the interleavings produced.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let record = seen.clone();
+    loom::model(move || {
+        let bm = Arc::new(AtomicBitmap::new(2048));
+        let claimer = {
+            let bm = bm.clone();
+            thread::spawn(move || [bm.claim_next(), bm.claim_next(), bm.claim_next()])
+        };
+        let other = {
+            let bm = bm.clone();
+            thread::spawn(move || bm.claim(1))
+        };
+        let got = claimer.join().unwrap().map(Option::unwrap);
+        let other_won = other.join().unwrap();
+        match got {
+            [0, 1, 2] => assert!(!other_won),
+            // In order; lost the race for bit 1; lost a race for bit 0.
+            [0, 2, 3] | [0, 2, 1026] | [0, 1024, 1025] => assert!(other_won),
+            _ => panic!("unexpected claims {got:?}"),
+        }
+        assert_eq!(bm.count_set(), 3 + usize::from(other_won));
+        record.lock().unwrap().insert(got);
+    });
+    let seen: Vec<_> = seen.lock().unwrap().iter().copied().collect();
+    assert_eq!(seen, [[0, 1, 2], [0, 2, 3], [0, 2, 1026], [0, 1024, 1025]]);
+}
