@@ -14,8 +14,8 @@
 //! once write different cache lines; a thread that loses a race for a word
 //! moves its next search to another stripe rather than follow the winner
 //! word by word. The shared cursor (the position a fresh process resumes
-//! from) is written only when a thread's search moves on to another word,
-//! not on every claim.
+//! from) is written only when a thread's search moves on to another stripe
+//! or wraps around, not on every claim.
 //!
 //! This module knows nothing of ports or storage; see `Range` for the mapping.
 
@@ -276,10 +276,11 @@ impl AtomicBitmap {
             };
             // `take_hint`/`push_hint` left this bitmap's entry at the front.
             hs[0].set((key, next));
-            if next / WORD_BITS != start / WORD_BITS {
+            if next / STRIPE_BITS != start / STRIPE_BITS || next < start {
                 // Relaxed: a hint for fresh searches; `claim_from` alone decides
-                // ownership. Written once per word a thread moves through, so two
-                // threads draining one map rarely touch this line.
+                // ownership. Written once per stripe a thread moves through (or
+                // wrap), so that two threads draining one map rarely touch this
+                // line: once a word, it cost them a fifth of their rate.
                 self.shared.cursor.store(next, Ordering::Relaxed);
             }
             Some(bit)
@@ -326,7 +327,7 @@ impl AtomicBitmap {
     /// position this thread's next `claim_next` starts at if it has searched
     /// this bitmap since the last `set_cursor`, else the shared cursor
     /// (the position of some thread's search, updated as searches move from
-    /// word to word).
+    /// stripe to stripe and wrap around).
     pub fn cursor(&self) -> usize {
         // Relaxed: hints, see `claim_next`.
         let key = self.key.load(Ordering::Relaxed);
@@ -449,19 +450,27 @@ mod tests {
     }
 
     #[test]
-    fn the_shared_cursor_moves_a_word_at_a_time() {
-        let bm = AtomicBitmap::new(4096);
+    fn the_shared_cursor_moves_a_stripe_at_a_time() {
+        let bm = AtomicBitmap::new(2100);
         let shared = || std::thread::scope(|s| s.spawn(|| bm.cursor()).join().unwrap());
-        for want in 0..63 {
+        for want in 0..1023 {
             assert_eq!(bm.claim_next(), Some(want));
         }
         // This thread resumes after its last claim; others see the shared
-        // cursor, written only when a search moves on to the next word.
-        assert_eq!(bm.cursor(), 63);
+        // cursor, written only when a search moves on to the next stripe.
+        assert_eq!(bm.cursor(), 1023);
         assert_eq!(shared(), 0);
-        assert_eq!(bm.claim_next(), Some(63));
-        assert_eq!(shared(), 64);
-        assert_eq!(bm.cursor(), 64);
+        assert_eq!(bm.claim_next(), Some(1023));
+        assert_eq!(shared(), 1024);
+        assert_eq!(bm.cursor(), 1024);
+        // ... or wraps around (here from the last, short stripe).
+        bm.set_cursor(2090);
+        for want in 2090..2099 {
+            assert_eq!(bm.claim_next(), Some(want));
+        }
+        assert_eq!(shared(), 2090);
+        assert_eq!(bm.claim_next(), Some(2099));
+        assert_eq!(shared(), 0);
     }
 
     #[test]
@@ -488,7 +497,7 @@ mod tests {
             }
         }
         // A fifth bitmap pushes out the place in the first, whose next search
-        // starts from the shared cursor again (still 0 within the first word).
+        // starts from the shared cursor again (still 0 within the first stripe).
         let fifth = AtomicBitmap::new(10);
         assert_eq!(fifth.claim_next(), Some(0));
         assert_eq!(maps[0].claim_next(), Some(0));

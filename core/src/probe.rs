@@ -18,6 +18,9 @@
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, mpsc};
+
+use crate::sync::os::{AtomicUsize, Ordering};
 
 /// What a probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,43 +117,102 @@ pub fn probe(port: u16, opts: ProbeOptions) -> Verdict {
     probe_proto(port, Type::DGRAM, Protocol::UDP, opts.reuse)
 }
 
-/// Below this many ports, [`probe_all`] probes on the caller's thread: a
-/// probe costs ≈ 3–6 µs and starting a scoped thread ≈ 20–40 µs, and on
-/// the 2-core machine of BENCHMARKS.md two threads first beat one at
-/// about CROSSOVER ports (sequential A µs vs parallel B µs at N ports).
-const PARALLEL_MIN: usize = 64;
+/// Below this many ports, [`probe_all`] probes on the caller's thread.
+/// A probe costs ≈ 2.2 µs and starting a helper thread ≈ 25–40 µs on the
+/// caller's side, and two threads probe ≈ 1.5× as fast as one (the kernel
+/// does most of the work). Measured on the 2-core machine of BENCHMARKS.md,
+/// interleaved, medians of 300 (min): sequential vs parallel 64 ports
+/// 137 vs 158 µs, 128 ports 276 vs 288 µs (252 vs 248 µs), 256 ports 553 vs
+/// 482 µs, 1000 ports 2.25 vs 1.87 ms (2.04 vs 1.57 ms): the crossover is
+/// at ≈ 128 ports. Each thread gets at least half as many.
+const PARALLEL_MIN: usize = 128;
+/// Ports a thread takes at a time (≈ 40 µs of probes): small enough that
+/// the threads finish together, large enough that taking one costs nothing.
+const CHUNK: usize = 16;
 
 /// Probes every port of `ports` and returns their verdicts, in order: the
-/// same verdicts as calling [`probe`] on each, but a batch of many ports is
-/// split into one chunk per available CPU (`available_parallelism`), probed
-/// at once on scoped threads (the caller's thread takes the first chunk).
-/// A small batch is probed on the caller's thread alone, where a thread
-/// would cost more than the probes.
+/// same verdicts as calling [`probe`] on each.
+///
+/// A batch of 128 ports or more is probed in parallel: one helper thread per
+/// further CPU (`available_parallelism`), and the caller's thread, take
+/// chunks of 16 ports from a shared counter
+/// until none are left. Each helper sends its chunks' verdicts back over a
+/// channel; the caller returns once every port has a verdict. The helpers
+/// are not joined: on a loaded machine a new thread may only get a CPU
+/// milliseconds later (measured here: 2.4–4.3 ms while other processes
+/// kept both CPUs busy), and the caller does not wait for one that has not
+/// started: it finds the work done and exits. So a batch never takes much
+/// longer than probing it on the caller's thread alone.
 pub fn probe_all(ports: &[u16], opts: ProbeOptions) -> Vec<Verdict> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // At least PARALLEL_MIN / 2 ports a thread, so a thread is always worth it.
-    let threads = cpus.min(ports.len() / (PARALLEL_MIN / 2)).max(1);
-    if ports.len() < PARALLEL_MIN || threads < 2 {
+    let helpers = (cpus - 1).min((ports.len() / (PARALLEL_MIN / 2)).saturating_sub(1));
+    if ports.len() < PARALLEL_MIN || helpers == 0 {
         return ports.iter().map(|&p| probe(p, opts)).collect();
     }
-    let mut verdicts = vec![Verdict::Busy; ports.len()];
-    let chunk = ports.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut work = ports.chunks(chunk).zip(verdicts.chunks_mut(chunk));
-        let own = work.next();
-        for (ports, out) in work {
-            s.spawn(move || probe_into(ports, out, opts));
-        }
-        if let Some((ports, out)) = own {
-            probe_into(ports, out, opts);
-        }
+    let batch = Arc::new(Batch { ports: ports.into(), next: AtomicUsize::new(0), opts });
+    let (tx, rx) = mpsc::channel::<(usize, Vec<Verdict>)>();
+    for _ in 0..helpers {
+        let (batch, tx) = (batch.clone(), tx.clone());
+        // A helper that cannot be started leaves its share to the others.
+        let _ = std::thread::Builder::new()
+            .name("portd-probe".into())
+            // The caller waits for the verdicts and so outlives the send
+            // unless it panicked, when the helper just stops.
+            .spawn(move || batch.work(|at, verdicts| tx.send((at, verdicts)).is_ok()));
+    }
+    drop(tx);
+    let mut out: Vec<Option<Verdict>> = vec![None; ports.len()];
+    let mut todo = ports.len();
+    batch.work(|at, verdicts| {
+        todo -= fill(&mut out, at, verdicts);
+        true
     });
-    verdicts
+    while todo > 0 {
+        match rx.recv() {
+            Ok((at, verdicts)) => todo -= fill(&mut out, at, verdicts),
+            // Every helper is gone with chunks unsent (one panicked):
+            // probe what is missing here.
+            Err(_) => break,
+        }
+    }
+    out.iter().zip(ports).map(|(v, &p)| v.unwrap_or_else(|| probe(p, opts))).collect()
 }
 
-fn probe_into(ports: &[u16], out: &mut [Verdict], opts: ProbeOptions) {
-    for (v, &p) in out.iter_mut().zip(ports) {
-        *v = probe(p, opts);
+/// Puts a chunk's verdicts in place; returns how many.
+fn fill(out: &mut [Option<Verdict>], at: usize, verdicts: Vec<Verdict>) -> usize {
+    let n = verdicts.len();
+    for (o, v) in out[at..].iter_mut().zip(verdicts) {
+        *o = Some(v);
+    }
+    n
+}
+
+/// One `probe_all` batch, shared by the threads probing it.
+#[derive(Debug)]
+struct Batch {
+    ports: Box<[u16]>,
+    /// The first port no thread has taken yet.
+    next: AtomicUsize,
+    opts: ProbeOptions,
+}
+
+impl Batch {
+    /// Takes chunks until none are left, handing each chunk's verdicts to
+    /// `done`; stops early if `done` returns false.
+    fn work(&self, mut done: impl FnMut(usize, Vec<Verdict>) -> bool) {
+        loop {
+            // Relaxed: the counter only splits the work; each index is taken
+            // once by the read-modify-write under any ordering, and the
+            // verdicts travel through the channel, which synchronises.
+            let at = self.next.fetch_add(CHUNK, Ordering::Relaxed);
+            if at >= self.ports.len() {
+                return;
+            }
+            let chunk = &self.ports[at..(at + CHUNK).min(self.ports.len())];
+            if !done(at, chunk.iter().map(|&p| probe(p, self.opts)).collect()) {
+                return;
+            }
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Under `--cfg portd_loom` every atomic is loom's, so the loom models in
 //! `tests/loom.rs` explore the real algorithms; otherwise they are std's.
-//! Nothing else in the crate imports `std::sync::atomic` directly.
+//! Nothing else in the crate imports `std::sync::atomic` directly; what is
+//! shared only with real OS threads, never inside a model, takes std's
+//! atomics from [`os`] so that loom's are never used outside a model.
 
 #[cfg(portd_loom)]
 pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,12 +12,18 @@ pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(portd_loom))]
 pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+/// std's atomics under every cfg: for values shared with real OS threads
+/// only (e.g. a batch of probes), never touched inside a loom model.
+pub(crate) mod os {
+    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+}
+
 /// A number no other call in this process returns (never 0): it names a
 /// value (e.g. a bitmap in thread-local hints). Always std's atomic, also
 /// under loom: the identity is not part of any model, only its uniqueness.
 pub(crate) fn unique_id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    static NEXT: os::AtomicU64 = os::AtomicU64::new(1);
     // Relaxed: uniqueness comes from the read-modify-write itself; nothing
     // else is published through this counter.
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    NEXT.fetch_add(1, os::Ordering::Relaxed)
 }
