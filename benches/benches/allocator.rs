@@ -95,7 +95,7 @@ fn probes(c: &mut Criterion) {
         b.iter(|| probe(black_box(24123), ProbeOptions { reuse: true, udp: false }))
     });
     // 1000 ports, as a large `get_many` probes its candidates: one by one,
-    // and through `probe_all` (scoped threads, one chunk per CPU).
+    // and through `probe_all` (a helper thread per further CPU, 16-port chunks).
     let ports: Vec<u16> = (25_000..26_000).collect();
     g.throughput(Throughput::Elements(ports.len() as u64));
     g.bench_function("1000 ports, sequential", |b| {
