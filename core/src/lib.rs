@@ -1,11 +1,13 @@
 //! The allocator of portd: everything needed to pick a really-free port,
 //! and nothing that stores one.
 //!
-//! - [`AtomicBitmap`]: a lock-free bit set with a rotating cursor; one per
-//!   port range mirrors, inside a process, which ports are taken.
+//! - [`AtomicBitmap`]: a lock-free bit set that each thread searches from a
+//!   stripe of its own; one per port range mirrors, inside a process, which
+//!   ports are taken.
 //! - [`Ranges`] / [`PortRange`]: validated, named port intervals.
 //! - [`Exclusions`]: ports never handed out, and why.
-//! - [`probe`]: the OS check that a server can bind a port now.
+//! - [`probe`] / [`probe_all`]: the OS check that a server can bind a port
+//!   now, for one port or, in parallel, for a batch.
 //! - [`Owner`]: a lease holder and whether it is still alive.
 //! - [`Handoff`]: group commit, many threads' requests and one committer
 //!   at a time.
@@ -37,6 +39,8 @@ pub use bitmap::AtomicBitmap;
 pub use exclude::{BROWSER_BAD_PORTS, Excluded, Exclusions, WELL_KNOWN, parse_port_list};
 pub use handoff::{Handoff, Leader, Panicked};
 pub use owner::{Liveness, Owner};
-pub use probe::{ProbeOptions, Verdict, bind_listener_on, bind_loopback, first_free, probe};
+pub use probe::{
+    ProbeOptions, Verdict, bind_listener_on, bind_loopback, first_free, probe, probe_all,
+};
 pub use project::{MAX_NAME_LEN, NameError, preferred_offset, stable_hash, validate_name};
 pub use range::{PortRange, RangeError, Ranges, valid_range_name};

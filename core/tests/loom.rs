@@ -159,3 +159,132 @@ fn a_claim_sees_the_releasers_writes() {
         claimer.join().unwrap();
     });
 }
+
+/// On a map long enough for stripes (2048 bits, two stripes of 1024), two
+/// threads' first claims start in different stripes: whatever the
+/// interleaving, one gets the cursor's bit and the other the bit a stripe
+/// away, so they never fight over one word.
+#[test]
+fn first_claims_of_two_threads_land_in_different_stripes() {
+    loom::model(|| {
+        let bm = Arc::new(AtomicBitmap::new(2048));
+        let ts: Vec<_> = (0..2)
+            .map(|_| {
+                let bm = bm.clone();
+                thread::spawn(move || bm.claim_next())
+            })
+            .collect();
+        let mut got: Vec<_> = ts.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, vec![0, 1024]);
+        assert_eq!(bm.count_set(), 2);
+    });
+}
+
+/// Two threads claim twice each on a 3-bit map, the second claim from
+/// their thread-local position: three claims win distinct bits, the fourth
+/// is told "full", and no bit is handed out twice.
+#[test]
+fn claims_from_thread_positions_stay_distinct() {
+    loom::model(|| {
+        let bm = Arc::new(AtomicBitmap::new(3));
+        let ts: Vec<_> = (0..2)
+            .map(|_| {
+                let bm = bm.clone();
+                thread::spawn(move || [bm.claim_next(), bm.claim_next()])
+            })
+            .collect();
+        let got: Vec<_> = ts.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let mut won: Vec<usize> = got.iter().flatten().copied().collect();
+        won.sort();
+        assert_eq!(won, vec![0, 1, 2], "{got:?}");
+        assert_eq!(bm.count_set(), 3);
+    });
+}
+
+/// A thread whose position has moved past a bit still finds it when it is
+/// released: its search wraps around. Two threads on a 2-bit map, one
+/// releasing and claiming again: both end up holding a bit, distinct.
+#[test]
+fn a_search_wraps_to_a_bit_released_behind_it() {
+    loom::model(|| {
+        let bm = Arc::new(AtomicBitmap::new(2));
+        let cycler = {
+            let bm = bm.clone();
+            thread::spawn(move || {
+                let first = bm.claim_next().expect("two bits for two threads");
+                assert!(bm.release(first));
+                bm.claim_next()
+            })
+        };
+        let holder = {
+            let bm = bm.clone();
+            thread::spawn(move || bm.claim_next())
+        };
+        let (a, b) = (cycler.join().unwrap(), holder.join().unwrap());
+        let (a, b) = (a.expect("cycler holds a bit"), b.expect("holder holds a bit"));
+        assert_ne!(a, b);
+        assert_eq!(bm.count_set(), 2);
+    });
+}
+
+/// `set_cursor` racing with claims (a store reseeding a map while threads
+/// claim) never makes a claim return a bit twice or a set bit.
+#[test]
+fn set_cursor_racing_claims_stays_correct() {
+    loom::model(|| {
+        let bm = Arc::new(AtomicBitmap::new(3));
+        let claimer = {
+            let bm = bm.clone();
+            thread::spawn(move || [bm.claim_next(), bm.claim_next()])
+        };
+        let seeder = {
+            let bm = bm.clone();
+            thread::spawn(move || {
+                bm.set_cursor(2);
+                bm.claim_next()
+            })
+        };
+        let mut won: Vec<usize> = claimer.join().unwrap().into_iter().flatten().collect();
+        won.extend(seeder.join().unwrap());
+        won.sort();
+        assert_eq!(won, vec![0, 1, 2]);
+        assert_eq!(bm.claim_next(), None);
+    });
+}
+
+/// A thread that loses a race for a word moves its next search a stripe
+/// away instead of following the winner: on a 2048-bit map, one thread
+/// claims on from bit 0 while another takes bit 1 directly. A failed
+/// exchange on word 0 (the other claim landed between the load and the
+/// exchange) sends the next claim a stripe (1024 bits) past the bit won;
+/// every other interleaving claims on in order.
+#[test]
+fn losing_a_race_moves_the_search_a_stripe_away() {
+    // Outside the model: which outcomes the interleavings produced.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let record = seen.clone();
+    loom::model(move || {
+        let bm = Arc::new(AtomicBitmap::new(2048));
+        let claimer = {
+            let bm = bm.clone();
+            thread::spawn(move || [bm.claim_next(), bm.claim_next(), bm.claim_next()])
+        };
+        let other = {
+            let bm = bm.clone();
+            thread::spawn(move || bm.claim(1))
+        };
+        let got = claimer.join().unwrap().map(Option::unwrap);
+        let other_won = other.join().unwrap();
+        match got {
+            [0, 1, 2] => assert!(!other_won),
+            // In order; lost the race for bit 1; lost a race for bit 0.
+            [0, 2, 3] | [0, 2, 1026] | [0, 1024, 1025] => assert!(other_won),
+            _ => panic!("unexpected claims {got:?}"),
+        }
+        assert_eq!(bm.count_set(), 3 + usize::from(other_won));
+        record.lock().unwrap().insert(got);
+    });
+    let seen: Vec<_> = seen.lock().unwrap().iter().copied().collect();
+    assert_eq!(seen, [[0, 1, 2], [0, 2, 3], [0, 2, 1026], [0, 1024, 1025]]);
+}

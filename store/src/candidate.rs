@@ -86,7 +86,7 @@ impl Registry {
                 todo.iter().map(|&i| (round == 0).then_some(keys[i])).collect();
             let claims = self.claim(&wanted, &eligible);
             let ports: Vec<u16> = claims.iter().flatten().map(|c| c.port()).collect();
-            let mut verdicts = probe_all(&ports, probe).into_iter();
+            let mut verdicts = portd_core::probe_all(&ports, probe).into_iter();
             let mut next = Vec::new();
             let mut full = false;
             for (slot, claim) in todo.iter().zip(claims) {
@@ -148,9 +148,4 @@ impl Tx<'_> {
         }
         Ok(out)
     }
-}
-
-/// Each port's verdict.
-fn probe_all(ports: &[u16], opts: ProbeOptions) -> Vec<Verdict> {
-    ports.iter().map(|&p| portd_core::probe(p, opts)).collect()
 }
