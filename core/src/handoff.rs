@@ -175,13 +175,31 @@ impl<R, T, E> Leader<'_, R, T, E> {
     /// The requests queued now, with their tickets; empty when there is
     /// nothing more to do.
     pub fn take(&mut self) -> Vec<(u64, R)> {
+        let mut q = self.linger();
+        let batch = std::mem::take(&mut q.pending);
+        drop(q);
+        self.in_flight = batch.iter().map(|(t, _)| *t).collect();
+        self.others = batch.iter().filter(|(t, _)| *t != self.own).count();
+        batch
+    }
+
+    /// Whether requests are queued, after waiting for them as
+    /// [`Leader::take`] does. Only leaders take requests, so while this
+    /// leader leads, a `true` stays true: a leader that returns then is
+    /// sure to be followed by another (one of those callers), and its own
+    /// thread goes back to its caller's work.
+    pub fn has_pending(&mut self) -> bool {
+        !self.linger().pending.is_empty()
+    }
+
+    /// The queue, once as many requests are queued as the other callers of
+    /// the last batch sent (they typically ask again at once, and so share
+    /// one commit instead of trickling into several), or `linger` passed.
+    /// What the previous leader served counts for this leader's first wait
+    /// only: its own batches say more after that.
+    fn linger(&mut self) -> MutexGuard<'_, Queue<R, T, E>> {
         let h = self.handoff;
         let mut q = lock(&h.queue);
-        // The other callers of the last batch are typically about to ask
-        // again: wait for as many requests (up to `linger`), so that they
-        // share one commit instead of trickling into several.
-        // What the previous leader served counts for this leader's first
-        // take only: its own batches say more after that.
         let expect = self.others.max(std::mem::take(&mut self.inherited));
         if expect > 0 && !h.linger.is_zero() {
             let deadline = Instant::now() + h.linger;
@@ -193,17 +211,7 @@ impl<R, T, E> Leader<'_, R, T, E> {
                 q = h.queued.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0;
             }
         }
-        let batch = std::mem::take(&mut q.pending);
-        self.in_flight = batch.iter().map(|(t, _)| *t).collect();
-        self.others = batch.iter().filter(|(t, _)| *t != self.own).count();
-        batch
-    }
-
-    /// Whether requests are queued now. Only leaders take requests, so
-    /// while this leader leads, a `true` stays true: a leader that returns
-    /// then is sure to be followed by another (one of those callers).
-    pub fn has_pending(&self) -> bool {
-        !lock(&self.handoff.queue).pending.is_empty()
+        q
     }
 
     /// Publishes answers to requests of the batch last taken.

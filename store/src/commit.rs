@@ -112,26 +112,18 @@ impl Registry {
             },
         };
         let led = db::contain(&self.path(), || {
-            loop {
-                let answers = self.run_batch(&session.db, batch, log.take().as_ref())?;
-                leader.answer(answers);
-                // Held for a slice while others wait: close. What is
-                // queued is led by one of its callers, in a new session
-                // taken in turn behind the others.
-                if session.due() {
-                    return Ok(false);
-                }
-                // Requests already queued: their callers wait for a leader,
-                // so one of them takes the session (this thread goes back
-                // to its caller's work).
-                if leader.has_pending() {
-                    return Ok(true);
-                }
-                batch = leader.take();
-                if batch.is_empty() {
-                    return Ok(false);
-                }
+            let answers = self.run_batch(&session.db, batch, log.take().as_ref())?;
+            leader.answer(answers);
+            // Held for a slice while others wait: close. What is queued is
+            // led by one of its callers, in a new session taken in turn
+            // behind the others.
+            if session.due() {
+                return Ok(false);
             }
+            // Requests queued (after waiting briefly for the callers just
+            // answered): one of their callers leads next, in this session,
+            // and this thread goes back to its caller's work.
+            Ok(leader.has_pending())
         });
         match led {
             Ok(true) => {
