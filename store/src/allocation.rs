@@ -23,7 +23,7 @@ pub struct GetOptions {
     /// The project's port must be bindable now (probed as its server binds,
     /// with `SO_REUSEADDR`); a port bound by a process that is not the
     /// project's own (see [`crate::binding`]) fails with
-    /// [`ErrorKind::PortBusy`], or moves with `move_port`. Without `owner`,
+    /// [`ErrorKind::PortBusy`](crate::ErrorKind::PortBusy), or moves with `move_port`. Without `owner`,
     /// a server started with the project's port in its environment is
     /// recorded as the owner instead.
     pub require_free: bool,

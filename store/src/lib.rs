@@ -2,11 +2,18 @@
 //! number of concurrent processes and surviving crashes.
 //!
 //! Leases live in one redb file. Every operation takes `registry.lock`,
-//! opens the file, runs one write (or read) transaction and closes it; no
-//! daemon exists, and the only background thread is the one
-//! [`Registry::spawn`] starts to fork from (see [`LeasedChild`]). Dead
-//! owners are reclaimed on demand, when an allocation needs their port or
-//! `cleanup` asks.
+//! opens the file, runs one write (or read) transaction and closes it
+//! (concurrent calls of one handle share one open of the file and one
+//! transaction per batch, see [`Registry`]); no daemon exists. The
+//! background threads are the one [`Registry::spawn`] starts to fork from
+//! (see [`LeasedChild`]) and the short-lived helpers that probe a large
+//! [`Registry::get_many`] batch in parallel. Dead owners are reclaimed on
+//! demand, when an allocation needs their port or `cleanup` asks.
+//!
+//! Each range's occupancy is a bitmap kept in the registry with its port
+//! index, and mirrored in memory by each handle: concurrent callers claim
+//! candidate ports in it without a lock and probe them in their own
+//! threads, and one of them commits the batch.
 //!
 //! [`Registry`] is `Send + Sync`: one handle may serve many threads, and
 //! concurrent calls on it share write transactions. An existing project

@@ -60,7 +60,7 @@ impl Project {
     }
 }
 
-/// What a name may refer to: see [`Registry::matches`].
+/// What a name may refer to: see [`Registry::matches`](crate::Registry::matches).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Matches {

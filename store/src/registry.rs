@@ -1,6 +1,7 @@
 //! The registry API: every operation takes `registry.lock`, opens the file,
-//! runs one transaction, closes, and unlocks. No handle is kept open between
-//! operations, so any number of processes share one registry.
+//! runs one transaction, closes, and unlocks, so any number of processes
+//! share one registry; concurrent allocations of one handle share a session
+//! (lock held, file open) handed from leader to leader ([`crate::commit`]).
 
 use crate::allocation::{Allocation, GetOptions};
 use crate::commit::{self, Handoff, Request, Session};
