@@ -675,13 +675,7 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
         let scratch = Scratch::of(dir, &path)?;
         salvage(&scratch.0)
     };
-    let secs = now_ms() / 1000;
-    let mut moved_to = dir.join(format!("{}.damaged-{secs}", home::REGISTRY_FILE));
-    let mut n = 1;
-    while moved_to.exists() {
-        moved_to = dir.join(format!("{}.damaged-{secs}-{n}", home::REGISTRY_FILE));
-        n += 1;
-    }
+    let moved_to = crate::reset::next_copy_name(dir, "damaged", now_ms() / 1000);
     let (entries, lost) = match salvaged {
         Some((entries, lost)) => (entries, Some(lost)),
         None => (Vec::new(), None),
@@ -702,27 +696,16 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
             keep.push((e, false));
         }
     }
-    // The new registry is built and filled beside the old one; the old one
-    // gets its second name before the new one replaces it in one rename, so
-    // a failure at any point leaves the damaged file in place, untouched.
-    let mut linked = false;
-    let swapped = db::replace_with_fresh(
+    // The new registry is built and filled beside the old one; the damaged
+    // file keeps a second name, and nothing changes if anything fails.
+    crate::reset::replace_keeping(
         dir,
         &path,
         config.shared,
         |fresh| reg.rebuild_into(fresh, &keep),
-        |old| {
-            fs::hard_link(old, &moved_to).map_err(|e| {
-                Error::io(format!("cannot keep the damaged file as `{}`", moved_to.display()), e)
-            })?;
-            linked = true;
-            Ok(())
-        },
-    );
-    if swapped.is_err() && linked {
-        let _ = fs::remove_file(&moved_to);
-    }
-    swapped?;
+        &moved_to,
+        "the damaged file as",
+    )?;
     Ok(Repaired { moved_to, rebuilt, remembered, lost })
 }
 

@@ -8,7 +8,7 @@ use crate::policy::{guard, in_use};
 use crate::registry::{Registry, now_ms};
 use crate::touch;
 use crate::tx::read_entries;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// How many `reset` backups are kept; older ones are removed.
 pub const RESET_BACKUPS_KEPT: usize = 5;
@@ -68,70 +68,83 @@ impl Registry {
         // A touch log that every other command refuses goes (the times
         // it may hold are moot in an empty registry).
         touch::remove_unsafe(&self.dir, self.config.shared)?;
-        let secs = now_ms() / 1000;
-        // Named after the newest backup of this second, so that names sort
-        // as the backups were made even after older ones were rotated away.
-        let last = (self.backups().into_iter())
-            .filter(|((s, _), _)| *s == secs)
-            .map(|((_, n), _)| n)
-            .max();
-        let backup = self.dir.join(match last {
-            None => format!("{}.bak-{secs}", home::REGISTRY_FILE),
-            Some(n) => format!("{}.bak-{secs}-{}", home::REGISTRY_FILE, n + 1),
-        });
-        // The backup is a second name of the old file, made before the new
-        // registry replaces it in one rename: a failure or a crash at any
-        // point leaves the old registry in place or the new one.
-        let mut backed_up = false;
-        let swapped = db::contain(&path, || {
-            db::replace_with_fresh(
-                &self.dir,
-                &path,
-                self.config.shared,
-                |_| Ok(()),
-                |old| {
-                    std::fs::hard_link(old, &backup).map_err(|e| {
-                        Error::io(format!("cannot keep a backup at `{}`", backup.display()), e)
-                    })?;
-                    backed_up = true;
-                    Ok(())
-                },
-            )
-        });
-        if swapped.is_err() && backed_up {
-            // The old registry is still in place: drop its second name.
-            let _ = std::fs::remove_file(&backup);
-        }
-        swapped?;
+        let backup = next_copy_name(&self.dir, "bak", now_ms() / 1000);
+        replace_keeping(&self.dir, &path, self.config.shared, |_| Ok(()), &backup, "a backup at")?;
         touch::remove(&self.dir);
         self.rotate_backups();
         Ok(Some(backup))
     }
 
-    /// The reset backups (`registry.redb.bak-<secs>[-<n>]`), oldest first.
-    fn backups(&self) -> Vec<((u64, u64), PathBuf)> {
-        let prefix = format!("{}.bak-", home::REGISTRY_FILE);
-        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        let mut backups: Vec<((u64, u64), PathBuf)> = dir
-            .filter_map(|d| d.ok())
-            .filter_map(|d| {
-                let name = d.file_name().into_string().ok()?;
-                let rest = name.strip_prefix(&prefix)?;
-                let (secs, n) = rest.split_once('-').unwrap_or((rest, "0"));
-                let order = (secs.parse().ok()?, n.parse().ok()?);
-                d.file_type().ok()?.is_file().then(|| (order, d.path()))
-            })
-            .collect();
-        backups.sort();
-        backups
-    }
-
     /// Removes all but the newest [`RESET_BACKUPS_KEPT`] reset backups.
     fn rotate_backups(&self) {
-        let backups = self.backups();
+        let backups = kept_copies(&self.dir, "bak");
         let old = backups.len().saturating_sub(RESET_BACKUPS_KEPT);
         for (_, p) in &backups[..old] {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// The copies `registry.redb.<kind>-<secs>[-<n>]` in `dir` (`bak`: reset
+/// backups; `damaged`: files `doctor --repair` replaced), oldest first.
+pub(crate) fn kept_copies(dir: &Path, kind: &str) -> Vec<((u64, u64), PathBuf)> {
+    let prefix = format!("{}.{kind}-", home::REGISTRY_FILE);
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut copies: Vec<((u64, u64), PathBuf)> = entries
+        .filter_map(|d| d.ok())
+        .filter_map(|d| {
+            let name = d.file_name().into_string().ok()?;
+            let rest = name.strip_prefix(&prefix)?;
+            let (secs, n) = rest.split_once('-').unwrap_or((rest, "0"));
+            let order = (secs.parse().ok()?, n.parse().ok()?);
+            d.file_type().ok()?.is_file().then(|| (order, d.path()))
+        })
+        .collect();
+    copies.sort();
+    copies
+}
+
+/// A new name for a copy of kind `kind` made in second `secs`: after the
+/// newest copy of that second, so that names sort as the copies were made
+/// even after older ones were removed.
+pub(crate) fn next_copy_name(dir: &Path, kind: &str, secs: u64) -> PathBuf {
+    let last = kept_copies(dir, kind)
+        .into_iter()
+        .filter(|((s, _), _)| *s == secs)
+        .map(|((_, n), _)| n)
+        .max();
+    dir.join(match last {
+        None => format!("{}.{kind}-{secs}", home::REGISTRY_FILE),
+        Some(n) => format!("{}.{kind}-{secs}-{}", home::REGISTRY_FILE, n + 1),
+    })
+}
+
+/// Replaces the registry file `path` with a new one that `fill` fills,
+/// keeping the old file as `keep_as` (`what` names it in an error, e.g.
+/// "a backup at"). The copy is a second name of the old file, made before
+/// the new registry replaces it in one rename: a failure or a crash at any
+/// point leaves the old registry in place (and no second name) or the new
+/// one.
+pub(crate) fn replace_keeping(
+    dir: &Path,
+    path: &Path,
+    shared: bool,
+    fill: impl FnOnce(&redb::Database) -> Result<()>,
+    keep_as: &Path,
+    what: &str,
+) -> Result<()> {
+    let mut linked = false;
+    let swapped = db::contain(path, || {
+        db::replace_with_fresh(dir, path, shared, fill, |old| {
+            std::fs::hard_link(old, keep_as)
+                .map_err(|e| Error::io(format!("cannot keep {what} `{}`", keep_as.display()), e))?;
+            linked = true;
+            Ok(())
+        })
+    });
+    if swapped.is_err() && linked {
+        // The old registry is still in place: drop its second name.
+        let _ = std::fs::remove_file(keep_as);
+    }
+    swapped
 }
