@@ -127,6 +127,10 @@ pub fn probe(port: u16, opts: ProbeOptions) -> Verdict {
 /// at ≈ 128 ports. Each thread gets at least half as many.
 const PARALLEL_MIN: usize = 128;
 
+/// How long the caller, its own share done, waits for a helper's next
+/// chunk before it probes what is missing itself: a chunk takes ≈ 40 µs.
+const STALL: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// Ports a thread takes at a time (≈ 40 µs of probes): small enough that
 /// the threads finish together, large enough that taking one costs nothing.
 const CHUNK: usize = 16;
@@ -143,9 +147,10 @@ const CHUNK: usize = 16;
 /// joined: on a loaded machine a new thread may get a CPU only milliseconds
 /// later (2.4–4.3 ms measured on 2 cores that other processes kept busy),
 /// and the caller does not wait for one that has not started; that helper
-/// finds the work done and exits. So a batch never takes much longer than
-/// probing it on the caller's thread alone (≈ 30 µs more, for starting the
-/// helpers).
+/// finds the work done and exits. Once every chunk is taken, the caller
+/// waits at most 0.5 ms at a time for a helper's verdicts before it probes
+/// what is missing itself, so a helper that loses its CPU mid-chunk delays
+/// the batch by that much at most.
 pub fn probe_all(ports: &[u16], opts: ProbeOptions) -> Vec<Verdict> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let helpers = (cpus - 1).min((ports.len() / (PARALLEL_MIN / 2)).saturating_sub(1));
@@ -170,11 +175,14 @@ pub fn probe_all(ports: &[u16], opts: ProbeOptions) -> Vec<Verdict> {
         todo -= fill(&mut out, at, verdicts);
         true
     });
+    // Every chunk is taken. A helper that holds one but lost its CPU is
+    // not waited for long: what is missing after a short wait is probed
+    // here (a port probed twice is harmless; a probe changes nothing).
     while todo > 0 {
-        match rx.recv() {
+        match rx.recv_timeout(STALL) {
             Ok((at, verdicts)) => todo -= fill(&mut out, at, verdicts),
-            // Every helper is gone with chunks unsent (one panicked):
-            // probe what is missing here.
+            // A helper stalled, or every helper is gone with chunks unsent
+            // (one panicked): probe what is missing here.
             Err(_) => break,
         }
     }

@@ -1,4 +1,6 @@
-//! loom models of the group-commit handoff as the registry uses it: each
+//! loom models of the group-commit handoff as the registry uses it (the
+//! registry's lead: one batch, then return; with a zero linger, as loom's
+//! timed wait never times out, so the linger itself is not modelled): each
 //! caller claims a candidate bit in a shared bitmap lock-free, "probes" it,
 //! submits it through the real [`Handoff`], and a leader validates every
 //! candidate against the index (the stand-in for the `ports` table) and
@@ -47,34 +49,31 @@ impl World {
         })
     }
 
-    /// The leader's side: validate each candidate against the index, commit
-    /// it or reject it (its bit stays set when the index holds it, as the
-    /// registry's mirror keeps a committed port's bit), as `lead` does:
-    /// return when requests are queued, else take until nothing is left.
+    /// The leader's side, shaped as the registry's `lead`: one batch,
+    /// each candidate validated against the index and committed or
+    /// rejected (its bit stays set when the index holds it, as the
+    /// registry's mirror keeps a committed port's bit), answered; then the
+    /// leader returns, and a queued caller (if any) leads next.
     fn lead(&self, leader: &mut Leader<'_, usize, Option<usize>, Lost>) -> Result<(), Lost> {
-        loop {
-            let batch = leader.take();
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let mut index = self.index.lock().unwrap();
-            let answers: Vec<_> = batch
-                .into_iter()
-                .map(|(ticket, bit)| {
-                    if index[bit] {
-                        (ticket, Ok(None))
-                    } else {
-                        index[bit] = true;
-                        (ticket, Ok(Some(bit)))
-                    }
-                })
-                .collect();
-            drop(index);
-            leader.answer(answers);
-            if leader.has_pending() {
-                return Ok(());
-            }
-        }
+        let batch = leader.take();
+        let mut index = self.index.lock().unwrap();
+        let answers: Vec<_> = batch
+            .into_iter()
+            .map(|(ticket, bit)| {
+                if index[bit] {
+                    (ticket, Ok(None))
+                } else {
+                    index[bit] = true;
+                    (ticket, Ok(Some(bit)))
+                }
+            })
+            .collect();
+        drop(index);
+        leader.answer(answers);
+        // The registry parks its session here when this is true; either
+        // way this leader is done.
+        let _ = leader.has_pending();
+        Ok(())
     }
 
     /// The caller's side: claim, probe, submit; a rejected candidate is

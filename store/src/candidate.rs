@@ -122,17 +122,31 @@ impl Tx<'_> {
     ) -> Result<Vec<Allocation>> {
         self.refresh_mirror()?;
         let reg = self.reg;
+        let mirror = reg.mirror();
         let mut fresh = Vec::new();
+        let mut candidates: Vec<Option<Claim>> = keys.iter().map(|_| None).collect();
         for (i, k) in keys.iter().enumerate() {
-            if reg.takes_candidate(k, opts)
-                && self.entry(k)?.is_none()
-                && self.history_port(k)?.is_none()
-            {
-                fresh.push(i);
+            if !reg.takes_candidate(k, opts) || self.entry(k)?.is_some() {
+                continue;
+            }
+            match self.history_port(k)? {
+                None => fresh.push(i),
+                // A returning project's history port is claimed for it
+                // before the new names' candidates, so that none of them
+                // takes it (probed as the history port is: its own
+                // TIME_WAIT does not count).
+                Some(h) => {
+                    let reuse = ProbeOptions { udp: opts.udp, reuse: true };
+                    candidates[i] = reg
+                        .eligible(opts)
+                        .iter()
+                        .find(|(_, r)| r.contains(h))
+                        .and_then(|(ri, _)| mirror.claim(*ri, h))
+                        .filter(|_| portd_core::probe(h, reuse) == Verdict::Free);
+                }
             }
         }
         let wanted: Vec<&str> = fresh.iter().map(|&i| keys[i]).collect();
-        let mut candidates: Vec<Option<Claim>> = keys.iter().map(|_| None).collect();
         for (i, c) in fresh.into_iter().zip(reg.candidates(&wanted, opts)) {
             candidates[i] = c;
         }

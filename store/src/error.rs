@@ -188,7 +188,7 @@ impl Error {
 impl From<portd_core::Panicked> for Error {
     fn from(p: portd_core::Panicked) -> Self {
         Error::new(ErrorKind::Other, p.to_string())
-            .with_hint("nothing of this request was committed; try again")
+            .with_hint("the request may or may not have been committed: check with `portd show` (or `Registry::show`) before trying again")
     }
 }
 

@@ -12,14 +12,14 @@ use portd_core::Owner;
 /// back to the pool (its last port stays in history, so the next lease of
 /// the same name gets it again when it is free); an entry that existed
 /// before keeps its port and its lease ends. Either only while the entry is
-/// still leased to this process as the call left it. [`Leases::keep`] keeps
+/// exactly as the call left it: an entry another call (another `Leases` of
+/// this process too) has leased or touched since is left alone. [`Leases::keep`] keeps
 /// them instead (until this process exits; then they are reclaimed as any
 /// dead owner's).
 #[derive(Debug)]
 #[must_use = "dropping the leases releases them at once"]
 pub struct Leases<'r> {
     reg: &'r Registry,
-    owner: Owner,
     allocations: Vec<Allocation>,
     done: bool,
 }
@@ -31,7 +31,7 @@ impl Registry {
     pub fn lease_many<S: AsRef<str>>(&self, names: &[S]) -> Result<Leases<'_>> {
         let owner = Owner::this_process();
         let allocations = self.acquire_many(names, owner)?;
-        Ok(Leases { reg: self, owner, allocations, done: false })
+        Ok(Leases { reg: self, allocations, done: false })
     }
 }
 
@@ -66,9 +66,9 @@ impl Leases<'_> {
     }
 
     fn release_now(&self) -> Result<()> {
-        let leased: Vec<(&str, bool)> =
-            self.allocations.iter().map(|a| (a.entry.project.as_str(), a.fresh)).collect();
-        self.reg.give_back(&leased, self.owner)
+        let leased: Vec<(&crate::Entry, bool)> =
+            self.allocations.iter().map(|a| (&a.entry, a.fresh)).collect();
+        self.reg.give_back(&leased)
     }
 }
 

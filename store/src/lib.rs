@@ -7,7 +7,8 @@
 //! transaction per batch, see [`Registry`]); no daemon exists. The
 //! background threads are the one [`Registry::spawn`] starts to fork from
 //! (see [`LeasedChild`]) and the short-lived helpers that probe a large
-//! [`Registry::get_many`] batch in parallel. Dead owners are reclaimed on
+//! batch ([`Registry::get_many`], [`Registry::acquire_many`],
+//! [`Registry::lease_many`]) in parallel. Dead owners are reclaimed on
 //! demand, when an allocation needs their port or `cleanup` asks.
 //!
 //! Each range's occupancy is a bitmap kept in the registry with its port

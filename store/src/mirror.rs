@@ -114,6 +114,7 @@ impl Mirror {
             bit,
             port,
             kept: false,
+            scanned: false,
         })
     }
 
@@ -121,12 +122,8 @@ impl Mirror {
     pub(crate) fn claim_next(self: &Arc<Self>, index: usize) -> Option<Claim> {
         let b = &self.ranges[index];
         let bit = b.bits.claim_next()?;
-        Some(Claim { mirror: self.clone(), index, bit, port: b.range.port_at(bit), kept: false })
-    }
-
-    /// The position the next scan of range `index` starts at.
-    pub(crate) fn cursor(&self, index: usize) -> usize {
-        self.ranges[index].bits.cursor()
+        let port = b.range.port_at(bit);
+        Some(Claim { mirror: self.clone(), index, bit, port, kept: false, scanned: true })
     }
 
     /// Sets where the next scan of range `index` starts.
@@ -156,6 +153,8 @@ pub(crate) struct Claim {
     bit: usize,
     port: u16,
     kept: bool,
+    /// Found by a scan from the cursor (not asked for by port).
+    scanned: bool,
 }
 
 impl Claim {
@@ -167,6 +166,16 @@ impl Claim {
     /// The index of its range in the mirror.
     pub(crate) fn index(&self) -> usize {
         self.index
+    }
+
+    /// Its bit in the range.
+    pub(crate) fn bit(&self) -> usize {
+        self.bit
+    }
+
+    /// Whether a scan from the cursor found it.
+    pub(crate) fn scanned(&self) -> bool {
+        self.scanned
     }
 
     /// Keeps the bit set: the port's entry was committed.

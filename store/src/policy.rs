@@ -380,7 +380,9 @@ impl Tx<'_> {
         }
         if let Some(c) = candidate.filter(|c| Some(c.port()) != avoid) {
             let name = self.reg.mirror().range(c.index()).name.clone();
-            self.save_cursor(c.index())?;
+            if c.scanned() {
+                self.save_cursor(&c)?;
+            }
             let port = c.port();
             self.claims.push(c);
             return Ok((port, name));
@@ -435,7 +437,7 @@ impl Tx<'_> {
         while let Some(c) = mirror.claim_next(i) {
             let p = c.port();
             if self.usable(p, avoid)? && probe(p, *opts) == Verdict::Free {
-                self.save_cursor(i)?;
+                self.save_cursor(&c)?;
                 self.claims.push(c);
                 return Ok(Some(p));
             }
@@ -450,12 +452,13 @@ impl Tx<'_> {
         Ok(None)
     }
 
-    /// Persists range `i`'s cursor as the mirror has it, recording the
-    /// change for [`Registry::undo_get`].
-    fn save_cursor(&mut self, i: usize) -> Result<()> {
-        let r = self.reg.mirror().range(i).clone();
+    /// Persists the cursor of the range `scanned` came from, just past it,
+    /// recording the change for [`Registry::undo_get`].
+    fn save_cursor(&mut self, scanned: &Claim) -> Result<()> {
+        let r = self.reg.mirror().range(scanned.index()).clone();
         let key = cursor_key(&r.name);
-        let now = self.reg.mirror().cursor(i) as u64;
+        // Past the port the scan found (whichever thread found it).
+        let now = ((scanned.bit() + 1) % r.len()) as u64;
         let was = self.meta.insert(key.as_str(), now).map_err(db_err)?.map(|v| v.value());
         if was != Some(now) {
             self.cursors.push((key, was, now));

@@ -489,22 +489,27 @@ impl Registry {
         })
     }
 
-    /// Gives leases of `owner` back, in one transaction: each `(key,
-    /// created)` still leased to `owner` is released if the lease created
-    /// it, else its lease ends and it keeps its port. Entries leased to
-    /// someone else since, or gone, are left alone.
-    pub(crate) fn give_back(&self, leased: &[(&str, bool)], owner: Owner) -> Result<()> {
+    /// Gives leases back, in one transaction: each `(entry, created)` whose
+    /// entry is still exactly as its lease left it is released if the
+    /// lease created it, else its lease ends and it keeps its port. Entries
+    /// changed since (leased again, touched, moved, released) are left
+    /// alone.
+    pub(crate) fn give_back(&self, leased: &[(&Entry, bool)]) -> Result<()> {
         self.write(|tx| {
-            for &(key, created) in leased {
-                let Some(e) = tx.entry(key)? else { continue };
-                if e.owner != Some(owner) {
+            for &(left, created) in leased {
+                let Some(e) = tx.entry(&left.project)? else { continue };
+                if e != *left {
                     continue;
                 }
                 if created {
                     tx.remove(&e)?;
                 } else {
-                    let idle =
-                        Entry { owner: None, child_pid: None, last_used_ms: tx.now, ..e.clone() };
+                    let idle = Entry {
+                        owner: None,
+                        child_pid: None,
+                        last_used_ms: tx.now.max(e.last_used_ms + 1),
+                        ..e.clone()
+                    };
                     tx.put(&idle, Some(&e))?;
                 }
             }

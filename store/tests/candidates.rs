@@ -93,3 +93,25 @@ fn a_rejected_candidate_leaves_the_projects_entry_as_it_was() {
         Ok(a) => panic!("m moved to {} although `other` holds b: {list:?}", a.entry.port),
     }
 }
+
+/// A returning project gets its history port back in a batch, even when a
+/// new name of the same batch prefers that port.
+#[test]
+fn a_batch_gives_a_returning_project_its_history_port_before_new_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(&[("t", 26480, 26487, true)]);
+    let reg = Registry::open(tmp.path().join("main"), cfg.clone()).unwrap();
+    let h = reg.get("old").unwrap();
+    reg.release("old").unwrap();
+    // A name whose preferred port is `h` (found in scratch registries).
+    let rival = (0..500)
+        .map(|i| format!("n{i}"))
+        .find(|n| {
+            let scratch = Registry::open(tmp.path().join(n), cfg.clone()).unwrap();
+            scratch.get(n).unwrap() == h
+        })
+        .expect("a name preferring the history port");
+    let ports = reg.get_many(&["old", rival.as_str()]).unwrap();
+    assert_eq!(ports[0], h, "`old` lost its history port to `{rival}`");
+    assert_ne!(ports[1], h);
+}

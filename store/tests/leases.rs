@@ -79,3 +79,24 @@ fn an_entry_that_existed_before_the_leases_keeps_its_port_when_they_drop() {
         reg.list().unwrap().into_iter().map(|l| (l.entry.project, l.entry.port, l.state)).collect();
     assert_eq!(left, vec![("old".to_owned(), old, State::Idle)], "its lease ended; `new` released");
 }
+
+/// Two `Leases` of one name in one process: dropping the first must not
+/// release the entry the second still holds (its port would be handed to
+/// another project while the second launcher uses it).
+#[test]
+fn dropping_one_lease_keeps_the_entry_a_second_lease_of_the_name_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry(tmp.path(), 26430, 26431);
+    let first = reg.lease_many(&["a"]).unwrap();
+    let second = reg.lease_many(&["a"]).unwrap();
+    assert_eq!(first.ports(), second.ports());
+    drop(first);
+    let listed = reg.list().unwrap();
+    assert!(
+        listed.iter().any(|l| l.entry.project == "a" && l.state == State::Active),
+        "{listed:?}"
+    );
+    let other = reg.get("b").unwrap();
+    assert_ne!(other, second.ports()[0], "the second lease's port was handed out again");
+    drop(second);
+}
