@@ -459,7 +459,12 @@ impl Tx<'_> {
         let key = cursor_key(&r.name);
         // Past the port the scan found (whichever thread found it).
         let now = ((scanned.bit() + 1) % r.len()) as u64;
-        let was = self.meta.insert(key.as_str(), now).map_err(db_err)?.map(|v| v.value());
+        // Written once, by `finish`: a batch moves the cursor many times.
+        let was = match self.cursor_writes.get(&key) {
+            Some(&v) => Some(v),
+            None => self.meta.get(key.as_str()).map_err(db_err)?.map(|v| v.value()),
+        };
+        self.cursor_writes.insert(key.clone(), now);
         if was != Some(now) {
             self.cursors.push((key, was, now));
         }

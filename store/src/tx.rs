@@ -62,6 +62,8 @@ pub(crate) struct Tx<'t> {
     /// evicted): free in the index, still set in the mirror until the
     /// commit.
     pub(crate) freed: Vec<u16>,
+    /// Scan cursors to store (`meta` key → position), written by `finish`.
+    pub(crate) cursor_writes: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a transaction leaves for after its commit: the handle's mirror is
@@ -93,6 +95,7 @@ impl<'t> Tx<'t> {
             claims: Vec::new(),
             expired_once: false,
             freed: Vec::new(),
+            cursor_writes: std::collections::BTreeMap::new(),
         })
         .and_then(|mut tx: Tx<'t>| {
             tx.generation = tx.meta.get(GENERATION_KEY).map_err(db_err)?.map(|v| v.value());
@@ -131,6 +134,9 @@ impl<'t> Tx<'t> {
     /// current schema); the last step before the commit.
     pub(crate) fn finish(mut self) -> Result<Finished> {
         let after = next_generation(self.generation);
+        for (key, at) in std::mem::take(&mut self.cursor_writes) {
+            self.meta.insert(key.as_str(), at).map_err(db_err)?;
+        }
         self.rows.flush(&mut self.bitmaps)?;
         self.meta.insert(GENERATION_KEY, after).map_err(db_err)?;
         if self.meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value()) != Some(SCHEMA_VERSION) {
