@@ -20,10 +20,10 @@ use portd_core::{PortRange, ProbeOptions, Verdict, preferred_offset};
 const ROUNDS: usize = 4;
 
 impl Registry {
-    /// The ranges a new port for `opts` comes from, as mirror indexes.
-    fn eligible(&self, opts: &GetOptions) -> Vec<(usize, PortRange)> {
-        let want = opts.range.as_deref().or(self.config.default_range.as_deref());
-        self.config.ranges.eligible(want).map(|r| (self.range_index(r), r.clone())).collect()
+    /// The ranges a new port for `opts` comes from, with their mirror
+    /// indexes.
+    fn eligible_indexed(&self, opts: &GetOptions) -> Vec<(usize, PortRange)> {
+        self.eligible(opts).map(|r| (self.range_index(r), r.clone())).collect()
     }
 
     /// Whether a request may take a candidate at all: not for an exact
@@ -63,7 +63,7 @@ impl Registry {
         if !self.takes_candidate(key, opts) {
             return None;
         }
-        let eligible = self.eligible(opts);
+        let eligible = self.eligible_indexed(opts);
         let c = self.claim(&[Some(key)], &eligible).pop()??;
         let verdict = portd_core::probe(c.port(), ProbeOptions { udp: opts.udp, reuse: false });
         (verdict == Verdict::Free).then_some(c)
@@ -74,7 +74,7 @@ impl Registry {
     /// its name gets another, for a few rounds.
     pub(crate) fn candidates(&self, keys: &[&str], opts: &GetOptions) -> Vec<Option<Claim>> {
         let mut out: Vec<Option<Claim>> = keys.iter().map(|_| None).collect();
-        let eligible = self.eligible(opts);
+        let eligible = self.eligible_indexed(opts);
         let probe = ProbeOptions { udp: opts.udp, reuse: false };
         let mut tried = Vec::new();
         let mut todo: Vec<usize> = (0..keys.len()).collect();
@@ -138,7 +138,7 @@ impl Tx<'_> {
                 Some(h) => {
                     let reuse = ProbeOptions { udp: opts.udp, reuse: true };
                     candidates[i] = reg
-                        .eligible(opts)
+                        .eligible_indexed(opts)
                         .iter()
                         .find(|(_, r)| r.contains(h))
                         .and_then(|(ri, _)| mirror.claim(*ri, h))

@@ -75,6 +75,21 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// Reads the touch log, then opens the registry for writing under
+    /// `lock` (a refused log leaves the file unopened). `checked`: the
+    /// schema was read under this same hold of the lock, so the read-only
+    /// look at it is skipped.
+    pub(crate) fn open(
+        reg: &Registry,
+        lock: LockGuard,
+        checked: bool,
+    ) -> Result<(Session, touch::Log)> {
+        let log = touch::read(&reg.dir, reg.config.shared)?;
+        let db =
+            db::contain(&reg.path(), || db::open_checked(&reg.dir, reg.config.shared, checked))?;
+        Ok((Session { db, lock, opened: Instant::now() }, log))
+    }
+
     /// Closes the file, then lets the lock go.
     pub(crate) fn close(self) -> Result<()> {
         let Session { db, lock, .. } = self;
@@ -168,11 +183,8 @@ impl Registry {
             }
             checked = true;
         }
-        let log = touch::read(&self.dir, self.config.shared)?;
-        let opened =
-            db::contain(&self.path(), || db::open_checked(&self.dir, self.config.shared, checked));
-        match opened {
-            Ok(db) => Ok(Some((Session { db, lock, opened: Instant::now() }, log))),
+        match Session::open(self, lock, checked) {
+            Ok(opened) => Ok(Some(opened)),
             // A read-only registry still answers for the projects it
             // holds; only their `last_used` stays as it was.
             Err(e) if e.is_unwritable() && known.is_some() => {
@@ -189,9 +201,7 @@ impl Registry {
     /// case, an existing entry asked for as it is, is a read and a touch
     /// appended to the touch log.
     fn look(&self, key: &str, opts: &GetOptions) -> Result<Looked> {
-        db::contain(&self.path(), || {
-            let db = db::open_read(&self.dir, self.config.shared)?;
-            let rtx = db.begin_read()?;
+        self.read_open(|rtx| {
             let entries = rtx.open_table(ENTRIES).map_err(db_err)?;
             let found = entries.get(key).map_err(db_err)?;
             let looked = match found {
@@ -222,9 +232,6 @@ impl Registry {
                     }
                 }
             };
-            drop(entries);
-            drop(rtx);
-            db.close()?;
             Ok(looked)
         })
     }

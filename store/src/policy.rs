@@ -52,6 +52,16 @@ impl Registry {
         }
     }
 
+    /// The ranges a new port for `opts` comes from: the one asked for
+    /// (`range`, else the configured default), else every fallback range.
+    pub(crate) fn eligible<'a>(
+        &'a self,
+        opts: &'a GetOptions,
+    ) -> impl Iterator<Item = &'a PortRange> {
+        let want = opts.range.as_deref().or(self.config.default_range.as_deref());
+        self.config.ranges.eligible(want)
+    }
+
     /// Refuses another user's entry in a shared registry: its port is for
     /// that user's server, so handing it to a second user would put two
     /// servers on one port. (Reading it, with `show` or `ls`, is fine.)
@@ -329,10 +339,8 @@ impl Tx<'_> {
     /// Whether a caller's candidate may be taken for `opts`: in an
     /// eligible range, not excluded, held by no entry.
     fn candidate_valid(&self, c: &Claim, opts: &GetOptions) -> Result<bool> {
-        let cfg = &self.reg.config;
-        let want = opts.range.as_deref().or(cfg.default_range.as_deref());
         let name = &self.reg.mirror().range(c.index()).name;
-        Ok(cfg.ranges.eligible(want).any(|r| r.name == *name) && self.usable(c.port(), None)?)
+        Ok(self.reg.eligible(opts).any(|r| r.name == *name) && self.usable(c.port(), None)?)
     }
 
     /// Claims `port` of range `i` in the mirror, or finds it freed earlier
@@ -365,9 +373,7 @@ impl Tx<'_> {
         avoid: Option<u16>,
         candidate: Option<Claim>,
     ) -> Result<(u16, String)> {
-        let cfg = &self.reg.config;
-        let want = opts.range.as_deref().or(cfg.default_range.as_deref());
-        let eligible: Vec<PortRange> = cfg.ranges.eligible(want).cloned().collect();
+        let eligible: Vec<PortRange> = self.reg.eligible(opts).cloned().collect();
         let plain = Self::probe_opts(opts, false);
         if let Some(h) = history
             && let Some(r) = eligible.iter().find(|r| r.contains(h))

@@ -130,15 +130,11 @@ impl Registry {
             }
             return out;
         }
-        let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
-        let log = touch::read(&self.dir, self.config.shared)?;
-        let path = self.path();
-        db::contain(&path, || {
-            let db = db::open(&self.dir, self.config.shared)?;
-            let out = f(&db, &log)?;
-            db.close().map_err(db_err)?;
-            Ok(out)
-        })
+        let lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
+        let (session, log) = Session::open(self, lock, false)?;
+        let out = db::contain(&self.path(), || f(&session.db, &log))?;
+        db::contain(&self.path(), || session.close())?;
+        Ok(out)
     }
 
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
@@ -205,6 +201,15 @@ impl Registry {
             return out;
         }
         let _lock = lock::acquire(&self.dir, self.config.lock_timeout, self.config.shared)?;
+        self.read_open(f)
+    }
+
+    /// Runs `f` in a read transaction of the registry opened read-only
+    /// (`registry.lock` held by the caller), then closes it.
+    pub(crate) fn read_open<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T>,
+    ) -> Result<T> {
         db::contain(&self.path(), || {
             let db = db::open_read(&self.dir, self.config.shared)?;
             let out = f(&db.begin_read()?)?;
@@ -337,17 +342,13 @@ impl Registry {
     /// entry was released.
     pub fn end_lease(&self, project: &Project, owner: Owner) -> Result<bool> {
         self.write(|tx| {
-            let Some(mut e) = tx.entry(project.key())? else {
+            let Some(e) = tx.entry(project.key())? else {
                 return Ok(false);
             };
             if e.owner != Some(owner) {
                 return Ok(false);
             }
-            let old = e.clone();
-            e.owner = None;
-            e.child_pid = None;
-            e.last_used_ms = now_ms();
-            tx.put(&e, Some(&old))?;
+            tx.end_lease_of(&e)?;
             Ok(true)
         })
     }
@@ -378,9 +379,7 @@ impl Registry {
                 if let (Some(e), Some(owner)) = (now, lease.entry.owner)
                     && e.owner == Some(owner)
                 {
-                    let idle =
-                        Entry { owner: None, child_pid: None, last_used_ms: tx.now, ..e.clone() };
-                    tx.put(&idle, Some(&e))?;
+                    tx.end_lease_of(&e)?;
                 }
                 return Ok(false);
             }
@@ -504,13 +503,7 @@ impl Registry {
                 if created {
                     tx.remove(&e)?;
                 } else {
-                    let idle = Entry {
-                        owner: None,
-                        child_pid: None,
-                        last_used_ms: tx.now.max(e.last_used_ms + 1),
-                        ..e.clone()
-                    };
-                    tx.put(&idle, Some(&e))?;
+                    tx.end_lease_of(&e)?;
                 }
             }
             Ok(())

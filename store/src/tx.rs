@@ -199,6 +199,18 @@ impl<'t> Tx<'t> {
         Ok(())
     }
 
+    /// Ends the lease on `e`: no owner, no child, used now (always later
+    /// than its last use, as a touch is). It keeps its port.
+    pub(crate) fn end_lease_of(&mut self, e: &Entry) -> Result<()> {
+        let idle = Entry {
+            owner: None,
+            child_pid: None,
+            last_used_ms: self.now.max(e.last_used_ms + 1),
+            ..e.clone()
+        };
+        self.put(&idle, Some(e))
+    }
+
     /// Sets (or, with `None`, deletes) `key`'s history row.
     pub(crate) fn set_history(&mut self, key: &str, port: Option<u16>) -> Result<()> {
         match port {
