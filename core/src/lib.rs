@@ -39,8 +39,6 @@ pub use bitmap::AtomicBitmap;
 pub use exclude::{BROWSER_BAD_PORTS, Excluded, Exclusions, WELL_KNOWN, parse_port_list};
 pub use handoff::{Handoff, Leader, Panicked};
 pub use owner::{Liveness, Owner};
-pub use probe::{
-    ProbeOptions, Verdict, bind_listener_on, bind_loopback, first_free, probe, probe_all,
-};
+pub use probe::{ProbeOptions, Verdict, bind_listener_on, bind_loopback, probe, probe_all};
 pub use project::{MAX_NAME_LEN, NameError, preferred_offset, stable_hash, validate_name};
 pub use range::{PortRange, RangeError, Ranges, valid_range_name};

@@ -227,24 +227,6 @@ impl Batch {
     }
 }
 
-/// Probes ports in order and returns the first verdict that is `Free`,
-/// with every port found busy or denied before it. It stops at the first
-/// free port, so it runs on the caller's thread; to probe a whole batch at
-/// once, see [`probe_all`].
-pub fn first_free(
-    ports: impl IntoIterator<Item = u16>,
-    opts: ProbeOptions,
-    mut rejected: impl FnMut(u16, Verdict),
-) -> Option<u16> {
-    for p in ports {
-        match probe(p, opts) {
-            Verdict::Free => return Some(p),
-            v => rejected(p, v),
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,22 +279,6 @@ mod tests {
         assert_eq!(probe(p, ProbeOptions::default()), Verdict::Busy);
         assert!(bind_loopback(p).is_err());
         drop(held);
-    }
-
-    #[test]
-    fn first_free_reports_rejects() {
-        let _band = BAND.lock().unwrap_or_else(|e| e.into_inner());
-        let (free, q) = pick();
-        let (l, p) = pick();
-        drop(free);
-        let mut rej = vec![];
-        let got = first_free([p, q], ProbeOptions::default(), |p, v| rej.push((p, v)));
-        assert_eq!((got, rej), (Some(q), vec![(p, Verdict::Busy)]));
-        // Nothing free: every port is reported, and the answer is none.
-        let mut rej = vec![];
-        let got = first_free([p, p], ProbeOptions::default(), |p, v| rej.push((p, v)));
-        assert_eq!((got, rej), (None, vec![(p, Verdict::Busy); 2]));
-        drop(l);
     }
 
     /// Binds listeners (TCP, and UDP on some) on every fifth free port of

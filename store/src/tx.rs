@@ -139,8 +139,10 @@ impl<'t> Tx<'t> {
         }
         self.rows.flush(&mut self.bitmaps)?;
         self.meta.insert(GENERATION_KEY, after).map_err(db_err)?;
-        if self.meta.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value()) != Some(SCHEMA_VERSION) {
-            // Upgraded: every configured range has its row now.
+        // Only a schema-1 registry has no generation (every later one is
+        // made with one): its first write upgrades it, building every
+        // configured range's row.
+        if self.generation.is_none() {
             self.rows.all(&self.bitmaps, &self.ports, &self.reg.config.ranges)?;
             self.rows.flush(&mut self.bitmaps)?;
             self.meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
