@@ -3,8 +3,8 @@
 //! them).
 //!
 //! A leader takes `registry.lock` and opens the file (a [`Session`]), and
-//! answers batch after batch in it; leaders hand the open session on to
-//! each other while requests keep coming, for up to [`SLICE`] once another
+//! answers one batch in it; leaders hand the open session on to each other
+//! while requests keep coming, for up to [`SLICE`] once another
 //! process waits for the lock (then the session closes and the next leader
 //! queues for the lock behind that process). A lone request that asks nothing
 //! of an existing entry is answered from a read-only open (no write, no
@@ -105,8 +105,9 @@ impl Session {
 }
 
 impl Registry {
-    /// Leads: answers what is queued, batch after batch, in the parked
-    /// session or a new one.
+    /// Leads: answers one batch of what is queued, in the parked session
+    /// or a new one, then parks the session for the next leader or closes
+    /// it.
     pub(crate) fn lead(&self, leader: &mut Leader<'_>) -> Result<()> {
         let mut slot = self.inproc.lock();
         let mut session = slot.take();
