@@ -1,0 +1,1 @@
+//! Health checks: `tcp`, `http:/PATH` and `cmd:COMMAND`.

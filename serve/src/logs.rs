@@ -1,0 +1,1 @@
+//! A server's log: a size-capped file with one rotated copy, its tail, and following it.

@@ -1,0 +1,1 @@
+//! Reading one script of a `package.json`.
