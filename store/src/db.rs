@@ -9,7 +9,13 @@
 //!   transaction changes (see [`next_generation`]), `cursor:<range>` → scan
 //!   position;
 //! - `bitmaps`: range name → which ports of the range entries hold
-//!   ([`crate::bitmaps`]), kept with `ports` in every transaction.
+//!   ([`crate::bitmaps`]), kept with `ports` in every transaction;
+//! - `servers`: project key → managed server definition
+//!   ([`crate::definition`]);
+//! - `server_state`: project key → its supervisor's recorded state
+//!   ([`crate::server_state`]);
+//! - `events`: sequence number → what a managed server did
+//!   ([`crate::events`]).
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::home;
@@ -24,11 +30,15 @@ pub(crate) const HISTORY: TableDefinition<&str, u16> = TableDefinition::new("his
 pub(crate) const LRU: TableDefinition<(u64, &str), ()> = TableDefinition::new("lru");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const BITMAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("bitmaps");
+pub(crate) const SERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("servers");
+pub(crate) const SERVER_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("server_state");
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 /// The layout version this portd writes and reads. Version 1 (no
 /// `bitmaps` table, no generation) is read as well, and upgraded by the
-/// first write transaction.
-pub const SCHEMA_VERSION: u64 = 2;
+/// first write transaction; version 2 (no managed-server tables) is read
+/// as well, and upgraded by the first write that stores a server.
+pub const SCHEMA_VERSION: u64 = 3;
 const OLDEST_SCHEMA: u64 = 1;
 pub(crate) const SCHEMA_KEY: &str = "schema";
 pub(crate) const GENERATION_KEY: &str = "generation";
@@ -266,6 +276,9 @@ pub(crate) fn replace_with_fresh(
             tx.open_table(HISTORY).map_err(db_err)?;
             tx.open_table(LRU).map_err(db_err)?;
             tx.open_table(BITMAPS).map_err(db_err)?;
+            tx.open_table(SERVERS).map_err(db_err)?;
+            tx.open_table(SERVER_STATE).map_err(db_err)?;
+            tx.open_table(EVENTS).map_err(db_err)?;
             let mut meta = tx.open_table(META).map_err(db_err)?;
             meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
             meta.insert(GENERATION_KEY, next_generation(None)).map_err(db_err)?;

@@ -496,6 +496,7 @@ impl Tx<'_> {
             };
             if State::of(&e) != State::Idle
                 || self.claimed.contains(&key)
+                || self.is_defined(&key)?
                 || guard(&e, "evict").is_err()
                 || Some(e.port) == avoid
                 || self.reg.exclusions.reason(e.port).is_some()

@@ -110,6 +110,33 @@ struct OwnerV1 {
     uid: u32,
 }
 
+impl From<Owner> for OwnerV1 {
+    fn from(o: Owner) -> OwnerV1 {
+        OwnerV1 { pid: o.pid, start_time: o.start_time, boot_id: o.boot_id, uid: o.uid }
+    }
+}
+
+impl From<OwnerV1> for Owner {
+    fn from(o: OwnerV1) -> Owner {
+        Owner { pid: o.pid, start_time: o.start_time, boot_id: o.boot_id, uid: o.uid }
+    }
+}
+
+/// Serde for an optional [`Owner`] in other records, stored as an entry's
+/// owner is (`#[serde(with = "crate::record::owner_opt")]`).
+pub(crate) mod owner_opt {
+    use super::{Owner, OwnerV1};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(o: &Option<Owner>, s: S) -> Result<S::Ok, S::Error> {
+        o.map(OwnerV1::from).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Owner>, D::Error> {
+        Ok(Option::<OwnerV1>::deserialize(d)?.map(Owner::from))
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct EntryV1 {
     port: u16,
@@ -140,12 +167,7 @@ pub fn encode(e: &Entry) -> Vec<u8> {
     let body = EntryV1 {
         port: e.port,
         range: e.range.clone(),
-        owner: e.owner.map(|o| OwnerV1 {
-            pid: o.pid,
-            start_time: o.start_time,
-            boot_id: o.boot_id,
-            uid: o.uid,
-        }),
+        owner: e.owner.map(OwnerV1::from),
         uid: e.uid,
         created_ms: e.created_ms,
         last_used_ms: e.last_used_ms,
@@ -196,12 +218,7 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<Entry, DecodeError> {
         project: key.to_owned(),
         port: v.port,
         range: v.range,
-        owner: v.owner.map(|o| Owner {
-            pid: o.pid,
-            start_time: o.start_time,
-            boot_id: o.boot_id,
-            uid: o.uid,
-        }),
+        owner: v.owner.map(Owner::from),
         uid: v.uid,
         created_ms: v.created_ms,
         last_used_ms: v.last_used_ms,

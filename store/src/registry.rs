@@ -190,7 +190,7 @@ impl Registry {
         self.config.ranges.iter().position(|c| c.name == r.name).expect("a configured range")
     }
 
-    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
         let mut slot = self.inproc.lock();
         if let Some(session) = slot.as_ref() {
             let rtx = session.db.begin_read().map_err(db_err);

@@ -148,6 +148,16 @@ impl From<CannotStart> for Error {
 /// a path, anything else is looked up in `PATH`. Checked before a lease is
 /// taken, so a command that cannot start changes nothing.
 pub fn resolve_program(program: &str) -> Result<PathBuf, CannotStart> {
+    resolve_program_in(program, None, None)
+}
+
+/// [`resolve_program`] for a command run in `dir` (a relative path is
+/// taken from there) with `path` as its `PATH` (`None`: this process's).
+pub fn resolve_program_in(
+    program: &str,
+    dir: Option<&Path>,
+    path: Option<&std::ffi::OsStr>,
+) -> Result<PathBuf, CannotStart> {
     let check = |p: &Path| -> Result<(), CannotStart> {
         let m = std::fs::metadata(p).map_err(|e| CannotStart::of_io(program, &e))?;
         if m.is_dir() {
@@ -161,14 +171,18 @@ pub fn resolve_program(program: &str) -> Result<PathBuf, CannotStart> {
     if program.is_empty() {
         return Err(CannotStart::new(program, "command not found", 127));
     }
+    let base = dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     if program.contains('/') {
-        let p = PathBuf::from(program);
+        let p = if dir.is_some() { base.join(program) } else { PathBuf::from(program) };
         return check(&p).map(|()| p);
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let path = path
+        .map(std::ffi::OsStr::to_os_string)
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let mut denied = None;
     for dir in std::env::split_paths(&path) {
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() { base.clone() } else { base.join(dir) };
         let p = dir.join(program);
         match check(&p) {
             Ok(()) => return Ok(p),
@@ -423,6 +437,51 @@ impl Foreground {
         }
     }
 
+    /// One step of supervision, for an owner that runs its own loop (the
+    /// background supervisor of a managed server) rather than
+    /// [`Foreground::wait`]: reaps children; once the supervisor has
+    /// exited, stops what is left of the command's group and of this
+    /// process's adopted descendants (one line on stderr) and returns the
+    /// command's exit. Otherwise waits up to `timeout` (`None`: forever)
+    /// for one of the blocked signals and returns it unhandled (SIGCHLD is
+    /// handled here), or [`Polled::Timeout`].
+    pub fn poll(&mut self, timeout: Option<Duration>) -> Polled {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            while let Ok(Some((pid, ev))) = sys::wait_child(-1, false) {
+                match ev {
+                    _ if pid != self.supervisor => {}
+                    ChildEvent::Exited(c) => self.phase = Phase::Exited(Exit::Code(c)),
+                    ChildEvent::Signaled(s) => self.phase = Phase::Exited(Exit::Signal(s)),
+                    ChildEvent::Stopped(_) | ChildEvent::Continued => {}
+                }
+            }
+            if let Phase::Exited(exit) = self.phase {
+                let signals = &self.signals;
+                let left = stop_leftovers_until(Some(self.command), true, self.kill_grace, |d| {
+                    let _ = signals.wait_for(Some(d));
+                    false
+                });
+                say_stopped(&self.name, &left, self.kill_grace);
+                return Polled::Exited(exit);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            match self.signals.wait_for(left) {
+                Ok(Some(r)) if r.signal == sys::SIGCHLD => {}
+                Ok(Some(r)) => return Polled::Signal(r),
+                Ok(None) => return Polled::Timeout,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// Sends `signal` and SIGCONT to the command's process group (a
+    /// stopped group can then act on it).
+    pub fn signal_group(&self, signal: i32) {
+        let _ = sys::kill(-(self.command as i32), signal);
+        let _ = sys::kill(-(self.command as i32), sys::SIGCONT);
+    }
+
     /// The command's pid, which is also its process group id.
     pub fn command_pid(&self) -> u32 {
         self.command
@@ -546,6 +605,17 @@ impl Foreground {
             let _ = sys::set_foreground(ours);
         }
     }
+}
+
+/// What [`Foreground::poll`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Polled {
+    /// The command ended (and what it left was stopped).
+    Exited(Exit),
+    /// A signal other than SIGCHLD arrived.
+    Signal(sys::Received),
+    /// The time ran out.
+    Timeout,
 }
 
 /// What the supervisor tells the owner, one line on the report pipe.

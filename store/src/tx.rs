@@ -64,6 +64,14 @@ pub(crate) struct Tx<'t> {
     pub(crate) freed: Vec<u16>,
     /// Scan cursors to store (`meta` key → position), written by `finish`.
     pub(crate) cursor_writes: std::collections::BTreeMap<String, u64>,
+    /// The transaction, for the tables opened only when needed (managed
+    /// servers).
+    pub(crate) wtx: &'t redb::WriteTransaction,
+    /// Whether a managed-server table was written (the schema moves to
+    /// the current version).
+    pub(crate) servers_written: bool,
+    /// The keys with a server definition, read on first need.
+    pub(crate) defined: Option<std::collections::HashSet<String>>,
 }
 
 /// What a transaction leaves for after its commit: the handle's mirror is
@@ -96,6 +104,9 @@ impl<'t> Tx<'t> {
             expired_once: false,
             freed: Vec::new(),
             cursor_writes: std::collections::BTreeMap::new(),
+            wtx,
+            servers_written: false,
+            defined: None,
         })
         .and_then(|mut tx: Tx<'t>| {
             tx.generation = tx.meta.get(GENERATION_KEY).map_err(db_err)?.map(|v| v.value());
@@ -145,6 +156,10 @@ impl<'t> Tx<'t> {
         if self.generation.is_none() {
             self.rows.all(&self.bitmaps, &self.ports, &self.reg.config.ranges)?;
             self.rows.flush(&mut self.bitmaps)?;
+            self.meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
+        } else if self.servers_written {
+            // A schema-2 registry gets the managed-server tables with its
+            // first server: older portd versions then refuse it.
             self.meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
         }
         let rows = self.rows.take();
@@ -256,6 +271,8 @@ impl<'t> Tx<'t> {
         for key in old {
             if let Some(e) = self.entry(&key)?
                 && State::of(&e) == State::Idle
+                // A managed server's port stays while it is defined.
+                && !self.is_defined(&key)?
                 // In a shared registry, only its user (or root) drops it.
                 && guard(&e, "expire").is_ok()
             {
