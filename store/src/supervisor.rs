@@ -337,22 +337,8 @@ impl Foreground {
             StartError::Other(Error::new(ErrorKind::Other, format!("{what}: {e}")).with_source(e))
         };
         // Blocked before spawning, so no signal slips between spawn and wait.
-        let signals = SignalSet::block(&[
-            sys::SIGINT,
-            sys::SIGTERM,
-            sys::SIGHUP,
-            sys::SIGQUIT,
-            sys::SIGUSR1,
-            sys::SIGUSR2,
-            sys::SIGCHLD,
-            sys::SIGCONT,
-            sys::SIGALRM,
-            sys::SIGVTALRM,
-            sys::SIGPROF,
-            sys::SIGIO,
-            sys::stop_report_signal(),
-        ])
-        .map_err(|e| other("cannot block signals", e))?;
+        let signals = block_owner_signals()
+            .map_err(|e| other("cannot block signals", e))?;
         let terminal = sys::controlling_terminal().then(sys::pgrp);
         // If the supervisor dies, what it adopted comes here to be stopped.
         let _ = sys::set_child_subreaper();
@@ -605,6 +591,28 @@ impl Foreground {
             let _ = sys::set_foreground(ours);
         }
     }
+}
+
+/// Blocks, in the calling thread and the threads it starts later, the
+/// signals an owner handles ([`Foreground::start`] lists them). A process
+/// that starts threads before [`Foreground::start`] calls this first, so
+/// that no thread takes these signals instead of the owner's loop.
+pub fn block_owner_signals() -> std::io::Result<SignalSet> {
+    SignalSet::block(&[
+        sys::SIGINT,
+        sys::SIGTERM,
+        sys::SIGHUP,
+        sys::SIGQUIT,
+        sys::SIGUSR1,
+        sys::SIGUSR2,
+        sys::SIGCHLD,
+        sys::SIGCONT,
+        sys::SIGALRM,
+        sys::SIGVTALRM,
+        sys::SIGPROF,
+        sys::SIGIO,
+        sys::stop_report_signal(),
+    ])
 }
 
 /// What [`Foreground::poll`] saw.
