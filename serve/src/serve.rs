@@ -1,0 +1,760 @@
+//! `portd __serve NAME`: a managed server's supervisor, started detached
+//! by `portd start` (its own session, no terminal, its output in the
+//! project's log).
+//!
+//! It takes the project's lease ([`Registry::lease_server`]: one supervisor
+//! per server), starts the command under the same supervisor as
+//! `portd run` ([`Foreground`], with `portd __supervise` between it and the
+//! command), waits until the health check passes, and then checks health
+//! every interval, restarts under the policy with backoff, stops the
+//! server when told (SIGTERM: stop; SIGHUP: restart), and records every
+//! transition (state and events) in the registry. On demand, it holds the
+//! listening socket(s) with no server until the first connection.
+//!
+//! Threads: the main thread runs the loop below, blocked in sigtimedwait
+//! between deadlines; it is the only one that forks (the parent-death
+//! signal of `__supervise` is tied to it) and reaps. A second thread
+//! copies the server's output into the log. On demand, waker threads block
+//! in poll(2) on the listening sockets and wake the loop with SIGUSR2.
+//!
+//! The first start's outcome goes to `portd start` as one line on the
+//! report pipe (descriptor 3): `ready PORT`, `sleeping PORT`, `exists PID`
+//! (another supervisor runs this server) or `error CODE MESSAGE\tHINT`.
+
+use crate::backoff::{Backoff, Decision};
+use crate::health::{self, Check};
+use crate::logs::{self, LogFile};
+use portd_core::Owner;
+use portd_core::sys::{self, SignalSet};
+use portd_store::definition::{RestartPolicy, ServerDef};
+use portd_store::events::{Event, EventKind, StopWhy};
+use portd_store::server_state::{Phase, ServerState};
+use portd_store::supervisor::{self, Exit, Foreground, Launch, Polled, StartError};
+use portd_store::{Error, ErrorKind, GetOptions, Project, Registry, ServerLease};
+use std::fs::File;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The exit code of a server that failed to become healthy (`portd start`
+/// exits with it).
+pub const SERVER_FAILED: u8 = 10;
+/// The largest log kept before it is rotated (one rotated copy is kept).
+pub const LOG_CAP: u64 = 10 << 20;
+
+/// Where a project's log is: `DIR/logs/NAME.log` beside the registry.
+pub fn log_path(registry_dir: &Path, key: &str) -> PathBuf {
+    registry_dir.join("logs").join(format!("{key}.log"))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How the server ended, in words (`exit 1`, `signal 9`).
+pub fn describe(exit: Exit) -> String {
+    match exit {
+        Exit::Code(c) => format!("exit {c}"),
+        Exit::Signal(s) => format!("signal {s}"),
+    }
+}
+
+/// What the loop is told by a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Told {
+    /// Nothing for the loop (SIGCHLD, job-control noise).
+    Nothing,
+    /// SIGTERM, SIGINT, SIGQUIT: stop and exit.
+    Stop,
+    /// SIGHUP: restart.
+    Restart,
+    /// SIGUSR2 from a waker thread: a connection arrived.
+    Wake,
+}
+
+fn told(r: sys::Received) -> Told {
+    match r.signal {
+        s if s == sys::SIGTERM || s == sys::SIGINT || s == sys::SIGQUIT => Told::Stop,
+        s if s == sys::SIGHUP => Told::Restart,
+        s if s == sys::SIGUSR2 => Told::Wake,
+        _ => Told::Nothing,
+    }
+}
+
+/// How a run of the server ended.
+enum Ended {
+    /// Stopped on request; `restart`: start again at once.
+    Stopped { restart: bool, exit: Exit },
+    /// It exited (or was stopped as unhealthy) on its own.
+    Failed { why: StopWhy, exit: Exit, reason: String },
+    /// Idle for the timeout (and stopped).
+    Idle(Exit),
+}
+
+/// The supervisor of one managed server.
+struct Serve<'r> {
+    reg: &'r Registry,
+    project: Project,
+    def: ServerDef,
+    check: Check,
+    me: Owner,
+    exe: PathBuf,
+    port: u16,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    state: ServerState,
+    signals: SignalSet,
+    report: Option<File>,
+    log: PathBuf,
+    log_writer: Option<std::io::PipeWriter>,
+    /// The public listening sockets (on demand).
+    listeners: Vec<TcpListener>,
+    /// Set by the waker threads when a connection arrives.
+    activity: Arc<Activity>,
+    backoff: Backoff,
+}
+
+/// Connections seen on the public port (on demand, `--fd`).
+#[derive(Debug, Default)]
+struct Activity {
+    /// Wake the loop on the next connection (sleeping).
+    armed: AtomicBool,
+    /// When a connection last arrived, ms since the epoch.
+    last_ms: AtomicU64,
+}
+
+/// Runs `portd __serve` for project `key`; returns the exit code.
+pub fn run(reg: &Registry, key: &str, exe: &Path, move_port: bool, report: Option<File>) -> u8 {
+    // Before any thread starts: every thread inherits the mask, so the
+    // signals reach the loop only.
+    let signals = match supervisor::block_owner_signals() {
+        Ok(s) => s,
+        Err(e) => return fail_report(report, 1, &format!("cannot block signals: {e}"), ""),
+    };
+    let _ = sys::set_child_subreaper();
+    let project = match Project::name(key) {
+        Ok(p) => p,
+        Err(e) => return fail_report(report, 2, e.message(), ""),
+    };
+    let def = match reg.definition(&project) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return fail_report(
+                report,
+                4,
+                &format!("`{key}` is not defined"),
+                &format!("define it: `portd add {key} -- COMMAND`"),
+            );
+        }
+        Err(e) => return fail_report(report, e.exit_code(), e.message(), e.hint().unwrap_or("")),
+    };
+    let check = match def.health.parse::<Check>() {
+        Ok(c) => c,
+        Err(e) => return fail_report(report, 2, &e, "fix it with `portd add`"),
+    };
+    let me = Owner::this_process();
+    let log = log_path(reg.dir(), key);
+    let mut s = Serve {
+        reg,
+        project,
+        def,
+        check,
+        me,
+        exe: exe.to_owned(),
+        port: 0,
+        argv: Vec::new(),
+        env: Vec::new(),
+        state: ServerState::new(Phase::Starting),
+        signals,
+        report,
+        log,
+        log_writer: None,
+        listeners: Vec::new(),
+        activity: Arc::default(),
+        backoff: Backoff::new(),
+    };
+    s.state.since_ms = now_ms();
+    s.state.supervisor = Some(me);
+    match s.main(move_port) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.exit_code();
+            s.say(&format!("error: {}", e.message()));
+            s.finish(Phase::Stopped, Some(e.message().to_owned()), vec![]);
+            s.fail(code, e.message(), e.hint().unwrap_or(""))
+        }
+    }
+}
+
+fn fail_report(report: Option<File>, code: u8, msg: &str, hint: &str) -> u8 {
+    if let Some(mut r) = report {
+        let _ = writeln!(r, "error {code} {}\t{}", one_line(msg), one_line(hint));
+    }
+    code
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\t'], " ")
+}
+
+impl Serve<'_> {
+    fn main(&mut self, move_port: bool) -> Result<u8, Error> {
+        let opts = GetOptions {
+            require_free: true,
+            move_port,
+            command: Some(self.def.argv.clone()),
+            ..GetOptions::default()
+        };
+        let lease = match self.reg.lease_server(&self.project, self.me, &opts, &self.state, &[])? {
+            ServerLease::Exists(pid) => {
+                if let Some(r) = &mut self.report {
+                    let _ = writeln!(r, "exists {pid}");
+                }
+                return Ok(0);
+            }
+            ServerLease::Taken(a) => a,
+        };
+        self.port = lease.entry.port;
+        self.open_log()?;
+        self.resolve()?;
+        if self.def.on_demand {
+            self.listeners = bind_public(&lease, self.def.host.as_deref())?;
+            self.start_wakers();
+        }
+        let mut first = true;
+        loop {
+            if self.def.on_demand {
+                if first {
+                    self.transition(Phase::Sleeping, None, vec![EventKind::Slept]);
+                    self.answer(&format!("sleeping {}", self.port));
+                    first = false;
+                }
+                if !self.sleep() {
+                    self.finish(Phase::Stopped, Some("stopped by the user".into()), vec![]);
+                    return Ok(0);
+                }
+            }
+            match self.run_once(first)? {
+                Some(ended) => {
+                    first = false;
+                    match ended {
+                        Ended::Stopped { restart: true, exit } => {
+                            self.state.last_exit = Some(describe(exit));
+                            self.state.restarts += 1;
+                            self.record(vec![EventKind::Stopped { why: StopWhy::User }]);
+                        }
+                        Ended::Stopped { restart: false, exit } => {
+                            self.state.last_exit = Some(describe(exit));
+                            self.finish(
+                                Phase::Stopped,
+                                Some("stopped by the user".into()),
+                                vec![EventKind::Stopped { why: StopWhy::User }],
+                            );
+                            return Ok(0);
+                        }
+                        Ended::Idle(exit) => {
+                            self.state.last_exit = Some(describe(exit));
+                            let ev = EventKind::Stopped { why: StopWhy::Idle };
+                            if self.def.on_demand {
+                                self.state.command_pid = None;
+                                self.transition(
+                                    Phase::Sleeping,
+                                    Some("idle".into()),
+                                    vec![ev, EventKind::Slept],
+                                );
+                                continue;
+                            }
+                            self.finish(Phase::Stopped, Some("idle".into()), vec![ev]);
+                            return Ok(0);
+                        }
+                        Ended::Failed { why, exit, reason } => {
+                            if !self.after_failure(why, exit, reason) {
+                                return Ok(0);
+                            }
+                        }
+                    }
+                }
+                // The first start failed: reported, recorded, nothing left.
+                None => return Ok(SERVER_FAILED),
+            }
+        }
+    }
+
+    /// A run ended on its own: restart under the policy (after the
+    /// backoff delay), or end. Returns whether to go on.
+    fn after_failure(&mut self, why: StopWhy, exit: Exit, reason: String) -> bool {
+        let mut evs = vec![EventKind::Stopped { why }];
+        if why == StopWhy::Crash {
+            evs.push(EventKind::Crashed { exit: describe(exit) });
+        }
+        self.state.last_exit = Some(describe(exit));
+        let restart = match self.def.restart {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure => exit != Exit::Code(0) || why != StopWhy::Crash,
+            RestartPolicy::Always => true,
+        };
+        if !restart {
+            self.finish(Phase::Stopped, Some(reason), evs);
+            return false;
+        }
+        match self.backoff.on_exit(Instant::now()) {
+            Decision::CrashLoop => {
+                evs.push(EventKind::CrashLooping);
+                let tail = logs::tail(&self.log, 1).ok().and_then(|l| l.last().cloned());
+                let reason = match tail {
+                    Some(t) => format!("{reason}; last log line: {t}"),
+                    None => reason,
+                };
+                self.finish(Phase::CrashLooping, Some(reason), evs);
+                false
+            }
+            Decision::Restart(d) => {
+                evs.push(EventKind::Restarted { delay_ms: d.as_millis() as u64 });
+                self.state.restarts += 1;
+                self.state.command_pid = None;
+                self.transition(Phase::Starting, Some(reason), evs);
+                // The delay, unless told to stop meanwhile.
+                let until = Instant::now() + d;
+                loop {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return true;
+                    }
+                    match self.signals.wait_for(Some(left)) {
+                        Ok(Some(r)) if told(r) == Told::Stop => {
+                            self.finish(
+                                Phase::Stopped,
+                                Some("stopped by the user".into()),
+                                vec![EventKind::Stopped { why: StopWhy::User }],
+                            );
+                            return false;
+                        }
+                        Ok(Some(r)) if told(r) == Told::Restart => return true,
+                        Ok(_) => {}
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the server and supervises it until it ends. `None`: the
+    /// first start failed (reported and recorded).
+    fn run_once(&mut self, first: bool) -> Result<Option<Ended>, Error> {
+        let started = Instant::now();
+        let mut fg = match self.start_command() {
+            Ok(fg) => fg,
+            Err(StartError::Command(c)) => {
+                let msg = c.to_string();
+                self.say(&format!("error: {msg}"));
+                self.finish(Phase::Stopped, Some(msg.clone()), vec![EventKind::StartFailed]);
+                if first || self.report.is_some() {
+                    self.fail(c.code, &msg, "check the command with `portd show`");
+                    return Ok(None);
+                }
+                return Ok(Some(Ended::Failed {
+                    why: StopWhy::Crash,
+                    exit: Exit::Code(c.code),
+                    reason: msg,
+                }));
+            }
+            Err(StartError::Other(e)) => return Err(e),
+        };
+        self.backoff.on_start(started);
+        self.state.command_pid = Some(fg.command_pid());
+        self.state.started_ms = Some(now_ms());
+        self.transition(Phase::Starting, None, vec![EventKind::Started]);
+        let _ = self.reg.set_child(&self.project, self.me, fg.command_pid());
+        // Until healthy.
+        let deadline = started + Duration::from_millis(self.def.start_timeout_ms);
+        loop {
+            let step = if started.elapsed() < Duration::from_secs(1) {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(100)
+            };
+            if self.healthy(Duration::from_millis(1000)).is_ok() {
+                break;
+            }
+            match fg.poll(Some(step)) {
+                Polled::Exited(exit) => {
+                    let reason = format!("it ended before it was ready ({})", describe(exit));
+                    return Ok(self.start_failed(first, exit, reason));
+                }
+                Polled::Signal(r) if told(r) == Told::Stop => {
+                    let exit = self.stop_command(&mut fg);
+                    return Ok(Some(Ended::Stopped { restart: false, exit }));
+                }
+                Polled::Signal(r) if told(r) == Told::Restart => {
+                    let exit = self.stop_command(&mut fg);
+                    return Ok(Some(Ended::Stopped { restart: true, exit }));
+                }
+                Polled::Signal(_) | Polled::Timeout => {}
+            }
+            if Instant::now() >= deadline {
+                let exit = self.stop_command(&mut fg);
+                let reason = format!(
+                    "it was not healthy ({}) within {}",
+                    self.def.health,
+                    portd_store::format_duration(Duration::from_millis(self.def.start_timeout_ms))
+                );
+                let _ = exit;
+                return Ok(self.start_failed(first, exit, reason));
+            }
+        }
+        let startup = started.elapsed();
+        self.state.ready_ms = Some(now_ms());
+        self.state.reason = None;
+        self.transition(
+            Phase::Running,
+            None,
+            vec![EventKind::Ready { startup_ms: startup.as_millis() as u64 }],
+        );
+        self.answer(&format!("ready {}", self.port));
+        self.backoff.on_healthy(Instant::now());
+        self.supervise(fg).map(Some)
+    }
+
+    /// A start that did not become healthy: the first one is reported
+    /// (`None`); a restart counts as a failure.
+    fn start_failed(&mut self, first: bool, exit: Exit, reason: String) -> Option<Ended> {
+        self.state.last_exit = Some(describe(exit));
+        if first {
+            self.say(&format!("error: `{}` {reason}", self.project.display()));
+            self.finish(Phase::Stopped, Some(reason.clone()), vec![EventKind::StartFailed]);
+            self.fail(
+                SERVER_FAILED,
+                &format!("`{}` failed to start: {reason}", self.project.display()),
+                &format!("see its log: `portd logs {}`", self.project.display()),
+            );
+            return None;
+        }
+        Some(Ended::Failed { why: StopWhy::Crash, exit, reason })
+    }
+
+    /// Supervises a healthy server until it ends.
+    fn supervise(&mut self, mut fg: Foreground) -> Result<Ended, Error> {
+        let interval = Duration::from_millis(self.def.health_interval_ms.max(100));
+        let mut next_check = Instant::now() + interval;
+        let mut failures = 0u32;
+        let idle = self.def.idle_timeout();
+        let mut idle_from = Instant::now();
+        loop {
+            let mut wait = next_check.saturating_duration_since(Instant::now());
+            if let Some(t) = idle {
+                wait = wait.min((idle_from + t).saturating_duration_since(Instant::now()));
+            }
+            match fg.poll(Some(wait)) {
+                Polled::Exited(exit) => {
+                    let reason = format!("it ended ({})", describe(exit));
+                    return Ok(Ended::Failed { why: StopWhy::Crash, exit, reason });
+                }
+                Polled::Signal(r) => match told(r) {
+                    Told::Stop => {
+                        let exit = self.stop_command(&mut fg);
+                        return Ok(Ended::Stopped { restart: false, exit });
+                    }
+                    Told::Restart => {
+                        let exit = self.stop_command(&mut fg);
+                        return Ok(Ended::Stopped { restart: true, exit });
+                    }
+                    Told::Wake | Told::Nothing => {}
+                },
+                Polled::Timeout => {}
+            }
+            let now = Instant::now();
+            if now >= next_check {
+                next_check = now + interval;
+                match self.healthy(interval.min(Duration::from_secs(5))) {
+                    Ok(()) => {
+                        self.backoff.on_healthy(now);
+                        if failures >= self.def.health_failures {
+                            self.state.reason = None;
+                            self.transition(Phase::Running, None, vec![]);
+                        }
+                        failures = 0;
+                    }
+                    Err(why) => {
+                        failures += 1;
+                        if failures == self.def.health_failures {
+                            let reason = format!(
+                                "{failures} health checks ({}) failed in a row: {why}",
+                                self.def.health
+                            );
+                            if self.def.restart == RestartPolicy::No {
+                                self.transition(
+                                    Phase::Unhealthy,
+                                    Some(reason),
+                                    vec![EventKind::Unhealthy],
+                                );
+                            } else {
+                                self.state.last_rss = Some(sys::group_rss(fg.command_pid()));
+                                let exit = self.stop_command(&mut fg);
+                                return Ok(Ended::Failed { why: StopWhy::Health, exit, reason });
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(t) = idle {
+                let last = self.activity.last_ms.load(Ordering::Relaxed);
+                let since_last = Duration::from_millis(now_ms().saturating_sub(last));
+                if last != 0 && since_last < idle_from.elapsed() {
+                    idle_from = now - since_last.min(now.duration_since(idle_from));
+                }
+                if idle_from.elapsed() >= t {
+                    if sys::established(self.port).unwrap_or(0) > 0 {
+                        // Connections are open: look again later.
+                        idle_from = now - t + t.min(Duration::from_secs(60));
+                        continue;
+                    }
+                    self.state.last_rss = Some(sys::group_rss(fg.command_pid()));
+                    let exit = self.stop_command(&mut fg);
+                    return Ok(Ended::Idle(exit));
+                }
+            }
+        }
+    }
+
+    /// Stops the server: SIGTERM (and SIGCONT) to its group, SIGKILL after
+    /// the kill grace; returns how it ended.
+    fn stop_command(&mut self, fg: &mut Foreground) -> Exit {
+        fg.signal_group(sys::SIGTERM);
+        let grace = Duration::from_millis(self.def.kill_grace_ms);
+        let until = Instant::now() + grace;
+        let mut killed = false;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let wait = if killed || left.is_zero() { Duration::from_millis(100) } else { left };
+            match fg.poll(Some(wait)) {
+                Polled::Exited(exit) => {
+                    self.state.command_pid = None;
+                    return exit;
+                }
+                Polled::Signal(_) => {}
+                Polled::Timeout if !killed && Instant::now() >= until => {
+                    fg.signal_group(sys::SIGKILL);
+                    let _ = sys::kill(fg.supervisor_pid() as i32, sys::SIGKILL);
+                    killed = true;
+                }
+                Polled::Timeout => {}
+            }
+        }
+    }
+
+    /// On demand, no server: blocks until a connection arrives (true) or
+    /// the supervisor is told to stop (false).
+    fn sleep(&mut self) -> bool {
+        // A connection that arrived before the waker was armed is found by
+        // it: poll(2) is level-triggered.
+        self.activity.armed.store(true, Ordering::SeqCst);
+        let _ = sys::trim_resident();
+        loop {
+            match self.signals.wait_for(None) {
+                Ok(Some(r)) => match told(r) {
+                    Told::Stop => return false,
+                    Told::Wake | Told::Restart => {
+                        self.activity.armed.store(false, Ordering::SeqCst);
+                        self.record(vec![EventKind::Woke]);
+                        return true;
+                    }
+                    Told::Nothing => {}
+                },
+                Ok(None) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// One waker thread per public socket: while armed, a pending
+    /// connection wakes the loop; always, it notes when connections come.
+    fn start_wakers(&mut self) {
+        for l in &self.listeners {
+            let Ok(l) = l.try_clone() else { continue };
+            let activity = Arc::clone(&self.activity);
+            let pid = std::process::id() as i32;
+            std::thread::spawn(move || {
+                use std::os::fd::AsFd;
+                loop {
+                    match sys::wait_readable(l.as_fd(), None) {
+                        Ok(true) => {
+                            activity.last_ms.store(now_ms(), Ordering::Relaxed);
+                            if activity.armed.swap(false, Ordering::SeqCst) {
+                                let _ = sys::kill(pid, sys::SIGUSR2);
+                            }
+                            // The server accepts it; look again in a while
+                            // (connections are noted once a second at most).
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                        Ok(false) => {}
+                        Err(_) => std::thread::sleep(Duration::from_secs(1)),
+                    }
+                }
+            });
+        }
+    }
+
+    fn healthy(&self, timeout: Duration) -> Result<(), String> {
+        health::check(&self.check, self.port, &self.env, Path::new(&self.def.dir), timeout)
+    }
+
+    fn start_command(&mut self) -> Result<Foreground, StartError> {
+        let other = |what: &str, e: std::io::Error| {
+            StartError::Other(Error::new(ErrorKind::Other, format!("{what}: {e}")))
+        };
+        let listeners = if self.def.fd {
+            self.listeners
+                .iter()
+                .map(TcpListener::try_clone)
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| other("cannot pass the listening socket", e))?
+        } else {
+            Vec::new()
+        };
+        let writer = self.log_writer.as_ref().expect("log opened");
+        let out = writer.try_clone().map_err(|e| other("cannot open the log", e))?;
+        let err = writer.try_clone().map_err(|e| other("cannot open the log", e))?;
+        let launch = Launch {
+            name: self.project.display().to_owned(),
+            argv: self.argv.clone(),
+            listeners,
+            kill_grace: Duration::from_millis(self.def.kill_grace_ms),
+        };
+        let env = self.env.clone();
+        let dir = self.def.dir.clone();
+        Foreground::start(&self.exe, launch, move |cmd| {
+            cmd.current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_PID")
+                .env_remove("LISTEN_FDNAMES");
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+        })
+    }
+
+    /// The command line and environment the server runs with: `{port}`
+    /// replaced, the lease's variables, then the definition's.
+    fn resolve(&mut self) -> Result<(), Error> {
+        let port = self.port;
+        let (program, args) = self.def.argv.split_first().expect("a definition has a command");
+        self.argv = std::iter::once(program.clone())
+            .chain(args.iter().map(|a| portd_store::with_port(a, port)))
+            .collect();
+        let p = port.to_string();
+        self.env = vec![
+            ("PORT".into(), p.clone()),
+            ("PORTD_PORT".into(), p),
+            ("PORTD_PROJECT".into(), self.project.display().to_owned()),
+            ("PORTD_PROJECT_KEY".into(), self.project.key().to_owned()),
+        ];
+        if let Some(path) = &self.def.path {
+            self.env.push(("PATH".into(), path.clone()));
+        }
+        if let Some(h) = &self.def.host {
+            self.env.push(("HOST".into(), h.clone()));
+        }
+        for (k, v) in &self.def.env {
+            self.env.push((k.clone(), portd_store::with_port(v, port)));
+        }
+        Ok(())
+    }
+
+    fn open_log(&mut self) -> Result<(), Error> {
+        let file = LogFile::open(&self.log, LOG_CAP).map_err(|e| {
+            Error::new(
+                ErrorKind::Other,
+                format!("cannot open the log `{}`: {e}", self.log.display()),
+            )
+        })?;
+        let (reader, writer) = std::io::pipe()
+            .map_err(|e| Error::new(ErrorKind::Other, format!("cannot make a pipe: {e}")))?;
+        std::thread::spawn(move || logs::pump(reader, file));
+        self.log_writer = Some(writer);
+        Ok(())
+    }
+
+    /// A line of the supervisor's own in the log.
+    fn say(&self, line: &str) {
+        if let Some(w) = &self.log_writer {
+            let mut w: &std::io::PipeWriter = w;
+            let _ = writeln!(w, "portd: {line}");
+        }
+    }
+
+    /// Moves to `phase` and records it with `evs`.
+    fn transition(&mut self, phase: Phase, reason: Option<String>, evs: Vec<EventKind>) {
+        self.state.phase = phase;
+        if reason.is_some() || phase == Phase::Running {
+            self.state.reason = reason;
+        }
+        self.record(evs);
+    }
+
+    fn events(&self, evs: Vec<EventKind>) -> Vec<Event> {
+        let at_ms = now_ms();
+        evs.into_iter()
+            .map(|kind| Event { at_ms, project: self.project.key().to_owned(), kind, detail: None })
+            .collect()
+    }
+
+    fn record(&mut self, evs: Vec<EventKind>) {
+        let evs = self.events(evs);
+        if let Err(e) = self.reg.record_server(&self.project, &self.state, &evs) {
+            self.say(&format!("could not record the state: {}", e.message()));
+        }
+    }
+
+    /// The last state: recorded with `evs`, and the lease ended.
+    fn finish(&mut self, phase: Phase, reason: Option<String>, evs: Vec<EventKind>) {
+        self.state.phase = phase;
+        self.state.reason = reason;
+        self.state.command_pid = None;
+        self.state.supervisor = None;
+        let evs = self.events(evs);
+        if let Err(e) = self.reg.end_server(&self.project, self.me, &self.state, &evs) {
+            self.say(&format!("could not record the state: {}", e.message()));
+        }
+    }
+
+    /// Tells `portd start` (once).
+    fn answer(&mut self, line: &str) {
+        if let Some(mut r) = self.report.take() {
+            let _ = writeln!(r, "{line}");
+        }
+    }
+
+    fn fail(&mut self, code: u8, msg: &str, hint: &str) -> u8 {
+        fail_report(self.report.take(), code, msg, hint)
+    }
+}
+
+/// Binds the public port for an on-demand server: loopback (127.0.0.1 and,
+/// where IPv6 is up, ::1) unless `host` names an address.
+fn bind_public(lease: &portd_store::Allocation, host: Option<&str>) -> Result<Vec<TcpListener>, Error> {
+    let port = lease.entry.port;
+    let bound = match host {
+        None | Some("localhost") => lease.bind_tcp_loopback(),
+        Some(h) => {
+            let ip: std::net::IpAddr = h.parse().map_err(|_| {
+                Error::usage(format!("`--host {h}` is not an IP address"))
+                    .with_hint("use e.g. `127.0.0.1`, `::1` or `0.0.0.0`")
+            })?;
+            lease.bind_tcp_on(ip).map(|l| vec![l])
+        }
+    };
+    bound.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            portd_store::busy_error(port, false)
+        } else {
+            Error::new(ErrorKind::Other, format!("cannot listen on port {port}: {e}"))
+        }
+    })
+}
