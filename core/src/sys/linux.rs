@@ -93,65 +93,12 @@ pub fn time_wait(port: u16) -> bool {
 /// interface does since Linux 6.5, as the pseudo-state
 /// `TCP_BOUND_INACTIVE` (see sock_diag(7)). Older kernels answer nothing.
 fn bound_inactive_inodes(port: u16, out: &mut HashSet<u64>) {
-    use socket2::{Domain, Protocol, Socket, Type};
-    use std::io::Read;
-    const NETLINK_SOCK_DIAG: i32 = 4;
-    const SOCK_DIAG_BY_FAMILY: u16 = 20;
-    const NLM_F_REQUEST: u16 = 1;
-    const NLM_F_DUMP: u16 = 0x300;
-    const NLMSG_ERROR: u16 = 2;
-    const NLMSG_DONE: u16 = 3;
-    const TCP_BOUND_INACTIVE: u32 = 13;
-    let Ok(sock) = Socket::new(
-        Domain::from(libc::AF_NETLINK),
-        Type::RAW,
-        Some(Protocol::from(NETLINK_SOCK_DIAG)),
-    ) else {
-        return;
-    };
-    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(1)));
-    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        // struct nlmsghdr (16 bytes), then struct inet_diag_req_v2 (56):
-        // family, protocol, ext, pad, states, and an all-zero sockid.
-        let mut req = Vec::with_capacity(72);
-        req.extend_from_slice(&72u32.to_ne_bytes());
-        req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-        req.extend_from_slice(&1u32.to_ne_bytes()); // sequence number
-        req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-        req.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
-        req.extend_from_slice(&(1u32 << TCP_BOUND_INACTIVE).to_ne_bytes());
-        req.resize(72, 0);
-        // An unconnected netlink socket sends to the kernel.
-        if sock.send(&req).is_err() {
-            return;
+    use super::sock_diag::{TCP_BOUND_INACTIVE, tcp_sockets};
+    let _ = tcp_sockets(1 << TCP_BOUND_INACTIVE, |s| {
+        if s.local_port == port && s.inode != 0 {
+            out.insert(u64::from(s.inode));
         }
-        let mut buf = vec![0u8; 32 * 1024];
-        'dump: loop {
-            let Ok(n) = (&sock).read(&mut buf) else { return };
-            let mut msg = &buf[..n];
-            if msg.is_empty() {
-                break;
-            }
-            while msg.len() >= 16 {
-                let len = u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]) as usize;
-                let kind = u16::from_ne_bytes([msg[4], msg[5]]);
-                if kind == NLMSG_DONE || kind == NLMSG_ERROR || len < 16 || len > msg.len() {
-                    break 'dump;
-                }
-                // struct inet_diag_msg: family, state, timer, retrans, then the
-                // sockid (source port big-endian first), …, inode at 68.
-                let body = &msg[16..len];
-                if body.len() >= 72 && u16::from_be_bytes([body[4], body[5]]) == port {
-                    let inode = u32::from_ne_bytes([body[68], body[69], body[70], body[71]]);
-                    if inode != 0 {
-                        out.insert(u64::from(inode));
-                    }
-                }
-                msg = &msg[len.next_multiple_of(4).min(msg.len())..];
-            }
-        }
-    }
+    });
 }
 
 /// The processes that listen on `port` (TCP) or have it bound (UDP), and

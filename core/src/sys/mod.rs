@@ -1,5 +1,5 @@
 //! Everything that talks to the operating system below std: `/proc`, uids,
-//! kernel tunables. The rest of the crate sees only this safe API.
+//! kernel tunables, process sessions, socket diagnostics, memory use. The rest of the crate sees only this safe API.
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -10,6 +10,23 @@ pub use linux::*;
 mod other;
 #[cfg(not(target_os = "linux"))]
 pub use other::*;
+
+mod poll;
+pub use poll::wait_readable;
+mod session;
+pub use session::new_session;
+#[cfg(target_os = "linux")]
+mod usage;
+#[cfg(target_os = "linux")]
+pub use usage::{cpu_ticks, group_rss, page_size, rss_bytes, ticks_per_second};
+#[cfg(target_os = "linux")]
+mod sock_diag;
+#[cfg(target_os = "linux")]
+pub use sock_diag::established;
+#[cfg(target_os = "linux")]
+mod trim;
+#[cfg(target_os = "linux")]
+pub use trim::{Trimmed, trim_resident};
 
 use std::io;
 use std::path::Path;

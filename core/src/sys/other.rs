@@ -209,3 +209,42 @@ pub fn die_of_signal(_signal: i32) {}
 pub fn catchable_signals() -> Vec<i32> {
     Vec::new()
 }
+
+// ---- resource use, socket diagnostics, memory trimming: Linux only.
+
+/// Not available here: 4096.
+pub fn page_size() -> u64 {
+    4096
+}
+/// Not available here: 100.
+pub fn ticks_per_second() -> u64 {
+    100
+}
+/// Not available here.
+pub fn rss_bytes(_pid: u32) -> Option<u64> {
+    None
+}
+/// Not available here: 0.
+pub fn group_rss(_pgid: u32) -> u64 {
+    0
+}
+/// Not available here.
+pub fn cpu_ticks(_pid: u32) -> Option<u64> {
+    None
+}
+/// Not available here.
+pub fn established(_port: u16) -> io::Result<usize> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "socket diagnostics need Linux"))
+}
+/// What `trim_resident` released (see the Linux implementation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Whether the allocator returned its free memory.
+    pub heap: bool,
+    /// Bytes of file-backed mappings released.
+    pub file_bytes: u64,
+}
+/// Does nothing here.
+pub fn trim_resident() -> Trimmed {
+    Trimmed::default()
+}
