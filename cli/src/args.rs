@@ -12,7 +12,8 @@ macro_rules! exit_codes {
   1  other error              6  registry busy (lock timeout)
   2  usage                    7  registry damaged
   3  no free port             8  configuration invalid
-  4  unknown project          9  permission refused"
+  4  unknown project          9  permission refused
+                             10  server failed to start (not healthy in time)"
     };
 }
 
@@ -217,8 +218,15 @@ Examples:
     },
     /// Reclaim the leases of dead processes now, and drop expired idle entries.
     Cleanup,
-    /// Per range: ports used, active and idle, and the registry's size.
-    Status,
+    /// Per range: ports used, active and idle, and the registry's size; with
+    /// --detailed, managed servers: states, memory, startup times, events.
+    Status {
+        /// Managed servers: running/sleeping/stopped, memory used and saved,
+        /// average startup time, idle shutdowns and restarts in the last 24 h,
+        /// and each server's state, port, uptime, memory, connections, last event.
+        #[arg(long)]
+        detailed: bool,
+    },
     /// Check the registry's health, permissions, configuration and ranges; print each fix.
     #[command(after_help = "\
 Checks: configuration, ranges against the kernel's ephemeral range, the
@@ -258,9 +266,153 @@ Examples:
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Define a managed server: its command, directory, environment and policies.
+    #[command(after_help = "\
+Examples:
+  portd add api -- node server.js                  the server reads PORT
+  portd add web --dir ./web --env API_URL={url:api} -- npm run dev
+  portd add docs --on-demand --idle-timeout 10m -- python3 -m http.server {port}
+  portd add svc --health http:/health --restart always -- ./server
+
+`{port}` is the project's port; `{port:NAME}` and `{url:NAME}` another project's
+(`portd start` starts a defined NAME first). The port is allocated now and kept while
+the server is defined. Re-adding prints what changed.")]
+    Add(AddArgs),
+    /// Stop managed servers and remove their definitions (the ports are remembered).
+    Rm {
+        /// Defined servers.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
+    /// Start managed servers (or find them running) and print their ports.
+    #[command(after_help = "\
+Examples:
+  PORT=$(portd start api)
+  portd start api web       one port per line, in this order
+  portd start --all
+
+Waits until the server is healthy (its --start-timeout); an on-demand server is left
+sleeping: its supervisor holds the port and the first connection starts it. A server that
+does not become healthy exits 10 with the reason and the last lines of its log.")]
+    Start {
+        /// Defined servers.
+        #[arg(value_name = "NAME", required_unless_present = "all")]
+        names: Vec<String>,
+        /// Every defined server.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// If the port is bound by another process, move to a free one.
+        #[arg(long = "move")]
+        move_port: bool,
+    },
+    /// Stop managed servers (SIGTERM to the group, SIGKILL after the kill grace).
+    Stop {
+        /// Defined servers.
+        #[arg(value_name = "NAME", required_unless_present = "all")]
+        names: Vec<String>,
+        /// Every defined server.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+    },
+    /// Restart managed servers on the same port and wait until they are healthy.
+    Restart {
+        /// Defined servers.
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
+    /// Print a managed server's log (its output and its supervisor's lines).
+    #[command(after_help = "Examples:\n  portd logs api -n 50\n  portd logs api -f")]
+    Logs {
+        /// A defined server.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Keep printing lines as they are written (Ctrl-C to stop).
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines.
+        #[arg(short = 'n', long, value_name = "N", default_value_t = 20)]
+        lines: usize,
+    },
+    /// Print a project's URL: http://localhost:PORT/.
+    Url {
+        /// A project.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Start a managed server if needed and open its URL (xdg-open), or print it.
+    Open {
+        /// A project.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    #[command(name = "__serve", hide = true)]
+    Serve {
+        key: String,
+        #[arg(long = "move")]
+        move_port: bool,
+    },
     /// Prints the registry's project names for the completion scripts.
     #[command(name = "__complete-projects", hide = true)]
     CompleteProjects,
+}
+
+/// `portd add`'s arguments.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The server's project name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Working directory (default: the current one).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Health check: `tcp` (the port accepts), `http:/PATH` (2xx/3xx), `cmd:COMMAND` (exit 0).
+    #[arg(long, value_name = "SPEC", default_value = "tcp")]
+    pub health: String,
+    /// Between health checks while running.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_grace)]
+    pub health_interval: std::time::Duration,
+    /// Failed checks in a row that make it unhealthy.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub health_failures: u32,
+    /// When to restart it: `no`, `on-failure`, `always`.
+    #[arg(long, value_name = "POLICY", default_value = "on-failure")]
+    pub restart: portd_store::definition::RestartPolicy,
+    /// Start it on the first connection; stop it when idle.
+    #[arg(long)]
+    pub on_demand: bool,
+    /// Stop it after no connection for this long (default 1h for --on-demand).
+    #[arg(long, value_name = "DUR", value_parser = parse_grace)]
+    pub idle_timeout: Option<std::time::Duration>,
+    /// How long a start may take to become healthy.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_grace)]
+    pub start_timeout: std::time::Duration,
+    /// Between SIGTERM and SIGKILL when stopping.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_grace)]
+    pub kill_grace: std::time::Duration,
+    /// Pass the listening socket(s) as fd 3… (LISTEN_FDS).
+    #[arg(long)]
+    pub fd: bool,
+    /// Listen on this address instead of loopback.
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<String>,
+    /// Add to the server's environment (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Do not add `--port N` to dev servers that ignore PORT.
+    #[arg(long)]
+    pub no_inject: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
+            Ok((k.to_owned(), v.to_owned()))
+        }
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {

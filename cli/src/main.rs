@@ -37,19 +37,7 @@ impl Ctx {
 
 /// The exit code of each error kind (the table in `--help` and the README).
 pub fn exit_code(kind: ErrorKind) -> u8 {
-    match kind {
-        ErrorKind::Usage => 2,
-        ErrorKind::NoFreePort => 3,
-        ErrorKind::UnknownProject => 4,
-        ErrorKind::PortBusy => 5,
-        ErrorKind::RegistryBusy => 6,
-        ErrorKind::Damaged => 7,
-        ErrorKind::Config => 8,
-        ErrorKind::Permission => 9,
-        ErrorKind::CommandNotFound => 127,
-        ErrorKind::CommandNotExecutable => 126,
-        _ => 1,
-    }
+    kind.exit_code()
 }
 
 fn context(cli: &Cli, out: Printer) -> Result<Ctx, Error> {
@@ -108,7 +96,19 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Command::Release { names, idle, force } => cmd::release::release(&ctx, &names, idle, force),
         Command::Check { ports, udp } => cmd::check::check(&ctx, &ports, udp),
         Command::Cleanup => cmd::maintain::cleanup(&ctx),
-        Command::Status => cmd::maintain::status(&ctx),
+        Command::Status { detailed: false } => cmd::maintain::status(&ctx),
+        Command::Status { detailed: true } => cmd::status::detailed(&ctx),
+        Command::Add(a) => cmd::add::add(&ctx, &a),
+        Command::Rm { names } => cmd::add::rm(&ctx, &names),
+        Command::Start { names, all, move_port } => {
+            return cmd::start::start(&ctx, &names, all, move_port);
+        }
+        Command::Stop { names, all } => cmd::stop::stop(&ctx, &names, all),
+        Command::Restart { names } => return cmd::start::restart(&ctx, &names),
+        Command::Logs { name, follow, lines } => cmd::logs::logs(&ctx, &name, follow, lines),
+        Command::Url { name } => cmd::url::url(&ctx, &name),
+        Command::Open { name } => return cmd::url::open(&ctx, &name),
+        Command::Serve { key, move_port } => return Ok(cmd::serve::serve(&ctx, &key, move_port)),
         Command::Reset { yes, force } => cmd::maintain::reset(&ctx, yes, force),
         Command::Config => cmd::config::config(&ctx),
         Command::Run(_)

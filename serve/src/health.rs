@@ -42,3 +42,13 @@ pub fn check(
             .map_err(|e| e.to_string()),
     }
 }
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Check::Tcp => f.write_str("tcp"),
+            Check::Http(p) => write!(f, "http:{p}"),
+            Check::Cmd(c) => write!(f, "cmd:{c}"),
+        }
+    }
+}

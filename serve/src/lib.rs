@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod client;
 pub mod health;
 pub mod inject;
 pub mod logs;
 pub mod package_json;
 pub mod refs;
 pub mod relay;
+pub mod serve;

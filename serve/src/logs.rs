@@ -48,3 +48,30 @@ pub fn tail(path: &Path, n: usize) -> io::Result<Vec<String>> {
     let lines: Vec<String> = text.lines().map(str::to_owned).collect();
     Ok(lines[lines.len().saturating_sub(n)..].to_vec())
 }
+
+/// Prints the last `n` lines, then new lines as they come, until `stop`.
+pub fn follow(
+    path: &Path,
+    n: usize,
+    out: &mut impl Write,
+    stop: impl Fn() -> bool,
+) -> io::Result<()> {
+    for l in tail(path, n)? {
+        writeln!(out, "{l}")?;
+    }
+    out.flush()?;
+    let mut f = std::fs::File::open(path)?;
+    use std::io::Seek;
+    f.seek(io::SeekFrom::End(0))?;
+    let mut buf = [0u8; 8192];
+    while !stop() {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        } else {
+            out.write_all(&buf[..k])?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}

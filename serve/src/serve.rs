@@ -358,7 +358,7 @@ impl Serve<'_> {
                 }
                 return Ok(Some(Ended::Failed {
                     why: StopWhy::Crash,
-                    exit: Exit::Code(c.code),
+                    exit: Exit::Code(i32::from(c.code)),
                     reason: msg,
                 }));
             }
@@ -738,7 +738,10 @@ impl Serve<'_> {
 
 /// Binds the public port for an on-demand server: loopback (127.0.0.1 and,
 /// where IPv6 is up, ::1) unless `host` names an address.
-fn bind_public(lease: &portd_store::Allocation, host: Option<&str>) -> Result<Vec<TcpListener>, Error> {
+fn bind_public(
+    lease: &portd_store::Allocation,
+    host: Option<&str>,
+) -> Result<Vec<TcpListener>, Error> {
     let port = lease.entry.port;
     let bound = match host {
         None | Some("localhost") => lease.bind_tcp_loopback(),

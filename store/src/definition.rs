@@ -156,8 +156,16 @@ impl ServerDef {
         cmp("health failures", old.health_failures.to_string(), self.health_failures.to_string());
         cmp("restart", old.restart.to_string(), self.restart.to_string());
         cmp("on demand", old.on_demand.to_string(), self.on_demand.to_string());
-        cmp("idle timeout", ms_or_default(old.idle_timeout_ms), ms_or_default(self.idle_timeout_ms));
-        cmp("start timeout", format!("{}ms", old.start_timeout_ms), format!("{}ms", self.start_timeout_ms));
+        cmp(
+            "idle timeout",
+            ms_or_default(old.idle_timeout_ms),
+            ms_or_default(self.idle_timeout_ms),
+        );
+        cmp(
+            "start timeout",
+            format!("{}ms", old.start_timeout_ms),
+            format!("{}ms", self.start_timeout_ms),
+        );
         cmp("kill grace", format!("{}ms", old.kill_grace_ms), format!("{}ms", self.kill_grace_ms));
         cmp("fd", old.fd.to_string(), self.fd.to_string());
         cmp("host", old.host.clone().unwrap_or_default(), self.host.clone().unwrap_or_default());
@@ -180,8 +188,8 @@ fn env_words(env: &[(String, String)]) -> String {
 }
 
 fn quote(a: &str) -> String {
-    let plain = !a.is_empty()
-        && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,{}".contains(c));
+    let plain =
+        !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,{}".contains(c));
     if plain { a.to_owned() } else { format!("'{}'", a.replace('\'', r"'\''")) }
 }
 

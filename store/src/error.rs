@@ -67,7 +67,32 @@ impl Eq for Error {}
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl ErrorKind {
+    /// The exit code of this kind (the table in `portd --help` and the
+    /// README).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Usage => 2,
+            ErrorKind::NoFreePort => 3,
+            ErrorKind::UnknownProject => 4,
+            ErrorKind::PortBusy => 5,
+            ErrorKind::RegistryBusy => 6,
+            ErrorKind::Damaged => 7,
+            ErrorKind::Config => 8,
+            ErrorKind::Permission => 9,
+            ErrorKind::CommandNotFound => 127,
+            ErrorKind::CommandNotExecutable => 126,
+            _ => 1,
+        }
+    }
+}
+
 impl Error {
+    /// The exit code of its kind.
+    pub fn exit_code(&self) -> u8 {
+        self.kind().exit_code()
+    }
+
     /// A new error of `kind`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {

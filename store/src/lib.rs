@@ -122,8 +122,8 @@ pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
 pub use project::{Matches, Project};
 pub use record::{Entry, display_name, shown_names};
 pub use registry::Registry;
-pub use servers::{Defined, ServerLease};
 pub use reset::RESET_BACKUPS_KEPT;
+pub use servers::{Defined, ServerLease};
 pub use spawn::{CommandLease, LeasedChild, with_port};
 pub use touch::TOUCH_FILE;
 

@@ -62,7 +62,10 @@ pub(crate) fn read_definitions(rtx: &redb::ReadTransaction) -> Result<Vec<(Strin
     let mut out = Vec::new();
     for row in t.iter().map_err(db_err)? {
         let (k, v) = row.map_err(db_err)?;
-        out.push((k.value().to_owned(), definition::decode(k.value(), v.value()).map_err(decode_err)?));
+        out.push((
+            k.value().to_owned(),
+            definition::decode(k.value(), v.value()).map_err(decode_err)?,
+        ));
     }
     Ok(out)
 }
@@ -314,7 +317,12 @@ impl Registry {
     /// Records `project`'s state and `evs` in one write transaction, unless
     /// another live supervisor has taken over (then nothing is written and
     /// `false` returned).
-    pub fn record_server(&self, project: &Project, state: &ServerState, evs: &[Event]) -> Result<bool> {
+    pub fn record_server(
+        &self,
+        project: &Project,
+        state: &ServerState,
+        evs: &[Event],
+    ) -> Result<bool> {
         let key = project.key();
         self.write(|tx| {
             if let Some(s) = tx.server_state(key)?

@@ -337,8 +337,7 @@ impl Foreground {
             StartError::Other(Error::new(ErrorKind::Other, format!("{what}: {e}")).with_source(e))
         };
         // Blocked before spawning, so no signal slips between spawn and wait.
-        let signals = block_owner_signals()
-            .map_err(|e| other("cannot block signals", e))?;
+        let signals = block_owner_signals().map_err(|e| other("cannot block signals", e))?;
         let terminal = sys::controlling_terminal().then(sys::pgrp);
         // If the supervisor dies, what it adopted comes here to be stopped.
         let _ = sys::set_child_subreaper();

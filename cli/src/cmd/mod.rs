@@ -1,14 +1,21 @@
 //! One module per command (or per pair of closely related commands).
 
+pub mod add;
 pub mod check;
 pub mod completions;
 pub mod config;
 pub mod doctor;
 pub mod get;
+pub mod logs;
 pub mod ls;
 pub mod maintain;
 pub mod release;
 pub mod run;
+pub mod serve;
+pub mod start;
+pub mod status;
+pub mod stop;
+pub mod url;
 
 use crate::args::ProjectArg;
 use portd_store::{Error, ErrorKind, MoveReason, Project, Registry};

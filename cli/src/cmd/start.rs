@@ -1,0 +1,87 @@
+//! `portd start` and `portd restart`: get-or-start managed servers and
+//! print their ports.
+
+use crate::Ctx;
+use portd_serve::client::{self, Outcome};
+use portd_serve::logs;
+use portd_serve::serve::log_path;
+use portd_store::{Error, ErrorKind, Project, Registry};
+
+/// The projects named, or every defined one with `all`.
+pub fn named(reg: &Registry, names: &[String], all: bool) -> Result<Vec<Project>, Error> {
+    if all {
+        return reg.defined(None)?.iter().map(|d| Project::name(&d.key)).collect();
+    }
+    let projects = names.iter().map(|n| Project::name(n)).collect::<Result<Vec<_>, _>>()?;
+    for p in &projects {
+        if reg.definition(p)?.is_none() {
+            return Err(client::not_defined(p));
+        }
+    }
+    Ok(projects)
+}
+
+fn exe() -> Result<std::path::PathBuf, Error> {
+    std::env::current_exe()
+        .map_err(|e| Error::new(ErrorKind::Other, format!("cannot find the portd binary: {e}")))
+}
+
+pub fn start(ctx: &Ctx, names: &[String], all: bool, move_port: bool) -> Result<u8, Error> {
+    let reg = ctx.registry()?;
+    let projects = named(&reg, names, all)?;
+    let exe = exe()?;
+    each(ctx, &reg, &projects, |p| client::start(&reg, &exe, p, move_port))
+}
+
+pub fn restart(ctx: &Ctx, names: &[String]) -> Result<u8, Error> {
+    let reg = ctx.registry()?;
+    let projects = named(&reg, names, false)?;
+    let exe = exe()?;
+    each(ctx, &reg, &projects, |p| client::restart(&reg, &exe, p))
+}
+
+/// Runs `f` for each project in order, printing each port; the exit code
+/// is the first failure's.
+fn each(
+    ctx: &Ctx,
+    reg: &Registry,
+    projects: &[Project],
+    mut f: impl FnMut(&Project) -> Result<Outcome, Error>,
+) -> Result<u8, Error> {
+    let mut code = 0;
+    let mut json = Vec::new();
+    for p in projects {
+        match f(p)? {
+            Outcome::Ready(port) | Outcome::Sleeping(port) if ctx.out.json => {
+                json.push(serde_json::json!({"project": p.display(), "port": port}));
+            }
+            Outcome::Ready(port) => ctx.out.data(&port.to_string()),
+            Outcome::Sleeping(port) => {
+                ctx.out.detail(&format!(
+                    "`{}` sleeps on port {port} until its first connection",
+                    p.display()
+                ));
+                ctx.out.data(&port.to_string());
+            }
+            Outcome::Failed { code: c, message, hint } => {
+                let tail = logs::tail(&log_path(reg.dir(), p.key()), 10).unwrap_or_default();
+                let mut err = std::io::stderr().lock();
+                use std::io::Write;
+                let _ = writeln!(err, "error: {message}");
+                for l in &tail {
+                    let _ = writeln!(err, "  | {l}");
+                }
+                if !hint.is_empty() {
+                    let _ = writeln!(err, "hint: {hint}");
+                }
+                if code == 0 {
+                    code = c;
+                }
+            }
+        }
+    }
+    if ctx.out.json {
+        ctx.out.json(&json);
+    }
+    Ok(code)
+}

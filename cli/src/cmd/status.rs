@@ -1,0 +1,212 @@
+//! `portd status --detailed`: managed servers at a glance — how many run,
+//! sleep or are stopped, the memory they use and the memory sleeping saves,
+//! startups, idle shutdowns and restarts in the last 24 hours, and one line
+//! per server.
+
+use super::rfc3339;
+use crate::Ctx;
+use crate::printer::table;
+use portd_core::sys;
+use portd_store::events::{EventKind, StopWhy};
+use portd_store::server_state::Phase;
+use portd_store::{Error, age};
+use serde::Serialize;
+use std::collections::HashMap;
+
+const DAY_MS: u64 = 86_400_000;
+
+#[derive(Debug, Serialize)]
+struct Detailed {
+    defined: usize,
+    running: usize,
+    sleeping: usize,
+    stopped: usize,
+    starting: usize,
+    unhealthy: usize,
+    crash_looping: usize,
+    /// Sum of the resident memory of running servers' process groups.
+    memory_bytes: u64,
+    /// Sleeping and idle-stopped servers × their last measured memory.
+    saved_bytes: u64,
+    last_24h: Day,
+    servers: Vec<ServerLine>,
+}
+
+#[derive(Debug, Serialize)]
+struct Day {
+    starts: usize,
+    avg_startup_ms: Option<u64>,
+    idle_shutdowns: usize,
+    restarts: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct ServerLine {
+    project: String,
+    state: &'static str,
+    port: Option<u16>,
+    uptime_s: Option<u64>,
+    rss_bytes: Option<u64>,
+    connections: Option<usize>,
+    last_event: Option<LastEvent>,
+}
+
+#[derive(Debug, Serialize)]
+struct LastEvent {
+    at: String,
+    kind: &'static str,
+    text: String,
+}
+
+fn mb(b: u64) -> String {
+    format!("{:.1} MB", b as f64 / 1e6)
+}
+
+pub fn detailed(ctx: &Ctx) -> Result<(), Error> {
+    let reg = ctx.registry()?;
+    let defined = reg.defined(None)?;
+    let now = now_ms();
+    let events = reg.events_since(now.saturating_sub(DAY_MS))?;
+    let mut last: HashMap<&str, &portd_store::events::Event> = HashMap::new();
+    for e in &events {
+        last.insert(e.project.as_str(), e);
+    }
+    let older;
+    if defined.iter().any(|d| !last.contains_key(d.key.as_str())) {
+        older = reg.events_since(0)?;
+        for e in &older {
+            last.entry(e.project.as_str()).or_insert(e);
+            if let Some(l) = last.get_mut(e.project.as_str())
+                && l.at_ms <= e.at_ms
+            {
+                *l = e;
+            }
+        }
+    }
+    let startups: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Ready { startup_ms } => Some(startup_ms),
+            _ => None,
+        })
+        .collect();
+    let day = Day {
+        starts: startups.len(),
+        avg_startup_ms: (!startups.is_empty())
+            .then(|| startups.iter().sum::<u64>() / startups.len() as u64),
+        idle_shutdowns: events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Stopped { why: StopWhy::Idle }))
+            .count(),
+        restarts: events.iter().filter(|e| matches!(e.kind, EventKind::Restarted { .. })).count(),
+    };
+    let mut d = Detailed {
+        defined: defined.len(),
+        running: 0,
+        sleeping: 0,
+        stopped: 0,
+        starting: 0,
+        unhealthy: 0,
+        crash_looping: 0,
+        memory_bytes: 0,
+        saved_bytes: 0,
+        last_24h: day,
+        servers: Vec::new(),
+    };
+    for s in &defined {
+        let st = s.state.as_ref().map(|x| x.effective());
+        let phase = st.as_ref().map_or(Phase::Stopped, |x| x.phase);
+        match phase {
+            Phase::Running => d.running += 1,
+            Phase::Sleeping => d.sleeping += 1,
+            Phase::Stopped => d.stopped += 1,
+            Phase::Starting => d.starting += 1,
+            Phase::Unhealthy => d.unhealthy += 1,
+            Phase::CrashLooping => d.crash_looping += 1,
+        }
+        let rss = st.as_ref().and_then(|x| x.command_pid).map(sys::group_rss);
+        if let Some(r) = rss {
+            d.memory_bytes += r;
+        }
+        let idle_stopped = phase == Phase::Stopped
+            && st.as_ref().is_some_and(|x| x.reason.as_deref() == Some("idle"));
+        if phase == Phase::Sleeping || idle_stopped {
+            d.saved_bytes += st.as_ref().and_then(|x| x.last_rss).unwrap_or(0);
+        }
+        let live = phase.supervised();
+        d.servers.push(ServerLine {
+            project: s.key.clone(),
+            state: phase.as_str(),
+            port: s.port,
+            uptime_s: st
+                .as_ref()
+                .filter(|_| matches!(phase, Phase::Running | Phase::Unhealthy))
+                .and_then(|x| x.ready_ms.or(x.started_ms))
+                .map(|t| age(t).as_secs()),
+            rss_bytes: rss,
+            connections: if live { s.port.and_then(|p| sys::established(p).ok()) } else { None },
+            last_event: last.get(s.key.as_str()).map(|e| LastEvent {
+                at: rfc3339(e.at_ms),
+                kind: e.kind.name(),
+                text: e.to_string(),
+            }),
+        });
+    }
+    if ctx.out.json {
+        ctx.out.json(&d);
+        return Ok(());
+    }
+    let mut text = format!(
+        "servers: {} running, {} sleeping, {} stopped of {} defined",
+        d.running, d.sleeping, d.stopped, d.defined
+    );
+    for (n, what) in
+        [(d.starting, "starting"), (d.unhealthy, "unhealthy"), (d.crash_looping, "crash-looping")]
+    {
+        if n > 0 {
+            text.push_str(&format!(", {n} {what}"));
+        }
+    }
+    text.push_str(&format!(
+        "\nmemory: {} used by running servers, {} saved by sleeping and idle-stopped ones\n",
+        mb(d.memory_bytes),
+        mb(d.saved_bytes)
+    ));
+    text.push_str(&format!(
+        "last 24 h: {} starts{}, {} idle shutdowns, {} restarts\n",
+        d.last_24h.starts,
+        d.last_24h.avg_startup_ms.map(|a| format!(" (average startup {a} ms)")).unwrap_or_default(),
+        d.last_24h.idle_shutdowns,
+        d.last_24h.restarts
+    ));
+    let rows: Vec<Vec<String>> = d
+        .servers
+        .iter()
+        .map(|s| {
+            vec![
+                s.project.clone(),
+                s.state.to_owned(),
+                s.port.map_or("-".into(), |p| p.to_string()),
+                s.uptime_s.map_or("-".into(), |u| format!("{u}s")),
+                s.rss_bytes.map_or("-".into(), mb),
+                s.connections.map_or("-".into(), |c| c.to_string()),
+                s.last_event.as_ref().map_or("-".into(), |e| e.text.clone()),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        text.push('\n');
+        text.push_str(&table(
+            &["PROJECT", "STATE", "PORT", "UPTIME", "MEMORY", "CONNS", "LAST EVENT"],
+            &rows,
+        ));
+    }
+    ctx.out.data(&text);
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
