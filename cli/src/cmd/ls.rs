@@ -34,6 +34,87 @@ pub struct EntryJson {
     pub created: Option<String>,
     /// RFC 3339 UTC.
     pub last_used: Option<String>,
+    /// A defined server's state (`portd add`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerJson>,
+}
+
+/// A managed server in `--json` output (`ls`, `show`).
+#[derive(Debug, Serialize)]
+pub struct ServerJson {
+    /// `starting`, `running`, `unhealthy`, `sleeping`, `stopped`, `crash-looping`.
+    pub state: &'static str,
+    /// The server command's pid (its process group), while it runs.
+    pub pid: Option<u32>,
+    /// Its supervisor (`portd __serve`), while it lives.
+    pub supervisor_pid: Option<u32>,
+    /// When the command last started (RFC 3339 UTC).
+    pub started: Option<String>,
+    /// Restarts since the supervisor started.
+    pub restarts: u32,
+    /// Resident memory of the command's process group now (or when last
+    /// measured, if it is not running).
+    pub rss_bytes: Option<u64>,
+    /// How it last ended.
+    pub last_exit: Option<String>,
+    /// Why it is stopped, unhealthy or crash-looping.
+    pub reason: Option<String>,
+    /// The last recorded event.
+    pub last_event: Option<EventJson>,
+}
+
+/// One recorded event.
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// `started`, `ready`, `stopped`, `crashed`, `restarted`, …
+    pub kind: &'static str,
+    /// In words.
+    pub text: String,
+}
+
+impl ServerJson {
+    pub fn new(d: &portd_store::Defined, last: Option<&portd_store::events::Event>) -> ServerJson {
+        use portd_store::server_state::Phase;
+        let s = d.state.as_ref().map(|s| s.effective());
+        let phase = s.as_ref().map_or(Phase::Stopped, |s| s.phase);
+        let pid = s.as_ref().and_then(|s| s.command_pid);
+        ServerJson {
+            state: phase.as_str(),
+            pid,
+            supervisor_pid: s.as_ref().and_then(|s| s.live_supervisor()).map(|o| o.pid),
+            started: s.as_ref().and_then(|s| s.started_ms).map(rfc3339),
+            restarts: s.as_ref().map_or(0, |s| s.restarts),
+            rss_bytes: pid.map(portd_core::sys::group_rss).or(s.as_ref().and_then(|s| s.last_rss)),
+            last_exit: s.as_ref().and_then(|s| s.last_exit.clone()),
+            reason: s.as_ref().and_then(|s| s.reason.clone()),
+            last_event: last.map(|e| EventJson {
+                at: rfc3339(e.at_ms),
+                kind: e.kind.name(),
+                text: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// The defined servers by key, with their last events.
+pub fn servers(
+    reg: &portd_store::Registry,
+) -> Result<std::collections::HashMap<String, ServerJson>, Error> {
+    let defined = reg.defined(None)?;
+    if defined.is_empty() {
+        return Ok(Default::default());
+    }
+    let events = reg.events_since(0)?;
+    let mut last = std::collections::HashMap::new();
+    for e in &events {
+        last.insert(e.project.as_str(), e);
+    }
+    Ok(defined
+        .iter()
+        .map(|d| (d.key.clone(), ServerJson::new(d, last.get(d.key.as_str()).copied())))
+        .collect())
 }
 
 impl EntryJson {
@@ -60,6 +141,7 @@ impl EntryJson {
             command: e.command.clone(),
             created: Some(rfc3339(e.created_ms)),
             last_used: Some(rfc3339(e.last_used_ms)),
+            server: None,
         }
     }
 
@@ -68,7 +150,7 @@ impl EntryJson {
     }
 }
 
-fn row(l: &Listed, shown: &str) -> Vec<String> {
+fn row(l: &Listed, shown: &str, server: Option<&ServerJson>) -> Vec<String> {
     let e = &l.entry;
     let pid = e.owner.filter(|_| l.state != State::Idle);
     vec![
@@ -79,6 +161,7 @@ fn row(l: &Listed, shown: &str) -> Vec<String> {
         pid.map_or("-".into(), |o| o.pid.to_string()),
         e.command.as_ref().map_or("-".into(), |c| truncate(&printer::command_line(c), 40)),
         ago(e.last_used_ms),
+        server.map_or("-".into(), |s| s.state.to_owned()),
     ]
 }
 
@@ -93,6 +176,7 @@ fn truncate(s: &str, n: usize) -> String {
 pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
     let reg = ctx.registry()?;
     let list = reg.list()?;
+    let mut servers = servers(&reg)?;
     let history = if all { reg.history()? } else { Vec::new() };
     let keys: Vec<&str> = list
         .iter()
@@ -105,8 +189,14 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
     let range_of =
         |p: u16| reg.config().ranges.containing(p).map_or("-".to_owned(), |r| r.name.clone());
     if ctx.out.json {
-        let mut rows: Vec<EntryJson> =
-            list.iter().zip(shown).map(|(l, s)| EntryJson::of(l, s)).collect();
+        let mut rows: Vec<EntryJson> = list
+            .iter()
+            .zip(shown)
+            .map(|(l, s)| EntryJson {
+                server: servers.remove(&l.entry.project),
+                ..EntryJson::of(l, s)
+            })
+            .collect();
         rows.extend(history.iter().zip(shown_history).map(|((k, p), s)| EntryJson {
             project: s.clone(),
             key: k.clone(),
@@ -119,6 +209,7 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
             command: None,
             created: None,
             last_used: None,
+            server: None,
         }));
         ctx.out.json(&rows);
         return Ok(());
@@ -127,7 +218,8 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
         ctx.out.info("no projects yet: `portd get NAME` allocates one");
         return Ok(());
     }
-    let mut rows: Vec<Vec<String>> = list.iter().zip(shown).map(|(l, s)| row(l, s)).collect();
+    let mut rows: Vec<Vec<String>> =
+        list.iter().zip(shown).map(|(l, s)| row(l, s, servers.get(&l.entry.project))).collect();
     for ((_, p), name) in history.iter().zip(shown_history) {
         rows.push(vec![
             name.clone(),
@@ -137,10 +229,13 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
             "-".into(),
             "-".into(),
             "-".into(),
+            "-".into(),
         ]);
     }
-    ctx.out
-        .data(&table(&["PROJECT", "PORT", "RANGE", "STATE", "PID", "COMMAND", "LAST USED"], &rows));
+    ctx.out.data(&table(
+        &["PROJECT", "PORT", "RANGE", "STATE", "PID", "COMMAND", "LAST USED", "SERVER"],
+        &rows,
+    ));
     Ok(())
 }
 
@@ -151,8 +246,16 @@ pub fn show(ctx: &Ctx, project: &ProjectArg) -> Result<(), Error> {
         _ => super::project(project)?,
     };
     let l = reg.show(&p)?;
+    let mut server = servers(&reg)?.remove(p.key());
+    let def = reg.definition(&p)?;
     if ctx.out.json {
-        ctx.out.json(&EntryJson::of(&l, l.entry.display_name()));
+        let entry =
+            EntryJson { server: server.take(), ..EntryJson::of(&l, l.entry.display_name()) };
+        let mut v = serde_json::to_value(&entry).unwrap_or_default();
+        if let (Some(d), Some(obj)) = (&def, v.as_object_mut()) {
+            obj.insert("definition".into(), serde_json::to_value(d).unwrap_or_default());
+        }
+        ctx.out.json(&v);
         return Ok(());
     }
     let e = &l.entry;
@@ -173,6 +276,41 @@ pub fn show(ctx: &Ctx, project: &ProjectArg) -> Result<(), Error> {
     kv("command", e.command.as_ref().map_or("-".into(), |c| printer::command_line(c)));
     kv("created", rfc3339(e.created_ms));
     kv("last used", format!("{} ({})", rfc3339(e.last_used_ms), ago(e.last_used_ms)));
+    if let Some(d) = &def {
+        kv("server", server.as_ref().map_or("stopped".into(), |s| s.state.to_owned()));
+        if let Some(sv) = &server {
+            if let Some(r) = &sv.reason {
+                kv("reason", r.clone());
+            }
+            if let Some(x) = &sv.last_exit {
+                kv("last exit", x.clone());
+            }
+            if let Some(ev) = &sv.last_event {
+                kv("last event", format!("{} ({})", ev.text, ev.at));
+            }
+        }
+        kv("runs", portd_store::definition::shell_words(&d.argv));
+        kv("in", d.dir.clone());
+        for (k, v) in &d.env {
+            kv("env", format!("{k}={v}"));
+        }
+        kv(
+            "health",
+            format!(
+                "{} every {} ms, {} failures",
+                d.health, d.health_interval_ms, d.health_failures
+            ),
+        );
+        kv("restart", d.restart.to_string());
+        if d.on_demand {
+            kv(
+                "on demand",
+                d.idle_timeout().map_or("yes".into(), |t| {
+                    format!("idle timeout {}", portd_store::format_duration(t))
+                }),
+            );
+        }
+    }
     ctx.out.data(&s);
     Ok(())
 }
