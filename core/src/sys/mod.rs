@@ -11,6 +11,13 @@ mod other;
 #[cfg(not(target_os = "linux"))]
 pub use other::*;
 
+mod append;
+pub use append::open_append_nofollow;
+#[cfg(target_os = "linux")]
+mod notify;
+#[cfg(target_os = "linux")]
+pub use notify::Watch;
+
 use std::io;
 use std::path::Path;
 
