@@ -5,13 +5,14 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-/// Opens `path` for appending (`O_APPEND`), creating it with `mode` if
-/// needed. A symlink in its last component is refused (`O_NOFOLLOW`), and
+/// Opens `path` for reading and appending (`O_APPEND`), creating it with
+/// `mode` if needed. A symlink in its last component is refused (`O_NOFOLLOW`), and
 /// `open` does not block on a FIFO (`O_NONBLOCK`, which a regular file
 /// ignores): the caller checks what it opened (see open(2)).
 pub fn open_append_nofollow(path: &Path, mode: u32) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
+        .read(true)
         .append(true)
         .create(true)
         .mode(mode)
