@@ -27,6 +27,12 @@ pub use sock_diag::established;
 mod trim;
 #[cfg(target_os = "linux")]
 pub use trim::{Trimmed, trim_resident};
+mod append;
+pub use append::open_append_nofollow;
+#[cfg(target_os = "linux")]
+mod notify;
+#[cfg(target_os = "linux")]
+pub use notify::Watch;
 
 use std::io;
 use std::path::Path;
