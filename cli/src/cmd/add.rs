@@ -29,6 +29,10 @@ pub fn add(ctx: &Ctx, a: &AddArgs) -> Result<(), Error> {
         return Err(super::usage(format!("`--host {h}` is not an IP address"))
             .with_hint("use e.g. `127.0.0.1`, `::1`, `0.0.0.0` (every interface) or `localhost`"));
     }
+    if a.on_demand && !a.fd {
+        return Err(super::usage("`--on-demand` needs `--fd` for now: the server gets the socket portd holds")
+            .with_hint("add `--fd` (the server reads LISTEN_FDS, as with `portd run --fd`); the relay for servers that bind their own port is not built yet"));
+    }
     let dir = match &a.dir {
         Some(d) => d.clone(),
         None => std::env::current_dir()
