@@ -118,14 +118,19 @@ pub struct RunArgs {
     /// Require the UDP port to be free as well.
     #[arg(long)]
     pub udp: bool,
-    /// Set HOST for the command; with `--fd`, the address to listen on
-    /// (`0.0.0.0` or `::` reach the network; default: loopback).
+    /// Set HOST for the command, and the `--host` given to dev servers that
+    /// ignore PORT; with `--fd`, the address to listen on (`0.0.0.0` or `::`
+    /// reach the network; default: loopback).
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
     /// When the command exits, how long what it left running gets between
     /// SIGTERM and SIGKILL (`500ms`, `5s`, `1m`).
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_grace)]
     pub kill_grace: std::time::Duration,
+    /// Do not append `--port N` (and `--strictPort`, `--host`) to dev servers
+    /// that ignore PORT (vite, astro, ng serve, react-router, rsbuild, expo).
+    #[arg(long)]
+    pub no_inject: bool,
     /// The command and its arguments; `{port}` is replaced by the port.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -147,8 +152,14 @@ Examples:
 Examples:
   portd run myapp -- npm run dev                 the server reads PORT
   portd run api -- python3 -m http.server {port}
-  portd run web -- vite --port {port} --strictPort
+  portd run web -- npm run dev                   a vite script: `--port N --strictPort
+                                                 --host 127.0.0.1` appended (after `--`)
   portd run svc --fd -- ./server                 listening sockets from fd 3 (systemd style)
+
+Dev servers that ignore PORT (vite, astro, ng serve, react-router, rsbuild, expo), run directly,
+through npx/pnpm exec/yarn dlx/bunx, or as a package.json script, get `--port N` (and
+`--strictPort`, `--host 127.0.0.1` where the tool has them) appended, said on stderr (-q hides
+it); not when the command names a port already, nor with --no-inject.
 
 The command gets PORT, PORTD_PORT, PORTD_PROJECT and PORTD_PROJECT_KEY. SIGINT, SIGTERM,
 SIGHUP and SIGQUIT are forwarded to its process group; a second Ctrl-C within 2 s kills it;

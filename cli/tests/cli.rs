@@ -33,6 +33,8 @@ mod doctor;
 mod exhaustion;
 #[path = "cli/faults.rs"]
 mod faults;
+#[path = "cli/inject.rs"]
+mod inject;
 #[path = "cli/job_control.rs"]
 mod job_control;
 #[path = "cli/os_truth.rs"]

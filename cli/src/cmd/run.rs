@@ -7,6 +7,7 @@
 
 use crate::Ctx;
 use crate::args::RunArgs;
+use portd_serve::inject;
 use portd_store::supervisor::{self, Foreground, Launch, StartError};
 use portd_store::{Allocation, CommandLease, Error, ErrorKind, GetOptions};
 use std::net::{IpAddr, TcpListener};
@@ -75,8 +76,8 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
         }
     };
     let name = project.display().to_owned();
-    let launch =
-        Launch { name: name.clone(), argv: lease.argv(), listeners, kill_grace: a.kill_grace };
+    let argv = inject(ctx, a, lease.argv(), port);
+    let launch = Launch { name: name.clone(), argv, listeners, kill_grace: a.kill_grace };
     let started = Foreground::start(&exe, launch, |cmd| {
         lease.set_env(cmd);
         if let Some(h) = &a.host {
@@ -114,6 +115,28 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
         portd_core::sys::die_of_signal(n);
     }
     Ok(exit.shell_code())
+}
+
+/// The command with the flags that put a dev server which ignores `PORT`
+/// on its port (`portd_serve::inject`), saying what was added; as it is
+/// with `--no-inject`. The command runs in the current directory, whose
+/// `package.json` holds the scripts it may name.
+fn inject(ctx: &Ctx, a: &RunArgs, argv: Vec<String>, port: u16) -> Vec<String> {
+    if a.no_inject {
+        return argv;
+    }
+    let dir = std::path::Path::new(".");
+    let plan = match &a.host {
+        Some(h) => inject::plan_on(&argv, dir, port, h),
+        None => inject::plan(&argv, dir, port),
+    };
+    if let Some(line) = plan.message() {
+        ctx.out.info(&line);
+    }
+    if let Some(note) = &plan.note {
+        ctx.out.info(&format!("portd: {note}"));
+    }
+    plan.argv
 }
 
 fn bind(lease: &Allocation, listen: &Listen) -> Result<Vec<TcpListener>, Error> {
