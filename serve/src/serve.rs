@@ -644,10 +644,40 @@ impl Serve<'_> {
     /// replaced, the lease's variables, then the definition's.
     fn resolve(&mut self) -> Result<(), Error> {
         let port = self.port;
+        let reg = self.reg;
+        // `{port:NAME}` / `{url:NAME}`: a project with an entry, or a
+        // defined one (given its port now).
+        let resolve = |_: crate::refs::Kind, name: &str| -> Option<u16> {
+            let p = Project::name(name).ok()?;
+            match reg.show(&p) {
+                Ok(l) => Some(l.entry.port),
+                Err(_) if reg.definition(&p).ok()??.argv.is_empty() => None,
+                Err(_) => reg.get(name).ok(),
+            }
+        };
+        let refs = |text: &str| {
+            crate::refs::substitute(text, resolve).map_err(|e| {
+                Error::new(ErrorKind::UnknownProject, e)
+                    .with_hint("define it with `portd add`, or give it a port with `portd get`")
+            })
+        };
         let (program, args) = self.def.argv.split_first().expect("a definition has a command");
-        self.argv = std::iter::once(program.clone())
-            .chain(args.iter().map(|a| portd_store::with_port(a, port)))
-            .collect();
+        let mut argv = vec![refs(program)?];
+        for a in args {
+            argv.push(portd_store::with_port(&refs(a)?, port));
+        }
+        if self.def.inject && !self.def.fd {
+            let dir = Path::new(&self.def.dir);
+            let plan = match &self.def.host {
+                Some(h) => crate::inject::plan_on(&argv, dir, port, h),
+                None => crate::inject::plan(&argv, dir, port),
+            };
+            if let Some(line) = plan.message() {
+                self.say(line.trim_start_matches("portd: "));
+            }
+            argv = plan.argv;
+        }
+        self.argv = argv;
         let p = port.to_string();
         self.env = vec![
             ("PORT".into(), p.clone()),
@@ -662,7 +692,7 @@ impl Serve<'_> {
             self.env.push(("HOST".into(), h.clone()));
         }
         for (k, v) in &self.def.env {
-            self.env.push((k.clone(), portd_store::with_port(v, port)));
+            self.env.push((k.clone(), portd_store::with_port(&refs(v)?, port)));
         }
         Ok(())
     }

@@ -30,7 +30,70 @@ pub fn start(ctx: &Ctx, names: &[String], all: bool, move_port: bool) -> Result<
     let reg = ctx.registry()?;
     let projects = named(&reg, names, all)?;
     let exe = exe()?;
+    // Defined projects they refer to start first (once each).
+    let mut started = std::collections::HashSet::new();
+    for p in &projects {
+        let order = portd_serve::refs::order(p.key(), |k| referred(&reg, k)).map_err(|cycle| {
+            super::usage(format!("reference cycle: {}", cycle.join(" → "))).with_hint(
+                "a server cannot refer (`{port:NAME}`, `{url:NAME}`) to one that refers back to it",
+            )
+        })?;
+        for dep in order.iter().filter(|k| *k != p.key()) {
+            if started.insert(dep.clone()) {
+                ctx.out
+                    .info(&format!("portd: starting `{dep}` first ({} refers to it)", p.display()));
+                let dp = Project::name(dep)?;
+                if let Outcome::Failed { code, message, hint } =
+                    client::start(&reg, &exe, &dp, false)?
+                {
+                    ctx.out.error(&message, (!hint.is_empty()).then_some(hint.as_str()));
+                    return Ok(code);
+                }
+            }
+        }
+        say_injected(ctx, &reg, p);
+    }
     each(ctx, &reg, &projects, |p| client::start(&reg, &exe, p, move_port))
+}
+
+/// The defined projects `key`'s command and environment refer to.
+fn referred(reg: &Registry, key: &str) -> Vec<String> {
+    let Ok(Some(d)) = Project::name(key).and_then(|p| reg.definition(&p)) else {
+        return Vec::new();
+    };
+    let texts = d.argv.iter().chain(d.env.iter().map(|(_, v)| v));
+    let mut out: Vec<String> = Vec::new();
+    for t in texts {
+        for n in portd_serve::refs::names(t) {
+            let defined =
+                Project::name(&n).and_then(|p| reg.definition(&p)).is_ok_and(|d| d.is_some());
+            if defined && !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+/// Says which flags a dev server that ignores `PORT` gets (the supervisor
+/// adds the same ones).
+fn say_injected(ctx: &Ctx, reg: &Registry, p: &Project) {
+    let Ok(Some(d)) = reg.definition(p) else { return };
+    let Ok(l) = reg.show(p) else { return };
+    if !d.inject || d.fd {
+        return;
+    }
+    let dir = std::path::Path::new(&d.dir);
+    let plan = match &d.host {
+        Some(h) => portd_serve::inject::plan_on(&d.argv, dir, l.entry.port, h),
+        None => portd_serve::inject::plan(&d.argv, dir, l.entry.port),
+    };
+    if let Some(line) = plan.message() {
+        ctx.out.info(&line);
+    }
+    if let Some(note) = &plan.note {
+        ctx.out.info(&format!("portd: {note}"));
+    }
 }
 
 pub fn restart(ctx: &Ctx, names: &[String]) -> Result<u8, Error> {
