@@ -39,7 +39,7 @@ pub struct Defined {
 #[derive(Debug)]
 pub enum ServerLease {
     /// The lease is this supervisor's.
-    Taken(Allocation),
+    Taken(Box<Allocation>),
     /// Another supervisor of this server lives: this pid.
     Exists(u32),
 }
@@ -310,7 +310,7 @@ impl Registry {
             s.supervisor = Some(me);
             tx.put_state(key, &s)?;
             tx.append_events(evs)?;
-            Ok(ServerLease::Taken(lease))
+            Ok(ServerLease::Taken(Box::new(lease)))
         })
     }
 
