@@ -195,7 +195,10 @@ fn ls_prints_a_table_with_a_header() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["PROJECT", "PORT", "RANGE", "STATE", "PID", "COMMAND", "LAST", "USED"]);
+    assert_eq!(
+        header,
+        ["PROJECT", "PORT", "RANGE", "STATE", "PID", "COMMAND", "LAST", "USED", "SERVER"]
+    );
     let row: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(row[..6], ["tableapp", &port.to_string(), "primary", "idle", "-", "-"]);
     assert!(lines[1].ends_with(" ago"), "{text}");

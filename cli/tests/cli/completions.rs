@@ -128,7 +128,9 @@ fn zsh_completion_is_valid_and_completes_names_from_the_registry() {
     // The script parses, and every project position asks the registry.
     shell(&env, "zsh", &format!("zsh -n '{}'", script.display()));
     let text = std::fs::read_to_string(&script).unwrap();
-    assert_eq!(text.matches(":_portd_projects' \\").count(), 5, "{text}");
+    // get, run, env, show, release, and the managed servers' rm, start,
+    // stop and restart (their NAME lists).
+    assert_eq!(text.matches(":_portd_projects' \\").count(), 9, "{text}");
     // The helper itself, run in zsh with `compadd` recording what it is given.
     let snippet = format!(
         "source '{}' 2>/dev/null; compdef() {{ }}; _alternative() {{ print -l -- $projects }}; \
@@ -172,7 +174,7 @@ fn completions_refuse_json() {
 fn help_lists_every_environment_variable() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut vars = std::collections::BTreeSet::new();
-    for dir in ["core/src", "store/src", "cli/src"] {
+    for dir in ["core/src", "store/src", "serve/src", "cli/src"] {
         let mut stack = vec![root.join(dir)];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(d).unwrap() {
