@@ -64,7 +64,8 @@ impl LogFile {
         let file = open_log(path)?;
         let len = file.metadata()?.len();
         let mut last = [0u8];
-        let open_line = len > 0 && file.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n';
+        let open_line =
+            len > 0 && file.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n';
         Ok(LogFile { path: path.to_owned(), file, cap: cap_bytes.max(1), open_line })
     }
 
@@ -239,7 +240,8 @@ fn pump_retrying(mut reader: impl Read, mut file: LogFile, retry: Duration) -> P
                 continue;
             }
             // Through the cap and rotation: a real test of the log.
-            let note = file.note_line(&format!("{} bytes of output were lost: {}", o.dropped, o.error));
+            let note =
+                file.note_line(&format!("{} bytes of output were lost: {}", o.dropped, o.error));
             if file.write_all(note.as_bytes()).is_err() {
                 o.since = Instant::now();
                 o.dropped += n as u64;
@@ -564,7 +566,8 @@ mod tests {
         log.write_all(b"0123456789012345\n").unwrap();
         assert_eq!(read(&old), "last\n");
         assert_eq!(read(&path), "0123456789012345\n");
-        let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> =
+            fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         // A line longer than the cap is cut at the cap.
         log.write_all(b"abcdefghijklmnopqrstuvwxyz\n").unwrap();
@@ -684,7 +687,11 @@ mod tests {
         fn wait_for(&self, want: &str) {
             let t = Instant::now();
             while self.text() != want {
-                assert!(t.elapsed() < Duration::from_secs(10), "got {:?}, want {want:?}", self.text());
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "got {:?}, want {want:?}",
+                    self.text()
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
@@ -824,7 +831,8 @@ mod tests {
         fn wait_for_a_blocked_write(&self) {
             let (lock, cv) = &*self.state;
             let st = lock.lock().unwrap();
-            let (_st, timeout) = cv.wait_timeout_while(st, Duration::from_secs(10), |s| !s.1).unwrap();
+            let (_st, timeout) =
+                cv.wait_timeout_while(st, Duration::from_secs(10), |s| !s.1).unwrap();
             assert!(!timeout.timed_out(), "follow never wrote");
         }
     }
@@ -838,7 +846,8 @@ mod tests {
         let gate = Gate::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s, mut g) = (path.clone(), stop.clone(), gate.clone());
-        let thread = std::thread::spawn(move || follow(&p, 10, &mut g, || s.load(Ordering::Relaxed)));
+        let thread =
+            std::thread::spawn(move || follow(&p, 10, &mut g, || s.load(Ordering::Relaxed)));
         gate.out.wait_for("first\n");
         gate.set_closed(true);
         log.write_all(b"second\n").unwrap();
@@ -900,7 +909,9 @@ mod tests {
     fn pump_copies_a_child_process_output_until_it_exits() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("a.log");
-        let mut child = spawn_sh("i=0; while [ $i -lt 3000 ]; do echo \"line $i\"; i=$((i+1)); done; printf tail");
+        let mut child = spawn_sh(
+            "i=0; while [ $i -lt 3000 ]; do echo \"line $i\"; i=$((i+1)); done; printf tail",
+        );
         let out = child.0.stdout.take().unwrap();
         let log = LogFile::open(&path, 10_000).unwrap();
         let pump = std::thread::spawn(move || pump(out, log));

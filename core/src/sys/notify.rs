@@ -57,7 +57,8 @@ impl Watch {
             let left = deadline.saturating_duration_since(Instant::now());
             // Rounded up, so that a wait never ends early and spins.
             let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
-            let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd =
+                libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
             // SAFETY: `pfd` is one valid pollfd that outlives the call, and
             // the count says one.
             let r = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -84,7 +85,11 @@ impl Watch {
             // SAFETY: `buf` is writable for its full size in bytes and
             // outlives the call.
             let n = unsafe {
-                libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), std::mem::size_of_val(&buf))
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    std::mem::size_of_val(&buf),
+                )
             };
             if n > 0 {
                 continue;
