@@ -437,7 +437,13 @@ pub fn follow(
         }
         out.write_all(&bytes)?;
     }
-    drop(old);
+    // The files printed (or older than what was printed): a rotated copy
+    // not among them was missed while it was the current file.
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    if let Some(m) = old.map(|o| o.metadata()).transpose()? {
+        seen.push((m.dev(), m.ino()));
+    }
+    seen.extend(cur.as_ref().map(|c| c.id));
     out.write_all(&cur_bytes)?;
     out.flush()?;
     let mut buf = vec![0u8; BLOCK];
@@ -459,8 +465,20 @@ pub fn follow(
                 }
             }
             (Ok(_), _) => {
-                // Rotated or recreated: the new file from its start.
+                // Rotated or recreated: the new file from its start. Had the
+                // log rotated twice since the last look, the file in between
+                // is the rotated copy now: printed whole first.
+                let copy = Followed::open(&rotated_path(path)).ok().flatten();
+                if let Some(mut copy) = copy.filter(|c| !seen.contains(&c.id)) {
+                    copy.copy_new(out, &mut buf)?;
+                    seen.push(copy.id);
+                }
                 cur = Followed::open(path)?;
+                seen.extend(cur.as_ref().map(|c| c.id));
+                // Inode numbers are reused: only the latest few count.
+                if seen.len() > 4 {
+                    seen.drain(..seen.len() - 4);
+                }
                 continue;
             }
             // Between the rotation's rename and the new file.
@@ -780,6 +798,90 @@ mod tests {
         let e = follow(&tmp.path().join("none.log"), 3, &mut io::sink(), || true).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("there is no log at"), "{e}");
+    }
+
+    /// An output that can be made to block, as a slow terminal would.
+    #[derive(Clone, Default)]
+    struct Gate {
+        out: Shared,
+        state: Arc<(std::sync::Mutex<(bool, bool)>, std::sync::Condvar)>, // (closed, a write waits)
+    }
+    impl Write for Gate {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let (lock, cv) = &*self.state;
+            let mut st = lock.lock().unwrap();
+            while st.0 {
+                st.1 = true;
+                cv.notify_all();
+                st = cv.wait(st).unwrap();
+            }
+            st.1 = false;
+            drop(st);
+            self.out.write(b)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Gate {
+        fn set_closed(&self, closed: bool) {
+            self.state.0.lock().unwrap().0 = closed;
+            self.state.1.notify_all();
+        }
+        fn wait_for_a_blocked_write(&self) {
+            let (lock, cv) = &*self.state;
+            let st = lock.lock().unwrap();
+            let (_st, timeout) =
+                cv.wait_timeout_while(st, Duration::from_secs(10), |s| !s.1).unwrap();
+            assert!(!timeout.timed_out(), "follow never wrote");
+        }
+    }
+
+    #[test]
+    fn follow_prints_a_whole_file_it_missed_between_two_rotations() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.log");
+        let mut log = LogFile::open(&path, 100).unwrap();
+        log.write_all(b"first\n").unwrap();
+        let gate = Gate::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s, mut g) = (path.clone(), stop.clone(), gate.clone());
+        let thread =
+            std::thread::spawn(move || follow(&p, 10, &mut g, || s.load(Ordering::Relaxed)));
+        gate.out.wait_for("first\n");
+        gate.set_closed(true);
+        log.write_all(b"second\n").unwrap();
+        gate.wait_for_a_blocked_write();
+        // Now, while `follow` is stuck on its output: two rotations.
+        let mut want = String::from("first\nsecond\n");
+        for i in 0..25 {
+            let line = format!("line {i:02}\n"); // 8 bytes: 12 a file
+            log.write_all(line.as_bytes()).unwrap();
+            want.push_str(&line);
+        }
+        assert_eq!(read(&rotated_path(&path)).lines().next(), Some("line 10"));
+        assert_eq!(read(&path), "line 22\nline 23\nline 24\n");
+        gate.set_closed(false);
+        gate.out.wait_for(&want);
+        stop.store(true, Ordering::Relaxed);
+        thread.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn follow_does_not_print_the_rotated_copy_again_when_the_log_is_recreated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.log");
+        fs::write(rotated_path(&path), "old\n").unwrap();
+        let mut log = LogFile::open(&path, 100).unwrap();
+        log.write_all(b"current\n").unwrap();
+        let f = Follower::start(&path, 5);
+        f.out.wait_for("old\ncurrent\n");
+        fs::remove_file(&path).unwrap();
+        log.write_all(b"new file\n").unwrap();
+        f.out.wait_for("old\ncurrent\nnew file\n");
+        std::thread::sleep(Duration::from_millis(300));
+        f.out.wait_for("old\ncurrent\nnew file\n");
+        f.finish().unwrap();
     }
 
     /// Kills and reaps a child when dropped.
