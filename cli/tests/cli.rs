@@ -47,5 +47,9 @@ mod pins;
 mod run;
 #[path = "cli/semantics.rs"]
 mod semantics;
+#[path = "cli/servers.rs"]
+mod servers;
+#[path = "cli/servers_faults.rs"]
+mod servers_faults;
 #[path = "cli/shared.rs"]
 mod shared;

@@ -544,3 +544,254 @@ impl Drop for Reaper {
         }
     }
 }
+
+// ---- Managed servers ----------------------------------------------------
+
+/// The fixtures of the managed-server tests (`cli/tests/fixtures/servers/NAME`).
+pub fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/servers").join(name);
+    assert!(p.is_file(), "missing fixture {}", p.display());
+    p.to_str().unwrap().to_owned()
+}
+
+/// A world for managed-server tests: the private range `start`..`start + 20`.
+/// When dropped — also when the test panics — it runs `portd stop --all`
+/// and then SIGKILLs every process whose environment holds this test's
+/// `PORTD_HOME` (supervisors, servers and what they started), so that no
+/// test leaves a background server behind.
+pub struct Servers {
+    env: Env,
+}
+
+impl std::ops::Deref for Servers {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.env
+    }
+}
+
+/// [`Servers`] on the 20 ports from `start`.
+pub fn servers_env(start: u16) -> Servers {
+    Servers { env: private_range(start, 20) }
+}
+
+impl Servers {
+    /// Asserts that no process of this test runs, allowing one that has
+    /// answered but is still exiting half a second to go.
+    #[track_caller]
+    pub fn assert_nothing_runs(&self, what: &str) {
+        let end = std::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            let left = self.processes();
+            if left.is_empty() {
+                return;
+            }
+            if std::time::Instant::now() >= end {
+                let cmds: Vec<_> = left.iter().map(|&p| (p, portd_core::sys::cmdline(p))).collect();
+                panic!("{what}: still running: {cmds:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Processes whose environment holds this test's `PORTD_HOME`.
+    pub fn processes(&self) -> Vec<u32> {
+        processes_with_home(&self.home())
+    }
+
+    /// Live processes of this test (see [`Servers::processes`]) whose
+    /// command line contains `needle`.
+    pub fn matching(&self, needle: &str) -> Vec<u32> {
+        self.processes()
+            .into_iter()
+            .filter(|&p| portd_core::sys::cmdline(p).is_some_and(|c| c.join(" ").contains(needle)))
+            .collect()
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        // `stop --all`, bounded: a hanging stop must not hang the test run.
+        if let Ok(mut child) =
+            self.env.command(["stop", "--all"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+        {
+            let end = std::time::Instant::now() + Duration::from_secs(20);
+            while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let home = self.env.home();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = processes_with_home(&home);
+            if left.is_empty() || std::time::Instant::now() >= end {
+                break;
+            }
+            for pid in left {
+                let _ = portd_core::sys::kill(pid as i32, portd_core::sys::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Live (not zombie) processes other than this one whose environment has
+/// `PORTD_HOME=home`.
+pub fn processes_with_home(home: &Path) -> Vec<u32> {
+    let me = std::process::id();
+    let want = home.to_str().unwrap();
+    portd_core::sys::process_table()
+        .into_iter()
+        .filter(|p| p.pid != me && p.state != 'Z')
+        .filter(|p| {
+            portd_core::sys::environ(p.pid)
+                .is_some_and(|e| e.iter().any(|(k, v)| k == "PORTD_HOME" && v == want))
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Whether `pid` runs (a zombie does not).
+pub fn alive(pid: u32) -> bool {
+    portd_core::sys::proc_stat(pid).is_ok_and(|s| s.state != 'Z')
+}
+
+/// Live members of process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    portd_core::sys::process_table()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.state != 'Z')
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// One HTTP/1.0 GET of `path` on 127.0.0.1:port: the status and the body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split_ascii_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {out:?}")))?;
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Ok((status, body))
+}
+
+/// `add --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AddedJson {
+    pub project: String,
+    pub port: u16,
+    pub created: bool,
+    pub changes: Vec<String>,
+}
+
+/// The last event of a server in `status --detailed --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LastEventJson {
+    pub at: String,
+    pub kind: String,
+    pub text: String,
+}
+
+/// One server in `status --detailed --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ServerLineJson {
+    pub project: String,
+    pub state: String,
+    pub port: Option<u16>,
+    pub uptime_s: Option<u64>,
+    pub rss_bytes: Option<u64>,
+    pub connections: Option<usize>,
+    pub last_event: Option<LastEventJson>,
+    /// Why it is stopped, unhealthy or crash-looping (where shown).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `last_24h` in `status --detailed --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DayJson {
+    pub starts: usize,
+    pub avg_startup_ms: Option<u64>,
+    pub idle_shutdowns: usize,
+    pub restarts: usize,
+}
+
+/// `status --detailed --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DetailedJson {
+    pub defined: usize,
+    pub running: usize,
+    pub sleeping: usize,
+    pub stopped: usize,
+    pub starting: usize,
+    pub unhealthy: usize,
+    pub crash_looping: usize,
+    pub memory_bytes: u64,
+    pub saved_bytes: u64,
+    pub last_24h: DayJson,
+    pub servers: Vec<ServerLineJson>,
+}
+
+impl Env {
+    /// `status --detailed --json`, parsed.
+    #[track_caller]
+    pub fn detailed(&self) -> DetailedJson {
+        self.run(&["status", "--detailed", "--json"]).json()
+    }
+
+    /// `name`'s line in `status --detailed --json`.
+    #[track_caller]
+    pub fn server(&self, name: &str) -> ServerLineJson {
+        let d = self.detailed();
+        d.servers
+            .iter()
+            .find(|s| s.project == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("`{name}` not in status --detailed: {d:#?}"))
+    }
+
+    /// `name`'s entry in `ls --json`.
+    #[track_caller]
+    pub fn entry(&self, name: &str) -> EntryJson {
+        let ls = self.ls();
+        ls.iter()
+            .find(|e| e.project == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("`{name}` not in ls: {ls:#?}"))
+    }
+}
+
+impl Env {
+    /// `portd add NAME ARGS…` (ARGS ending with `-- COMMAND…`): asserts the
+    /// port alone on stdout and the one `defined …` line on stderr, and
+    /// returns the port.
+    #[track_caller]
+    pub fn add(&self, name: &str, args: &[&str]) -> u16 {
+        let mut argv = vec!["add", name];
+        argv.extend_from_slice(args);
+        let out = self.run(&argv);
+        out.no_panic();
+        assert_eq!(out.code, 0, "{out:#?}");
+        let port: u16 =
+            out.stdout.trim_end().parse().unwrap_or_else(|_| panic!("not a port: {out:#?}"));
+        assert_eq!(out.stdout, format!("{port}\n"), "{out:#?}");
+        let defined = format!("defined `{name}` on port {port}: ");
+        assert!(out.stderr.starts_with(&defined) && out.stderr.lines().count() == 1, "{out:#?}");
+        port
+    }
+
+    /// `portd start NAME`: asserts success, returns the port.
+    #[track_caller]
+    pub fn start(&self, name: &str) -> u16 {
+        self.run(&["start", name]).port()
+    }
+}
