@@ -115,6 +115,8 @@ struct Serve<'r> {
     listeners: Vec<TcpListener>,
     /// Set by the waker threads when a connection arrives.
     activity: Arc<Activity>,
+    /// The lease is this supervisor's (before, a failure records nothing).
+    leased: bool,
     backoff: Backoff,
 }
 
@@ -176,6 +178,7 @@ pub fn run(reg: &Registry, key: &str, exe: &Path, move_port: bool, report: Optio
         listeners: Vec::new(),
         activity: Arc::default(),
         backoff: Backoff::new(),
+        leased: false,
     };
     s.state.since_ms = now_ms();
     s.state.supervisor = Some(me);
@@ -184,7 +187,13 @@ pub fn run(reg: &Registry, key: &str, exe: &Path, move_port: bool, report: Optio
         Err(e) => {
             let code = e.exit_code();
             s.say(&format!("error: {}", e.message()));
-            s.finish(Phase::Stopped, Some(e.message().to_owned()), vec![]);
+            if s.leased {
+                s.finish(
+                    Phase::Stopped,
+                    Some(e.message().to_owned()),
+                    vec![EventKind::StartFailed],
+                );
+            }
             s.fail(code, e.message(), e.hint().unwrap_or(""))
         }
     }
@@ -218,6 +227,7 @@ impl Serve<'_> {
             }
             ServerLease::Taken(a) => a,
         };
+        self.leased = true;
         self.port = lease.entry.port;
         self.open_log()?;
         self.resolve()?;
@@ -245,6 +255,9 @@ impl Serve<'_> {
                         Ended::Stopped { restart: true, exit } => {
                             self.state.last_exit = Some(describe(exit));
                             self.state.restarts += 1;
+                            // Not ready again until the new one is.
+                            self.state.phase = Phase::Starting;
+                            self.state.command_pid = None;
                             self.record(vec![EventKind::Stopped { why: StopWhy::User }]);
                         }
                         Ended::Stopped { restart: false, exit } => {
@@ -731,7 +744,17 @@ impl Serve<'_> {
     fn events(&self, evs: Vec<EventKind>) -> Vec<Event> {
         let at_ms = now_ms();
         evs.into_iter()
-            .map(|kind| Event { at_ms, project: self.project.key().to_owned(), kind, detail: None })
+            .map(|kind| {
+                // Failures carry their reason.
+                let detail = match kind {
+                    EventKind::StartFailed
+                    | EventKind::CrashLooping
+                    | EventKind::Unhealthy
+                    | EventKind::Stopped { why: StopWhy::Health } => self.state.reason.clone(),
+                    _ => None,
+                };
+                Event { at_ms, project: self.project.key().to_owned(), kind, detail }
+            })
             .collect()
     }
 

@@ -48,6 +48,10 @@ struct ServerLine {
     uptime_s: Option<u64>,
     rss_bytes: Option<u64>,
     connections: Option<usize>,
+    /// Why it is stopped, unhealthy or crash-looping.
+    reason: Option<String>,
+    /// How it last ended.
+    last_exit: Option<String>,
     last_event: Option<LastEvent>,
 }
 
@@ -145,6 +149,8 @@ pub fn detailed(ctx: &Ctx) -> Result<(), Error> {
                 .map(|t| age(t).as_secs()),
             rss_bytes: rss,
             connections: if live { s.port.and_then(|p| sys::established(p).ok()) } else { None },
+            reason: st.as_ref().and_then(|x| x.reason.clone()),
+            last_exit: st.as_ref().and_then(|x| x.last_exit.clone()),
             last_event: last.get(s.key.as_str()).map(|e| LastEvent {
                 at: rfc3339(e.at_ms),
                 kind: e.kind.name(),
