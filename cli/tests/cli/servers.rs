@@ -251,18 +251,24 @@ fn restart_keeps_the_port_and_replaces_the_server_process() {
     let (_, body) = http_get(port, "/").unwrap();
     assert_eq!(body, format!("hello from node {before} on {port}\n"));
 
-    let out = env.run(&["restart", "api"]);
-    // Right away: `restart` returns once the new server is ready.
-    let got = http_get(port, "/");
-    assert_eq!(out.port(), port);
-    let (status, body) = got.expect("the server answers as soon as `restart` returned");
-    assert_eq!(status, 200, "{body}");
-    let after = env.entry("api").child_pid.expect("the new server's pid");
-    assert_ne!(after, before, "a new server process");
-    assert!(!alive(before), "the old server is gone");
-    let (status, body) = http_get(port, "/").unwrap();
-    assert_eq!((status, body), (200, format!("hello from node {after} on {port}\n")));
-    assert_eq!(env.server("api").state, "running");
+    // Several times: a user restarting after each edit.
+    let mut before = before;
+    for round in 1..=5 {
+        let out = env.run(&["restart", "api"]);
+        // Right away: `restart` returns once the new server is ready.
+        let got = http_get(port, "/");
+        assert_eq!(out.port(), port);
+        let (status, body) = got.unwrap_or_else(|e| {
+            panic!("restart {round}: no answer as soon as `restart` returned: {e}")
+        });
+        assert_eq!(status, 200, "{body}");
+        let after = env.entry("api").child_pid.expect("the new server's pid");
+        assert_ne!(after, before, "restart {round}: a new server process");
+        assert!(!alive(before), "restart {round}: the old server is gone");
+        assert_eq!(body, format!("hello from node {after} on {port}\n"), "restart {round}");
+        assert_eq!(env.server("api").state, "running");
+        before = after;
+    }
     assert_eq!(env.matching("server.js").len(), 1, "one server after the restart");
 }
 
@@ -351,7 +357,7 @@ fn on_demand_server_sleeps_until_the_first_request_and_again_when_idle() {
     assert_eq!(status, 200, "{body}");
     let first: u32 = body.trim().rsplit(' ').next().unwrap().parse().unwrap();
     assert_eq!(env.matching("fd_server.py"), vec![first]);
-    assert_eq!(env.server("lazy").state, "running");
+    wait_state(&env, "lazy", "running", Duration::from_secs(5));
 
     // Idle for 2 s: stopped, sleeping again.
     let idle_from = Instant::now();
@@ -371,7 +377,7 @@ fn on_demand_server_sleeps_until_the_first_request_and_again_when_idle() {
     assert_eq!(status, 200);
     assert!(body.starts_with("hello from fd server "), "{body}");
     assert!(!body.contains(&first.to_string()), "a new server process: {body}");
-    assert_eq!(env.server("lazy").state, "running");
+    wait_state(&env, "lazy", "running", Duration::from_secs(5));
 }
 
 #[test]
@@ -388,6 +394,16 @@ fn a_sleeping_supervisor_uses_no_cpu() {
     let after = portd_core::sys::cpu_ticks(sup).unwrap();
     assert_eq!(after, before, "the sleeping supervisor used CPU (utime+stime ticks)");
     assert_eq!(env.server("lazy").state, "sleeping");
+
+    // Stopped while sleeping: the supervisor ends and lets go of the port.
+    let stop = env.run(&["stop", "lazy"]);
+    assert_eq!(
+        (stop.code, stop.stdout.as_str(), stop.stderr.as_str()),
+        (0, "", "stopped `lazy`\n")
+    );
+    env.assert_nothing_runs("after stopping a sleeping server");
+    assert!(http_get(port, "/").is_err(), "nothing listens on {port} any more");
+    assert_eq!(env.server("lazy").state, "stopped");
 }
 
 #[test]
@@ -409,4 +425,49 @@ fn ls_shows_the_server_state() {
     let ls = env.run(&["ls"]);
     let row = ls.ok().lines().find(|l| l.starts_with("api ")).unwrap().to_owned();
     assert!(row.contains("running"), "{ls:#?}");
+}
+
+#[test]
+fn start_of_several_prints_one_port_per_line_in_order_and_stop_all_stops_them() {
+    let env = servers_env(32400);
+    let a = env.add("a", HTTP_SERVER);
+    let b = env.add("b", &["--", "node", &fixture("server.js")]);
+    let out = env.run(&["start", "b", "a"]);
+    assert_eq!(out.ok(), format!("{b}\n{a}\n"));
+    assert_eq!(http_get(a, "/").unwrap().0, 200);
+    assert_eq!(http_get(b, "/health").unwrap(), (200, "ok\n".to_owned()));
+    assert_eq!(env.run(&["start", "--all"]).ok(), format!("{a}\n{b}\n"));
+    let d = env.detailed();
+    assert_eq!((d.defined, d.running), (2, 2), "{d:#?}");
+
+    let stop = env.run(&["stop", "--all"]);
+    assert_eq!(
+        (stop.code, stop.stdout.as_str(), stop.stderr.as_str()),
+        (0, "", "stopped `a`\nstopped `b`\n")
+    );
+    env.assert_nothing_runs("after `stop --all`");
+    assert_eq!(env.detailed().stopped, 2);
+    // Nothing to stop: quiet, and still a success.
+    assert_eq!(env.run(&["stop", "--all"]).ok(), "");
+}
+
+#[test]
+fn the_servers_world_kills_what_its_test_left_running() {
+    let env = servers_env(32420);
+    let home = env.home();
+    env.add("api", HTTP_SERVER);
+    env.start("api");
+    // A process of this test that portd does not know: only the SIGKILL
+    // sweep of the environment finds it.
+    let mut stray = std::process::Command::new("setsid")
+        .args(["sleep", "600"])
+        .env("PORTD_HOME", &home)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("cannot start `setsid sleep`");
+    wait_for("the stray process", Duration::from_secs(5), || env.matching("sleep 600").len() == 1);
+    assert!(env.processes().len() >= 3, "supervisor, server, stray: {:?}", env.processes());
+    drop(env);
+    let _ = stray.wait();
+    assert_eq!(processes_with_home(&home), Vec::<u32>::new());
 }
