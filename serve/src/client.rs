@@ -53,7 +53,7 @@ pub fn start(
     if d.state.as_ref().is_some_and(|s| s.live_supervisor().is_some()) {
         return wait(reg, project, limit);
     }
-    let report = spawn(reg, exe, project, move_port)?;
+    let report = spawn(reg, exe, project, move_port, limit)?;
     let line = report.lines().last().unwrap_or("");
     let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
     Ok(match word {
@@ -90,7 +90,13 @@ pub fn not_defined(project: &Project) -> Error {
 }
 
 /// Starts `exe __serve NAME` detached and returns what it reported.
-fn spawn(reg: &Registry, exe: &Path, project: &Project, move_port: bool) -> Result<String, Error> {
+fn spawn(
+    reg: &Registry,
+    exe: &Path,
+    project: &Project,
+    move_port: bool,
+    limit: Duration,
+) -> Result<String, Error> {
     let io = |what: &str, e: std::io::Error| Error::new(ErrorKind::Other, format!("{what}: {e}"));
     let log = log_path(reg.dir(), project.key());
     if let Some(dir) = log.parent() {
@@ -118,8 +124,25 @@ fn spawn(reg: &Registry, exe: &Path, project: &Project, move_port: bool) -> Resu
         .map_err(|e| io(&format!("cannot start the supervisor `{}`", exe.display()), e))?;
     drop(cmd);
     drop(writer);
-    let mut report = String::new();
-    let _ = reader.read_to_string(&mut report);
+    // The supervisor enforces the start timeout itself; this bound only
+    // keeps a supervisor that hangs from holding `portd start` forever.
+    let until = Instant::now() + limit;
+    let mut report = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        use std::os::fd::AsFd;
+        match sys::wait_readable(reader.as_fd(), Some(left)) {
+            Ok(true) => match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => report.extend_from_slice(&buf[..n]),
+            },
+            Ok(false) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let report = String::from_utf8_lossy(&report).into_owned();
     // The supervisor lives on; it is not this process's to wait for once
     // it has reported (it is reparented when this process exits).
     drop(child);
@@ -178,22 +201,48 @@ pub fn stop(reg: &Registry, project: &Project) -> Result<bool, Error> {
     let Some(owner) = d.state.as_ref().and_then(|s| s.live_supervisor()) else {
         return Ok(false);
     };
-    let _ = sys::kill(owner.pid as i32, sys::SIGTERM);
+    signal(project, owner.pid, sys::SIGTERM)?;
+    // The supervisor may need the kill grace for the server, as much again
+    // for what it left behind, and a health check under way.
     let grace = Duration::from_millis(d.def.kill_grace_ms);
-    let until = Instant::now() + grace + Duration::from_secs(5);
+    let until = Instant::now() + grace * 2 + Duration::from_secs(10);
     while owner.liveness() != Liveness::Dead {
         if Instant::now() >= until {
             // Its `__supervise` kills the server's whole tree when it dies.
-            let _ = sys::kill(owner.pid as i32, sys::SIGKILL);
+            signal(project, owner.pid, sys::SIGKILL)?;
             let killed = Instant::now();
             while owner.liveness() != Liveness::Dead && killed.elapsed() < Duration::from_secs(5) {
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            if owner.liveness() != Liveness::Dead {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!(
+                        "the supervisor of `{}` (pid {}) did not stop",
+                        project.display(),
+                        owner.pid
+                    ),
+                )
+                .with_hint(format!("look at it with `ps -o stat,cmd -p {}`", owner.pid)));
             }
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(true)
+}
+
+/// Sends `sig` to the supervisor `pid`; not permitted (another user's
+/// server in a shared registry) is a permission error.
+fn signal(project: &Project, pid: u32, sig: i32) -> Result<(), Error> {
+    match sys::kill(pid as i32, sig) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Error::new(
+            ErrorKind::Permission,
+            format!("`{}` runs as another user (supervisor pid {pid})", project.display()),
+        )
+        .with_hint("only its user (or root) can stop or restart it")),
+        _ => Ok(()),
+    }
 }
 
 /// Restarts `project`'s server (SIGHUP to its supervisor) and waits until
@@ -209,7 +258,7 @@ pub fn restart(reg: &Registry, exe: &Path, project: &Project) -> Result<Outcome,
     if before.phase == Phase::Sleeping {
         return Ok(Outcome::Sleeping(d.port.unwrap_or(0)));
     }
-    let _ = sys::kill(owner.pid as i32, sys::SIGHUP);
+    signal(project, owner.pid, sys::SIGHUP)?;
     let limit = Duration::from_millis(d.def.start_timeout_ms + d.def.kill_grace_ms)
         + Duration::from_secs(10);
     let until = Instant::now() + limit;

@@ -9,7 +9,7 @@ use portd_core::sys;
 use portd_store::format_duration;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
@@ -93,20 +93,42 @@ pub fn check(
     dir: &Path,
     timeout: Duration,
 ) -> Result<(), String> {
+    check_on(check, None, port, env, dir, timeout)
+}
+
+/// [`check`] of a server that listens on `host` rather than loopback
+/// (`None`, or an unspecified address such as `0.0.0.0`: loopback).
+pub fn check_on(
+    check: &Check,
+    host: Option<IpAddr>,
+    port: u16,
+    env: &[(String, String)],
+    dir: &Path,
+    timeout: Duration,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
+    let host = host.filter(|h| !h.is_unspecified());
     match check {
-        Check::Tcp => connect(port, deadline, timeout).map(drop),
-        Check::Http(path) => http(path, port, deadline, timeout),
+        Check::Tcp => connect(host, port, deadline, timeout).map(drop),
+        Check::Http(path) => http(host, path, port, deadline, timeout),
         Check::Cmd(command) => run(command, port, env, dir, deadline, timeout),
     }
 }
 
-/// Connects to `port` on 127.0.0.1, else on ::1.
-fn connect(port: u16, deadline: Instant, timeout: Duration) -> Result<TcpStream, String> {
-    let addrs = [
-        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
-    ];
+/// Connects to `port` on `host`, or on 127.0.0.1, else on ::1.
+fn connect(
+    host: Option<IpAddr>,
+    port: u16,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let addrs: Vec<SocketAddr> = match host {
+        Some(h) => vec![SocketAddr::from((h, port))],
+        None => vec![
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+        ],
+    };
     let mut v4_error = None;
     for addr in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -140,8 +162,14 @@ fn timed_out(e: &io::Error) -> bool {
 const STATUS_LINE_MAX: usize = 8 << 10;
 const DRAIN_MAX: usize = 256 << 10;
 
-fn http(path: &str, port: u16, deadline: Instant, timeout: Duration) -> Result<(), String> {
-    let mut stream = connect(port, deadline, timeout)?;
+fn http(
+    host: Option<IpAddr>,
+    path: &str,
+    port: u16,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut stream = connect(host, port, deadline, timeout)?;
     let what = format!("GET {path}");
     let late = || format!("{what} timed out after {}", format_duration(timeout));
     let failed = |e: io::Error| if timed_out(&e) { late() } else { format!("{what}: {e}") };

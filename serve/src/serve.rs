@@ -85,6 +85,16 @@ fn told(r: sys::Received) -> Told {
     }
 }
 
+/// What follows a run that ended on its own.
+enum After {
+    /// Start it again (the backoff delay has passed).
+    Restart,
+    /// On demand: record these events and this reason, and sleep.
+    Sleep(Vec<EventKind>, String),
+    /// The supervisor is done (state recorded, lease ended).
+    End,
+}
+
 /// How a run of the server ended.
 enum Ended {
     /// Stopped on request; `restart`: start again at once.
@@ -127,7 +137,15 @@ struct Activity {
     armed: AtomicBool,
     /// When a connection last arrived, ms since the epoch.
     last_ms: AtomicU64,
+    /// Until then (ms since the epoch) connections are the supervisor's
+    /// own health checks, not activity.
+    probe_until_ms: AtomicU64,
 }
+
+/// After a health check, its connection may wait this long to be accepted.
+const PROBE_QUIET_MS: u64 = 200;
+/// The shortest idle timeout.
+pub const MIN_IDLE: Duration = Duration::from_secs(1);
 
 /// Runs `portd __serve` for project `key`; returns the exit code.
 pub fn run(reg: &Registry, key: &str, exe: &Path, move_port: bool, report: Option<File>) -> u8 {
@@ -231,75 +249,87 @@ impl Serve<'_> {
         self.port = lease.entry.port;
         self.open_log()?;
         self.resolve()?;
-        if self.def.on_demand {
+        if self.def.on_demand || self.def.fd {
             self.listeners = bind_public(&lease, self.def.host.as_deref())?;
             self.start_wakers();
         }
-        let mut first = true;
+        // On demand, the supervisor sleeps before each start: first, after
+        // an idle stop, and after a run that ended and is not restarted.
+        let mut asleep = self.def.on_demand;
+        let mut sleep_events = vec![EventKind::Slept];
+        let mut sleep_reason = None;
         loop {
-            if self.def.on_demand {
-                if first {
-                    self.transition(Phase::Sleeping, None, vec![EventKind::Slept]);
-                    self.answer(&format!("sleeping {}", self.port));
-                    first = false;
-                }
+            if asleep {
+                self.state.command_pid = None;
+                self.transition(
+                    Phase::Sleeping,
+                    sleep_reason.take(),
+                    std::mem::take(&mut sleep_events),
+                );
+                self.answer(&format!("sleeping {}", self.port));
                 if !self.sleep() {
-                    self.finish(Phase::Stopped, Some("stopped by the user".into()), vec![]);
+                    self.finish(
+                        Phase::Stopped,
+                        Some("stopped by the user".into()),
+                        vec![EventKind::Stopped { why: StopWhy::User }],
+                    );
                     return Ok(0);
                 }
+                asleep = false;
             }
-            match self.run_once(first)? {
-                Some(ended) => {
-                    first = false;
-                    match ended {
-                        Ended::Stopped { restart: true, exit } => {
-                            self.state.last_exit = Some(describe(exit));
-                            self.state.restarts += 1;
-                            // Not ready again until the new one is.
-                            self.state.phase = Phase::Starting;
-                            self.state.command_pid = None;
-                            self.record(vec![EventKind::Stopped { why: StopWhy::User }]);
+            let Some(ended) = self.run_once()? else {
+                // The first start failed: reported, recorded, nothing left.
+                return Ok(SERVER_FAILED);
+            };
+            match ended {
+                Ended::Stopped { restart: true, exit } => {
+                    self.state.last_exit = Some(describe(exit));
+                    self.state.restarts += 1;
+                    // Not ready again until the new one is.
+                    self.state.phase = Phase::Starting;
+                    self.state.command_pid = None;
+                    self.record(vec![EventKind::Stopped { why: StopWhy::User }]);
+                }
+                Ended::Stopped { restart: false, exit } => {
+                    self.state.last_exit = Some(describe(exit));
+                    self.finish(
+                        Phase::Stopped,
+                        Some("stopped by the user".into()),
+                        vec![EventKind::Stopped { why: StopWhy::User }],
+                    );
+                    return Ok(0);
+                }
+                Ended::Idle(exit) => {
+                    self.state.last_exit = Some(describe(exit));
+                    let ev = EventKind::Stopped { why: StopWhy::Idle };
+                    if !self.def.on_demand {
+                        self.finish(Phase::Stopped, Some("idle".into()), vec![ev]);
+                        return Ok(0);
+                    }
+                    asleep = true;
+                    sleep_events = vec![ev, EventKind::Slept];
+                    sleep_reason = Some("idle".into());
+                }
+                Ended::Failed { why, exit, reason } => {
+                    match self.after_failure(why, exit, reason) {
+                        After::Restart => {}
+                        After::Sleep(evs, reason) => {
+                            asleep = true;
+                            sleep_events = evs;
+                            sleep_events.push(EventKind::Slept);
+                            sleep_reason = Some(reason);
                         }
-                        Ended::Stopped { restart: false, exit } => {
-                            self.state.last_exit = Some(describe(exit));
-                            self.finish(
-                                Phase::Stopped,
-                                Some("stopped by the user".into()),
-                                vec![EventKind::Stopped { why: StopWhy::User }],
-                            );
-                            return Ok(0);
-                        }
-                        Ended::Idle(exit) => {
-                            self.state.last_exit = Some(describe(exit));
-                            let ev = EventKind::Stopped { why: StopWhy::Idle };
-                            if self.def.on_demand {
-                                self.state.command_pid = None;
-                                self.transition(
-                                    Phase::Sleeping,
-                                    Some("idle".into()),
-                                    vec![ev, EventKind::Slept],
-                                );
-                                continue;
-                            }
-                            self.finish(Phase::Stopped, Some("idle".into()), vec![ev]);
-                            return Ok(0);
-                        }
-                        Ended::Failed { why, exit, reason } => {
-                            if !self.after_failure(why, exit, reason) {
-                                return Ok(0);
-                            }
-                        }
+                        After::End => return Ok(0),
                     }
                 }
-                // The first start failed: reported, recorded, nothing left.
-                None => return Ok(SERVER_FAILED),
             }
         }
     }
 
     /// A run ended on its own: restart under the policy (after the
-    /// backoff delay), or end. Returns whether to go on.
-    fn after_failure(&mut self, why: StopWhy, exit: Exit, reason: String) -> bool {
+    /// backoff delay), sleep again (on demand, when it is not restarted),
+    /// or end.
+    fn after_failure(&mut self, why: StopWhy, exit: Exit, reason: String) -> After {
         let mut evs = vec![EventKind::Stopped { why }];
         if why == StopWhy::Crash {
             evs.push(EventKind::Crashed { exit: describe(exit) });
@@ -308,11 +338,18 @@ impl Serve<'_> {
         let restart = match self.def.restart {
             RestartPolicy::No => false,
             RestartPolicy::OnFailure => exit != Exit::Code(0) || why != StopWhy::Crash,
+            // (a start timeout or failed health checks are failures
+            // whatever the exit code of the stopped server)
             RestartPolicy::Always => true,
         };
         if !restart {
+            if self.def.on_demand {
+                // The socket stays held: the next connection starts it
+                // (a socket-activated server may exit when it is idle).
+                return After::Sleep(evs, reason);
+            }
             self.finish(Phase::Stopped, Some(reason), evs);
-            return false;
+            return After::End;
         }
         match self.backoff.on_exit(Instant::now()) {
             Decision::CrashLoop => {
@@ -323,7 +360,7 @@ impl Serve<'_> {
                     None => reason,
                 };
                 self.finish(Phase::CrashLooping, Some(reason), evs);
-                false
+                After::End
             }
             Decision::Restart(d) => {
                 evs.push(EventKind::Restarted { delay_ms: d.as_millis() as u64 });
@@ -335,7 +372,7 @@ impl Serve<'_> {
                 loop {
                     let left = until.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return true;
+                        return After::Restart;
                     }
                     match self.signals.wait_for(Some(left)) {
                         Ok(Some(r)) if told(r) == Told::Stop => {
@@ -344,9 +381,9 @@ impl Serve<'_> {
                                 Some("stopped by the user".into()),
                                 vec![EventKind::Stopped { why: StopWhy::User }],
                             );
-                            return false;
+                            return After::End;
                         }
-                        Ok(Some(r)) if told(r) == Told::Restart => return true,
+                        Ok(Some(r)) if told(r) == Told::Restart => return After::Restart,
                         Ok(_) => {}
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
@@ -356,19 +393,21 @@ impl Serve<'_> {
     }
 
     /// Starts the server and supervises it until it ends. `None`: the
-    /// first start failed (reported and recorded).
-    fn run_once(&mut self, first: bool) -> Result<Option<Ended>, Error> {
+    /// first start failed (reported to `portd start` and recorded).
+    fn run_once(&mut self) -> Result<Option<Ended>, Error> {
         let started = Instant::now();
         let mut fg = match self.start_command() {
             Ok(fg) => fg,
             Err(StartError::Command(c)) => {
                 let msg = c.to_string();
                 self.say(&format!("error: {msg}"));
-                self.finish(Phase::Stopped, Some(msg.clone()), vec![EventKind::StartFailed]);
-                if first || self.report.is_some() {
+                if self.report.is_some() {
+                    self.finish(Phase::Stopped, Some(msg.clone()), vec![EventKind::StartFailed]);
                     self.fail(c.code, &msg, "check the command with `portd show`");
                     return Ok(None);
                 }
+                // A restart: the lease stays this supervisor's.
+                self.transition(Phase::Starting, Some(msg.clone()), vec![EventKind::StartFailed]);
                 return Ok(Some(Ended::Failed {
                     why: StopWhy::Crash,
                     exit: Exit::Code(i32::from(c.code)),
@@ -396,7 +435,7 @@ impl Serve<'_> {
             match fg.poll(Some(step)) {
                 Polled::Exited(exit) => {
                     let reason = format!("it ended before it was ready ({})", describe(exit));
-                    return Ok(self.start_failed(first, exit, reason));
+                    return Ok(self.start_failed(StopWhy::Crash, exit, reason));
                 }
                 Polled::Signal(r) if told(r) == Told::Stop => {
                     let exit = self.stop_command(&mut fg);
@@ -415,8 +454,7 @@ impl Serve<'_> {
                     self.def.health,
                     portd_store::format_duration(Duration::from_millis(self.def.start_timeout_ms))
                 );
-                let _ = exit;
-                return Ok(self.start_failed(first, exit, reason));
+                return Ok(self.start_failed(StopWhy::StartTimeout, exit, reason));
             }
         }
         let startup = started.elapsed();
@@ -434,10 +472,10 @@ impl Serve<'_> {
 
     /// A start that did not become healthy: the first one is reported
     /// (`None`); a restart counts as a failure.
-    fn start_failed(&mut self, first: bool, exit: Exit, reason: String) -> Option<Ended> {
+    fn start_failed(&mut self, why: StopWhy, exit: Exit, reason: String) -> Option<Ended> {
         self.state.last_exit = Some(describe(exit));
-        if first {
-            self.say(&format!("error: `{}` {reason}", self.project.display()));
+        if self.report.is_some() {
+            self.say(&format!("error: `{}` failed to start: {reason}", self.project.display()));
             self.finish(Phase::Stopped, Some(reason.clone()), vec![EventKind::StartFailed]);
             self.fail(
                 SERVER_FAILED,
@@ -446,7 +484,7 @@ impl Serve<'_> {
             );
             return None;
         }
-        Some(Ended::Failed { why: StopWhy::Crash, exit, reason })
+        Some(Ended::Failed { why, exit, reason })
     }
 
     /// Supervises a healthy server until it ends.
@@ -454,12 +492,18 @@ impl Serve<'_> {
         let interval = Duration::from_millis(self.def.health_interval_ms.max(100));
         let mut next_check = Instant::now() + interval;
         let mut failures = 0u32;
-        let idle = self.def.idle_timeout();
-        let mut idle_from = Instant::now();
+        let idle = self.def.idle_timeout().map(|t| t.max(MIN_IDLE));
+        // Open connections are sampled at a tenth of the timeout (1 s to
+        // 60 s); new connections on a socket this supervisor holds are
+        // noted by its waker threads as they come.
+        let sample = idle.map(|t| (t / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+        let mut next_sample = Instant::now() + sample.unwrap_or_default();
+        // The grace after a start: idle counts from when it became ready.
+        let mut active = Instant::now();
         loop {
             let mut wait = next_check.saturating_duration_since(Instant::now());
-            if let Some(t) = idle {
-                wait = wait.min((idle_from + t).saturating_duration_since(Instant::now()));
+            if sample.is_some() {
+                wait = wait.min(next_sample.saturating_duration_since(Instant::now()));
             }
             match fg.poll(Some(wait)) {
                 Polled::Exited(exit) => {
@@ -513,24 +557,30 @@ impl Serve<'_> {
                     }
                 }
             }
-            if let Some(t) = idle {
+            if let (Some(t), Some(d)) = (idle, sample) {
                 let last = self.activity.last_ms.load(Ordering::Relaxed);
-                let since_last = Duration::from_millis(now_ms().saturating_sub(last));
-                if last != 0 && since_last < idle_from.elapsed() {
-                    idle_from = now - since_last.min(now.duration_since(idle_from));
+                let ago = Duration::from_millis(now_ms().saturating_sub(last));
+                if last != 0 && now.checked_sub(ago).is_some_and(|at| at > active) {
+                    active = now - ago;
                 }
-                if idle_from.elapsed() >= t {
-                    if sys::established(self.port).unwrap_or(0) > 0 {
-                        // Connections are open: look again later.
-                        idle_from = now - t + t.min(Duration::from_secs(60));
-                        continue;
+                if now >= next_sample {
+                    next_sample = now + d;
+                    if self.open_connections() > 0 {
+                        active = now;
                     }
+                }
+                if now.duration_since(active) >= t {
                     self.state.last_rss = Some(sys::group_rss(fg.command_pid()));
                     let exit = self.stop_command(&mut fg);
                     return Ok(Ended::Idle(exit));
                 }
             }
         }
+    }
+
+    /// Connections open to the server now (on its public port).
+    fn open_connections(&self) -> usize {
+        sys::established(self.port).unwrap_or(0)
     }
 
     /// Stops the server: SIGTERM (and SIGCONT) to its group, SIGKILL after
@@ -595,7 +645,10 @@ impl Serve<'_> {
                 loop {
                     match sys::wait_readable(l.as_fd(), None) {
                         Ok(true) => {
-                            activity.last_ms.store(now_ms(), Ordering::Relaxed);
+                            let now = now_ms();
+                            if now > activity.probe_until_ms.load(Ordering::SeqCst) {
+                                activity.last_ms.store(now, Ordering::Relaxed);
+                            }
                             if activity.armed.swap(false, Ordering::SeqCst) {
                                 let _ = sys::kill(pid, sys::SIGUSR2);
                             }
@@ -611,8 +664,35 @@ impl Serve<'_> {
         }
     }
 
+    /// Runs the health check. With `--fd` the port is this supervisor's
+    /// socket, which accepts a connection whether or not the server runs:
+    /// a `tcp` check then passes once the server has accepted it (the
+    /// socket's accept queue is empty again). Connections the check makes
+    /// are not activity (the waker threads skip them).
     fn healthy(&self, timeout: Duration) -> Result<(), String> {
-        health::check(&self.check, self.port, &self.env, Path::new(&self.def.dir), timeout)
+        let quiet = |ms: u64| self.activity.probe_until_ms.store(ms, Ordering::SeqCst);
+        quiet(now_ms() + timeout.as_millis() as u64 + PROBE_QUIET_MS);
+        let host = self.def.host.as_deref().and_then(|h| h.parse().ok());
+        let dir = Path::new(&self.def.dir);
+        let mut r = health::check_on(&self.check, host, self.port, &self.env, dir, timeout);
+        if r.is_ok() && self.def.fd && self.check == Check::Tcp {
+            let until = Instant::now() + timeout;
+            r = loop {
+                match sys::accept_queue(self.port) {
+                    Ok(0) | Err(_) => break Ok(()),
+                    Ok(_) if Instant::now() >= until => {
+                        break Err(format!(
+                            "the server did not accept a connection on port {} within {}",
+                            self.port,
+                            portd_store::format_duration(timeout)
+                        ));
+                    }
+                    Ok(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            };
+        }
+        quiet(now_ms() + PROBE_QUIET_MS);
+        r
     }
 
     fn start_command(&mut self) -> Result<Foreground, StartError> {

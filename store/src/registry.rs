@@ -510,15 +510,20 @@ impl Registry {
         })
     }
 
-    /// Frees every idle entry.
+    /// Frees every idle entry (but those of defined servers, whose ports
+    /// stay theirs while they are defined).
     pub fn release_idle(&self) -> Result<Vec<Entry>> {
         self.write(|tx| {
             // Only the caller's own (all of them, for root).
-            let idle: Vec<Entry> = tx
-                .all_entries()?
-                .into_iter()
-                .filter(|e| State::of(e) == State::Idle && guard(e, "release").is_ok())
-                .collect();
+            let mut idle = Vec::new();
+            for e in tx.all_entries()? {
+                if State::of(&e) == State::Idle
+                    && guard(&e, "release").is_ok()
+                    && !tx.is_defined(&e.project)?
+                {
+                    idle.push(e);
+                }
+            }
             for e in &idle {
                 tx.remove(e)?;
             }

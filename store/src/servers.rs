@@ -176,10 +176,12 @@ impl Registry {
             let old = tx.definition(key)?;
             let mut def = def.clone();
             def.created_ms = old.as_ref().map_or(tx.now, |o| o.created_ms);
+            def.uid = old.as_ref().map_or(def.uid, |o| o.uid);
             def.updated_ms = tx.now;
+            let me = portd_core::sys::euid();
             if let Some(o) = &old
-                && o.uid != def.uid
-                && def.uid != 0
+                && o.uid != me
+                && me != 0
             {
                 return Err(Error::new(
                     ErrorKind::Permission,
@@ -226,8 +228,16 @@ impl Registry {
                 .with_hint(format!("stop it first: `portd stop {}`", project.display())));
             }
             let old = tx.definition(key)?;
-            if old.is_none() {
+            let Some(def) = &old else {
                 return Ok(None);
+            };
+            let me = portd_core::sys::euid();
+            if def.uid != me && me != 0 {
+                return Err(Error::new(
+                    ErrorKind::Permission,
+                    format!("`{}` is defined by uid {}", project.display(), def.uid),
+                )
+                .with_hint("only the user who defined a server (or root) may remove it"));
             }
             tx.wtx.open_table(SERVERS).map_err(db_err)?.remove(key).map_err(db_err)?;
             tx.wtx.open_table(SERVER_STATE).map_err(db_err)?.remove(key).map_err(db_err)?;
@@ -236,6 +246,7 @@ impl Registry {
             }
             if let Some(e) = tx.entry(key)?
                 && crate::policy::in_use(&e).is_none()
+                && crate::policy::guard(&e, "release").is_ok()
             {
                 tx.remove(&e)?;
             }

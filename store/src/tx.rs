@@ -156,7 +156,11 @@ impl<'t> Tx<'t> {
         if self.generation.is_none() {
             self.rows.all(&self.bitmaps, &self.ports, &self.reg.config.ranges)?;
             self.rows.flush(&mut self.bitmaps)?;
-            self.meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(db_err)?;
+            // Schema 2 unless a managed server is stored too (as for a
+            // schema-2 registry below), so that portd versions that read
+            // schema 2 still open it.
+            let to = if self.servers_written { SCHEMA_VERSION } else { 2 };
+            self.meta.insert(SCHEMA_KEY, to).map_err(db_err)?;
         } else if self.servers_written {
             // A schema-2 registry gets the managed-server tables with its
             // first server: older portd versions then refuse it.

@@ -29,6 +29,23 @@ pub fn add(ctx: &Ctx, a: &AddArgs) -> Result<(), Error> {
         return Err(super::usage(format!("`--host {h}` is not an IP address"))
             .with_hint("use e.g. `127.0.0.1`, `::1`, `0.0.0.0` (every interface) or `localhost`"));
     }
+    let at_least = |flag: &str, d: std::time::Duration, min: std::time::Duration| {
+        if d < min {
+            Err(super::usage(format!(
+                "`{flag} {}` is too short: at least {}",
+                portd_store::format_duration(d),
+                portd_store::format_duration(min)
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let ms = std::time::Duration::from_millis;
+    if let Some(t) = a.idle_timeout {
+        at_least("--idle-timeout", t, portd_serve::serve::MIN_IDLE)?;
+    }
+    at_least("--start-timeout", a.start_timeout, ms(100))?;
+    at_least("--health-interval", a.health_interval, ms(100))?;
     if a.on_demand && !a.fd {
         return Err(super::usage("`--on-demand` needs `--fd` for now: the server gets the socket portd holds")
             .with_hint("add `--fd` (the server reads LISTEN_FDS, as with `portd run --fd`); the relay for servers that bind their own port is not built yet"));
@@ -106,12 +123,18 @@ pub fn rm(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
             return Err(client::not_defined(p));
         }
     }
+    let mut removed = Vec::new();
     for p in &projects {
-        if client::stop(&reg, p)? {
+        let stopped = client::stop(&reg, p)?;
+        if stopped {
             ctx.out.info(&format!("stopped `{}`", p.display()));
         }
         reg.undefine(p)?;
         ctx.out.info(&format!("removed `{}` (its port is remembered for next time)", p.display()));
+        removed.push(serde_json::json!({"project": p.display(), "stopped": stopped}));
+    }
+    if ctx.out.json {
+        ctx.out.json(&serde_json::json!({"removed": removed}));
     }
     Ok(())
 }

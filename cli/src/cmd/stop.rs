@@ -7,12 +7,20 @@ use portd_store::Error;
 pub fn stop(ctx: &Ctx, names: &[String], all: bool) -> Result<(), Error> {
     let reg = ctx.registry()?;
     let projects = super::start::named(&reg, names, all)?;
+    let (mut stopped, mut idle) = (Vec::new(), Vec::new());
     for p in &projects {
         if client::stop(&reg, p)? {
             ctx.out.info(&format!("stopped `{}`", p.display()));
-        } else if !all {
-            ctx.out.info(&format!("`{}` is not running", p.display()));
+            stopped.push(p.display().to_owned());
+        } else {
+            if !all {
+                ctx.out.info(&format!("`{}` is not running", p.display()));
+            }
+            idle.push(p.display().to_owned());
         }
+    }
+    if ctx.out.json {
+        ctx.out.json(&serde_json::json!({"stopped": stopped, "not_running": idle}));
     }
     Ok(())
 }

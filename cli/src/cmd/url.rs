@@ -13,7 +13,13 @@ pub fn url(ctx: &Ctx, name: &str) -> Result<(), Error> {
     let project = Project::name(name)?;
     let reg = ctx.registry()?;
     let port = reg.show(&project)?.entry.port;
-    ctx.out.data(&url_of(port));
+    if ctx.out.json {
+        ctx.out.json(
+            &serde_json::json!({"project": project.display(), "port": port, "url": url_of(port)}),
+        );
+    } else {
+        ctx.out.data(&url_of(port));
+    }
     Ok(())
 }
 
@@ -43,7 +49,9 @@ pub fn open(ctx: &Ctx, name: &str) -> Result<u8, Error> {
         .stdout(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if opened {
+    if ctx.out.json {
+        ctx.out.json(&serde_json::json!({"project": project.display(), "port": port, "url": url, "opened": opened}));
+    } else if opened {
         ctx.out.info(&format!("opened {url}"));
     } else {
         ctx.out.info("no desktop opener (`xdg-open`) here; the URL:");

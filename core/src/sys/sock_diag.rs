@@ -30,6 +30,8 @@ pub(super) struct DiagSocket {
     pub remote_port: u16,
     /// Its inode (0 when the socket has no file, e.g. in TIME_WAIT).
     pub inode: u32,
+    /// For a listening socket, the connections waiting to be accepted.
+    pub rqueue: u32,
 }
 
 /// Dumps the TCP sockets of both families (IPv4, IPv6) whose state is in
@@ -124,6 +126,7 @@ fn parse_messages(mut msg: &[u8], each: &mut impl FnMut(DiagSocket)) -> io::Resu
                 local_port: u16::from_be_bytes([body[4], body[5]]),
                 remote_port: u16::from_be_bytes([body[6], body[7]]),
                 inode: u32::from_ne_bytes([body[68], body[69], body[70], body[71]]),
+                rqueue: u32::from_ne_bytes([body[56], body[57], body[58], body[59]]),
             });
         }
         msg = &msg[len.next_multiple_of(4).min(msg.len())..];
@@ -143,6 +146,20 @@ pub fn established(port: u16) -> io::Result<usize> {
     Ok(n)
 }
 
+/// The connections waiting to be accepted on the TCP listening sockets of
+/// local port `port` (IPv4 and IPv6 together), through NETLINK_SOCK_DIAG:
+/// 0 once the server has accepted every connection made so far.
+pub fn accept_queue(port: u16) -> io::Result<u32> {
+    const TCP_LISTEN: u32 = 10;
+    let mut n = 0;
+    tcp_sockets(1 << TCP_LISTEN, |s| {
+        if s.local_port == port {
+            n += s.rqueue;
+        }
+    })?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     /// Set in CI, where every test must run (a test-only variable).
@@ -155,6 +172,18 @@ mod tests {
     fn listener(v6: bool) -> Option<TcpListener> {
         let ip: std::net::IpAddr = if v6 { "::1".parse().unwrap() } else { [127, 0, 0, 1].into() };
         (31400..31450).find_map(|p| TcpListener::bind((ip, p)).ok())
+    }
+
+    #[test]
+    fn the_accept_queue_counts_connections_until_they_are_accepted() {
+        let l = listener(false).unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert_eq!(accept_queue(port).unwrap(), 0);
+        let _c1 = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let _c2 = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert_eq!(accept_queue(port).unwrap(), 2);
+        let _s1 = l.accept().unwrap();
+        assert_eq!(accept_queue(port).unwrap(), 1);
     }
 
     #[test]
