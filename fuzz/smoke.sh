@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 CARGO_FUZZ_VERSION=0.13.2
 seconds=${PORTD_FUZZ_SECONDS:-5}
-targets=${PORTD_FUZZ_TARGETS:-record_decode config_parse project_name arguments registry_model}
+targets=${PORTD_FUZZ_TARGETS:-record_decode config_parse project_name arguments http_requests registry_model}
 # Without a sanitizer, -malloc_limit_mb has no malloc hooks to act on (it
 # is kept for runs with one), so the record target meters its own
 # allocations (testkit/src/alloc_meter.rs). The RSS limit catches slow growth, the

@@ -15,6 +15,9 @@
 //!   has the documented form;
 //! - [`arguments`]: text as a port, a port span, a duration or a command
 //!   argument with `{port}` parses only to values in range that round-trip;
+//! - [`http_requests`]: bytes as what a client sends through the relay,
+//!   and as a pipeline of requests: the request counter finds exactly the
+//!   requests, however the bytes are split into reads;
 //! - [`registry`]: bytes as a sequence of operations on a real registry,
 //!   compared with a plain model, and checked by `portd doctor`'s own
 //!   examination, after every step.
@@ -23,8 +26,10 @@
 //! weaken the check.
 
 pub mod alloc_meter;
+mod http;
 mod inputs;
 mod model;
 
+pub use http::http_requests;
 pub use inputs::{arguments, config, decode_record, project_name, record};
 pub use model::{MAX_OPS, registry};

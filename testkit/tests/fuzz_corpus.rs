@@ -58,6 +58,11 @@ fn arguments() {
 }
 
 #[test]
+fn http_requests() {
+    replay("http_requests", portd_testkit::http_requests);
+}
+
+#[test]
 fn registry_model() {
     replay("registry_model", |bytes| {
         let dir = tempfile::tempdir().unwrap();

@@ -28,9 +28,18 @@ pub struct Trimmed {
 ///   (a relocated read-only section, which holds private pages, is kept).
 ///
 /// The pages the caller touches after the call (its own stack, the code of
-/// the blocking call) come back at once; everything else stays out until
-/// the process wakes. Costs a few milliseconds; call it once, right before
-/// blocking.
+/// the blocking call) come back at once — with their neighbours: the kernel
+/// maps a whole cached folio or fault-around window (64 KiB) per fault, so
+/// a program's text that sits in large folios returns whole. Threads
+/// already blocked touch nothing. Kernel reclaim may drop these clean pages
+/// at any time anyway; this only does it before the memory is needed.
+/// Measured on the `sleeper` example (`benches/sleeper.sh`): VmRSS 3.7 →
+/// 2.6 MB, nearly all of it file pages shared with other processes; the
+/// allocator's part is small (about 25 KB). `MADV_PAGEOUT` releases less
+/// (it skips pages other processes map, such as the C library's, and
+/// evicts the rest from the page cache, so that waking reads the disk).
+/// Costs a fraction of a millisecond (0.3 ms there); call it once, right
+/// before blocking.
 pub fn trim_resident() -> Trimmed {
     let mut t = Trimmed::default();
     #[cfg(target_env = "gnu")]
