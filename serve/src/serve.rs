@@ -24,6 +24,7 @@
 use crate::backoff::{Backoff, Decision};
 use crate::health::{self, Check};
 use crate::logs::{self, LogFile};
+use crate::relay::Relay;
 use portd_core::Owner;
 use portd_core::sys::{self, SignalSet};
 use portd_store::definition::{RestartPolicy, ServerDef};
@@ -127,6 +128,13 @@ struct Serve<'r> {
     activity: Arc<Activity>,
     /// The lease is this supervisor's (before, a failure records nothing).
     leased: bool,
+    /// The port the server listens on: the project's, or behind the relay
+    /// the private one (the entry `NAME@relay`).
+    private: u16,
+    /// On demand without `--fd`: the relay on the public port.
+    relay: Option<Relay>,
+    /// A server command runs (the relay joins connections to it).
+    serving: Arc<AtomicBool>,
     backoff: Backoff,
 }
 
@@ -197,6 +205,9 @@ pub fn run(reg: &Registry, key: &str, exe: &Path, move_port: bool, report: Optio
         activity: Arc::default(),
         backoff: Backoff::new(),
         leased: false,
+        private: 0,
+        relay: None,
+        serving: Arc::default(),
     };
     s.state.since_ms = now_ms();
     s.state.supervisor = Some(me);
@@ -247,10 +258,24 @@ impl Serve<'_> {
         };
         self.leased = true;
         self.port = lease.entry.port;
+        self.private = self.port;
         self.open_log()?;
+        let relayed = self.def.on_demand && !self.def.fd;
+        if relayed {
+            // The server's own port, kept as the entry `NAME@relay` (its
+            // lease this supervisor's): stable from one start to the next.
+            let opts =
+                GetOptions { owner: Some(self.me), require_free: true, ..GetOptions::default() };
+            self.private = self.reg.get_with(&self.project.relay(), &opts)?.entry.port;
+            self.state.relay_port = Some(self.private);
+        }
         self.resolve()?;
         if self.def.on_demand || self.def.fd {
             self.listeners = bind_public(&lease, self.def.host.as_deref())?;
+        }
+        if relayed {
+            self.start_relay()?;
+        } else {
             self.start_wakers();
         }
         // On demand, the supervisor sleeps before each start: first, after
@@ -395,6 +420,13 @@ impl Serve<'_> {
     /// Starts the server and supervises it until it ends. `None`: the
     /// first start failed (reported to `portd start` and recorded).
     fn run_once(&mut self) -> Result<Option<Ended>, Error> {
+        let ended = self.run_server();
+        self.serving.store(false, Ordering::SeqCst);
+        ended
+    }
+
+    /// [`Serve::run_once`], while the relay may join connections to it.
+    fn run_server(&mut self) -> Result<Option<Ended>, Error> {
         let started = Instant::now();
         let mut fg = match self.start_command() {
             Ok(fg) => fg,
@@ -417,6 +449,7 @@ impl Serve<'_> {
             Err(StartError::Other(e)) => return Err(e),
         };
         self.backoff.on_start(started);
+        self.serving.store(true, Ordering::SeqCst);
         self.state.command_pid = Some(fg.command_pid());
         self.state.started_ms = Some(now_ms());
         self.transition(Phase::Starting, None, vec![EventKind::Started]);
@@ -558,10 +591,17 @@ impl Serve<'_> {
                 }
             }
             if let (Some(t), Some(d)) = (idle, sample) {
-                let last = self.activity.last_ms.load(Ordering::Relaxed);
-                let ago = Duration::from_millis(now_ms().saturating_sub(last));
-                if last != 0 && now.checked_sub(ago).is_some_and(|at| at > active) {
-                    active = now - ago;
+                let ago = match &self.relay {
+                    Some(r) => Some(r.stats().idle_for()),
+                    None => match self.activity.last_ms.load(Ordering::Relaxed) {
+                        0 => None,
+                        last => Some(Duration::from_millis(now_ms().saturating_sub(last))),
+                    },
+                };
+                if let Some(at) = ago.and_then(|ago| now.checked_sub(ago))
+                    && at > active
+                {
+                    active = at;
                 }
                 if now >= next_sample {
                     next_sample = now + d;
@@ -580,7 +620,33 @@ impl Serve<'_> {
 
     /// Connections open to the server now (on its public port).
     fn open_connections(&self) -> usize {
-        sys::established(self.port).unwrap_or(0)
+        match &self.relay {
+            Some(r) => r.stats().open_connections(),
+            None => sys::established(self.port).unwrap_or(0),
+        }
+    }
+
+    /// On demand without `--fd`: the relay takes the public sockets; a
+    /// connection while no server runs wakes the loop (armed), and waits.
+    fn start_relay(&mut self) -> Result<(), Error> {
+        let private = self.private;
+        let serving = Arc::clone(&self.serving);
+        let activity = Arc::clone(&self.activity);
+        let pid = std::process::id() as i32;
+        let listeners = std::mem::take(&mut self.listeners);
+        let relay = Relay::start(
+            listeners,
+            move || serving.load(Ordering::SeqCst).then_some(private),
+            move || {
+                if activity.armed.swap(false, Ordering::SeqCst) {
+                    let _ = sys::kill(pid, sys::SIGUSR2);
+                }
+            },
+            Duration::from_millis(self.def.start_timeout_ms),
+        )
+        .map_err(|e| Error::new(ErrorKind::Other, format!("cannot start the relay: {e}")))?;
+        self.relay = Some(relay);
+        Ok(())
     }
 
     /// Stops the server: SIGTERM (and SIGCONT) to its group, SIGKILL after
@@ -674,7 +740,7 @@ impl Serve<'_> {
         quiet(now_ms() + timeout.as_millis() as u64 + PROBE_QUIET_MS);
         let host = self.def.host.as_deref().and_then(|h| h.parse().ok());
         let dir = Path::new(&self.def.dir);
-        let mut r = health::check_on(&self.check, host, self.port, &self.env, dir, timeout);
+        let mut r = health::check_on(&self.check, host, self.private, &self.env, dir, timeout);
         if r.is_ok() && self.def.fd && self.check == Check::Tcp {
             let until = Instant::now() + timeout;
             r = loop {
@@ -736,7 +802,7 @@ impl Serve<'_> {
     /// The command line and environment the server runs with: `{port}`
     /// replaced, the lease's variables, then the definition's.
     fn resolve(&mut self) -> Result<(), Error> {
-        let port = self.port;
+        let port = self.private;
         let reg = self.reg;
         // `{port:NAME}` / `{url:NAME}`: a project with an entry, or a
         // defined one (given its port now).
@@ -854,6 +920,10 @@ impl Serve<'_> {
         let evs = self.events(evs);
         if let Err(e) = self.reg.end_server(&self.project, self.me, &self.state, &evs) {
             self.say(&format!("could not record the state: {}", e.message()));
+        }
+        if let Some(relay) = self.relay.take() {
+            relay.stop();
+            let _ = self.reg.end_lease(&self.project.relay(), self.me);
         }
     }
 

@@ -40,9 +40,15 @@ impl Project {
         Project::dir(root)
     }
 
-    /// Parses a stored key (a name, or an absolute path).
+    /// The private port of named project `self`'s relay (on-demand
+    /// servers that bind their own port): the entry `NAME@relay`.
+    pub fn relay(&self) -> Project {
+        Project(format!("{}{}", self.0, record::RELAY_SUFFIX))
+    }
+
+    /// Parses a stored key (a name, an absolute path, or a relay's key).
     pub fn from_key(key: &str) -> Result<Project> {
-        if key.starts_with('/') && record::valid_key(key) {
+        if (key.starts_with('/') || key.ends_with(record::RELAY_SUFFIX)) && record::valid_key(key) {
             Ok(Project(key.to_owned()))
         } else {
             Project::name(key)

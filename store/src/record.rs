@@ -97,10 +97,16 @@ fn n_of(t: &str) -> usize {
 pub fn valid_key(key: &str) -> bool {
     if key.starts_with('/') {
         key.len() <= 4096 && !key.contains('\0')
+    } else if let Some(name) = key.strip_suffix(RELAY_SUFFIX) {
+        validate_name(name).is_ok()
     } else {
         validate_name(key).is_ok()
     }
 }
+
+/// The suffix of the key of a managed server's relay port (`api@relay`):
+/// `@` is in no project name, so it never clashes with one.
+pub const RELAY_SUFFIX: &str = "@relay";
 
 #[derive(Serialize, Deserialize)]
 struct OwnerV1 {

@@ -46,10 +46,6 @@ pub fn add(ctx: &Ctx, a: &AddArgs) -> Result<(), Error> {
     }
     at_least("--start-timeout", a.start_timeout, ms(100))?;
     at_least("--health-interval", a.health_interval, ms(100))?;
-    if a.on_demand && !a.fd {
-        return Err(super::usage("`--on-demand` needs `--fd` for now: the server gets the socket portd holds")
-            .with_hint("add `--fd` (the server reads LISTEN_FDS, as with `portd run --fd`); the relay for servers that bind their own port is not built yet"));
-    }
     let dir = match &a.dir {
         Some(d) => d.clone(),
         None => std::env::current_dir()
