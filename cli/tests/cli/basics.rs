@@ -201,7 +201,8 @@ fn ls_prints_a_table_with_a_header() {
     );
     let row: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(row[..6], ["tableapp", &port.to_string(), "primary", "idle", "-", "-"]);
-    assert!(lines[1].ends_with(" ago"), "{text}");
+    // Last used, then the server column (`-`: not a defined server).
+    assert!(lines[1].ends_with(" ago     -"), "{text}");
     // Columns line up.
     assert_eq!(lines[0].find("PORT"), lines[1].find(&port.to_string()));
 }
