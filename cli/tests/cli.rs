@@ -51,5 +51,7 @@ mod semantics;
 mod servers;
 #[path = "cli/servers_faults.rs"]
 mod servers_faults;
+#[path = "cli/servers_relay.rs"]
+mod servers_relay;
 #[path = "cli/shared.rs"]
 mod shared;

@@ -46,6 +46,18 @@ pub fn start(
     project: &Project,
     move_port: bool,
 ) -> Result<Outcome, Error> {
+    start_noting(reg, exe, project, move_port, &mut Vec::new())
+}
+
+/// [`start`], adding to `notes` the lines the supervisor has for the user
+/// (the flags it added to a dev server's command), to print on stderr.
+pub fn start_noting(
+    reg: &Registry,
+    exe: &Path,
+    project: &Project,
+    move_port: bool,
+    notes: &mut Vec<String>,
+) -> Result<Outcome, Error> {
     let Some(d) = reg.defined(Some(project.key()))?.pop() else {
         return Err(not_defined(project));
     };
@@ -54,7 +66,13 @@ pub fn start(
         return wait(reg, project, limit);
     }
     let report = spawn(reg, exe, project, move_port, limit)?;
-    let line = report.lines().last().unwrap_or("");
+    let mut line = "";
+    for l in report.lines() {
+        match l.strip_prefix("note ") {
+            Some(n) => notes.push(n.to_owned()),
+            None => line = l,
+        }
+    }
     let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
     Ok(match word {
         "ready" => Outcome::Ready(rest.parse().unwrap_or(0)),

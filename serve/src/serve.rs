@@ -19,7 +19,9 @@
 //!
 //! The first start's outcome goes to `portd start` as one line on the
 //! report pipe (descriptor 3): `ready PORT`, `sleeping PORT`, `exists PID`
-//! (another supervisor runs this server) or `error CODE MESSAGE\tHINT`.
+//! (another supervisor runs this server) or `error CODE MESSAGE\tHINT`,
+//! after any `note TEXT` lines (what was added to the command) for it to
+//! print.
 
 use crate::backoff::{Backoff, Decision};
 use crate::health::{self, Check};
@@ -833,6 +835,11 @@ impl Serve<'_> {
             };
             if let Some(line) = plan.message() {
                 self.say(line.trim_start_matches("portd: "));
+                self.note(&line);
+            }
+            if let Some(n) = &plan.note {
+                self.say(n);
+                self.note(&format!("portd: {n}"));
             }
             argv = plan.argv;
         }
@@ -924,6 +931,13 @@ impl Serve<'_> {
         if let Some(relay) = self.relay.take() {
             relay.stop();
             let _ = self.reg.end_lease(&self.project.relay(), self.me);
+        }
+    }
+
+    /// A line for `portd start` to print on stderr, before its answer.
+    fn note(&mut self, line: &str) {
+        if let Some(r) = &mut self.report {
+            let _ = writeln!(r, "note {}", one_line(line));
         }
     }
 

@@ -51,9 +51,15 @@ pub fn start(ctx: &Ctx, names: &[String], all: bool, move_port: bool) -> Result<
                 }
             }
         }
-        say_injected(ctx, &reg, p);
     }
-    each(ctx, &reg, &projects, |p| client::start(&reg, &exe, p, move_port))
+    each(ctx, &reg, &projects, |p| {
+        let mut notes = Vec::new();
+        let out = client::start_noting(&reg, &exe, p, move_port, &mut notes);
+        for n in &notes {
+            ctx.out.info(n);
+        }
+        out
+    })
 }
 
 /// The defined projects `key`'s command and environment refer to.
@@ -73,27 +79,6 @@ fn referred(reg: &Registry, key: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// Says which flags a dev server that ignores `PORT` gets (the supervisor
-/// adds the same ones).
-fn say_injected(ctx: &Ctx, reg: &Registry, p: &Project) {
-    let Ok(Some(d)) = reg.definition(p) else { return };
-    let Ok(l) = reg.show(p) else { return };
-    if !d.inject || d.fd {
-        return;
-    }
-    let dir = std::path::Path::new(&d.dir);
-    let plan = match &d.host {
-        Some(h) => portd_serve::inject::plan_on(&d.argv, dir, l.entry.port, h),
-        None => portd_serve::inject::plan(&d.argv, dir, l.entry.port),
-    };
-    if let Some(line) = plan.message() {
-        ctx.out.info(&line);
-    }
-    if let Some(note) = &plan.note {
-        ctx.out.info(&format!("portd: {note}"));
-    }
 }
 
 pub fn restart(ctx: &Ctx, names: &[String]) -> Result<u8, Error> {

@@ -1,0 +1,136 @@
+//! On-demand servers without `--fd`: the supervisor relays connections to
+//! the server on a private port (the entry `NAME@relay`). Real servers:
+//! python's http.server and a real Vite (the fixture installed by `.ci/run`).
+//! Ports 39000–39099.
+
+use crate::util::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[track_caller]
+fn wait_state(env: &Env, name: &str, state: &str, limit: Duration) {
+    let end = Instant::now() + limit;
+    loop {
+        let s = env.server(name);
+        if s.state == state {
+            return;
+        }
+        assert!(Instant::now() < end, "`{name}` never became {state}: {s:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The private port of `name`'s relay, from `ls --json`.
+fn relay_port(env: &Env, name: &str) -> u16 {
+    let all: Vec<EntryJson> = env.run(&["ls", "--json"]).json();
+    let key = format!("{name}@relay");
+    all.iter().find(|e| e.key == key).unwrap_or_else(|| panic!("no `{key}`: {all:#?}")).port
+}
+
+#[test]
+fn a_relayed_server_starts_on_the_first_request_and_sleeps_again_when_idle() {
+    let env = servers_env(39000);
+    let port = env.add(
+        "lazy",
+        &[
+            "--on-demand",
+            "--idle-timeout",
+            "2s",
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "{port}",
+            "--bind",
+            "127.0.0.1",
+        ],
+    );
+    assert_eq!(env.run(&["start", "lazy"]).port(), port);
+    assert_eq!(env.server("lazy").state, "sleeping");
+    assert_eq!(env.matching("http.server"), Vec::<u32>::new(), "no server while sleeping");
+    let private = relay_port(&env, "lazy");
+    assert_ne!(private, port);
+    assert!((39000..39020).contains(&private), "the relay port comes from the range: {private}");
+
+    // The first request is answered; the server listens on the private port.
+    let (status, body) = http_get(port, "/").expect("the first request is answered");
+    assert_eq!(status, 200, "{body}");
+    let servers = env.matching("http.server");
+    assert_eq!(servers.len(), 1, "one server");
+    let cmd = portd_core::sys::cmdline(servers[0]).unwrap().join(" ");
+    assert!(cmd.contains(&private.to_string()), "`{{port}}` is the private port: {cmd}");
+    wait_state(&env, "lazy", "running", Duration::from_secs(5));
+
+    // Idle: stopped, sleeping again, the same private port next time.
+    let t = Instant::now();
+    wait_state(&env, "lazy", "sleeping", Duration::from_secs(15));
+    assert!(t.elapsed() >= Duration::from_millis(1000), "slept after {:?}", t.elapsed());
+    wait_for("the idle server to end", Duration::from_secs(5), || {
+        env.matching("http.server").is_empty()
+    });
+    let d = env.detailed();
+    assert_eq!(d.last_24h.idle_shutdowns, 1, "{d:#?}");
+    assert!(d.saved_bytes > 0, "{d:#?}");
+    let (status, _) = http_get(port, "/").expect("the next request wakes it");
+    assert_eq!(status, 200);
+    assert_eq!(relay_port(&env, "lazy"), private, "the private port is kept");
+}
+
+#[test]
+fn twenty_first_requests_at_once_are_all_answered_by_one_server() {
+    let env = servers_env(39020);
+    let port = env.add(
+        "burst",
+        &["--on-demand", "--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
+    );
+    assert_eq!(env.run(&["start", "burst"]).port(), port);
+    let answers: Vec<_> = (0..20)
+        .map(|_| std::thread::spawn(move || http_get(port, "/").map(|(s, _)| s)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for a in &answers {
+        assert_eq!(a.as_ref().ok(), Some(&200), "every first request is answered: {answers:?}");
+    }
+    assert_eq!(env.matching("http.server").len(), 1, "exactly one server");
+    let d = env.detailed();
+    assert_eq!(d.running, 1, "{d:#?}");
+}
+
+#[test]
+fn real_vite_on_demand_gets_its_private_port_injected_and_serves_through_the_relay() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vite-app");
+    if !dir.join("node_modules/.bin/vite").exists() {
+        return skip("Vite is not installed for the fixture (`.ci/run` installs it)");
+    }
+    let env = servers_env(39040);
+    let port = env.add(
+        "web",
+        &[
+            "--on-demand",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--start-timeout",
+            "60s",
+            "--",
+            "npm",
+            "run",
+            "dev",
+        ],
+    );
+    let out = env.run(&["start", "web"]);
+    assert_eq!((out.code, out.stdout.trim()), (0, port.to_string().as_str()), "{out:#?}");
+    let private = relay_port(&env, "web");
+    assert!(
+        out.stderr.contains(&format!("added `--port {private} --strictPort --host 127.0.0.1`")),
+        "start says what it adds: {out:#?}"
+    );
+    let (status, body) = http_get(port, "/").expect("the first request is answered");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("portd-vite-fixture-marker"), "{body}");
+    wait_state(&env, "web", "running", Duration::from_secs(10));
+    let out = env.run(&["stop", "web"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    env.assert_nothing_runs("stop ends npm, sh and vite");
+}
