@@ -137,6 +137,8 @@ struct Serve<'r> {
     relay: Option<Relay>,
     /// A server command runs (the relay joins connections to it).
     serving: Arc<AtomicBool>,
+    /// The hint of the next failure reported, when it is not the log.
+    hint: Option<String>,
     backoff: Backoff,
 }
 
@@ -210,6 +212,7 @@ pub fn run(reg: &Registry, key: &str, exe: &Path, move_port: bool, report: Optio
         private: 0,
         relay: None,
         serving: Arc::default(),
+        hint: None,
     };
     s.state.since_ms = now_ms();
     s.state.supervisor = Some(me);
@@ -483,12 +486,29 @@ impl Serve<'_> {
                 Polled::Signal(_) | Polled::Timeout => {}
             }
             if Instant::now() >= deadline {
+                // The safety net: a server that listens, but elsewhere.
+                let elsewhere = self.listens_elsewhere(fg.command_pid());
                 let exit = self.stop_command(&mut fg);
-                let reason = format!(
-                    "it was not healthy ({}) within {}",
-                    self.def.health,
-                    portd_store::format_duration(Duration::from_millis(self.def.start_timeout_ms))
-                );
+                let reason = match elsewhere {
+                    Some(other) => {
+                        self.hint = Some(format!(
+                            "pass it the port, e.g. `portd add {} -- {} --port {{port}}` (`{{port}}` is replaced), or read `PORT` in the server",
+                            self.project.display(),
+                            portd_store::definition::shell_words(&self.def.argv)
+                        ));
+                        format!(
+                            "it listens on port {other}, not on its port {}: it ignores `PORT`",
+                            self.private
+                        )
+                    }
+                    None => format!(
+                        "it was not healthy ({}) within {}",
+                        self.def.health,
+                        portd_store::format_duration(Duration::from_millis(
+                            self.def.start_timeout_ms
+                        ))
+                    ),
+                };
                 return Ok(self.start_failed(StopWhy::StartTimeout, exit, reason));
             }
         }
@@ -512,10 +532,14 @@ impl Serve<'_> {
         if self.report.is_some() {
             self.say(&format!("error: `{}` failed to start: {reason}", self.project.display()));
             self.finish(Phase::Stopped, Some(reason.clone()), vec![EventKind::StartFailed]);
+            let hint = self
+                .hint
+                .take()
+                .unwrap_or_else(|| format!("see its log: `portd logs {}`", self.project.display()));
             self.fail(
                 SERVER_FAILED,
                 &format!("`{}` failed to start: {reason}", self.project.display()),
-                &format!("see its log: `portd logs {}`", self.project.display()),
+                &hint,
             );
             return None;
         }
@@ -618,6 +642,18 @@ impl Serve<'_> {
                 }
             }
         }
+    }
+
+    /// A port that the server's process group listens on while its own
+    /// port is not among them (a dev server that ignores `PORT`).
+    fn listens_elsewhere(&self, pgid: u32) -> Option<u16> {
+        let pids: Vec<u32> =
+            sys::process_table().into_iter().filter(|p| p.pgrp == pgid).map(|p| p.pid).collect();
+        let ports = sys::listening_ports_of(&pids).ok()?;
+        if ports.contains(&self.private) || ports.contains(&self.port) {
+            return None;
+        }
+        ports.first().copied()
     }
 
     /// Connections open to the server now (on its public port).

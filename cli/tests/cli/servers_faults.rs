@@ -298,3 +298,22 @@ fn a_server_failing_its_health_checks_with_restart_no_is_unhealthy_and_keeps_run
     wait_server(&env, "api", "running again", Duration::from_secs(10), |s, _| s.state == "running");
     assert_eq!(env.entry("api").child_pid, Some(pid));
 }
+
+#[test]
+fn a_server_that_ignores_port_fails_naming_the_port_it_listens_on() {
+    let env = servers_env(39100);
+    // Listens on 39150 whatever PORT says.
+    let script = "import http.server as h; h.HTTPServer(('127.0.0.1', 39150), h.SimpleHTTPRequestHandler).serve_forever()";
+    let port =
+        env.add("deaf", &["--start-timeout", "2s", "--no-inject", "--", "python3", "-c", script]);
+    let out = env.run(&["start", "deaf"]);
+    assert_eq!((out.code, out.stdout.as_str()), (10, ""), "{out:#?}");
+    let first = out.stderr.lines().next().unwrap_or("");
+    assert!(
+        first.contains("listens on port 39150") && first.contains(&format!("its port {port}")),
+        "the error names where it listens: {out:#?}"
+    );
+    let hint = out.stderr.lines().last().unwrap_or("");
+    assert!(hint.starts_with("hint: ") && hint.contains("--port {port}"), "{out:#?}");
+    env.assert_nothing_runs("nothing left running");
+}

@@ -233,6 +233,10 @@ pub fn cpu_ticks(_pid: u32) -> Option<u64> {
     None
 }
 /// Not available here.
+pub fn listening_ports_of(_pids: &[u32]) -> io::Result<Vec<u16>> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "socket diagnostics need Linux"))
+}
+/// Not available here.
 pub fn accept_queue(_port: u16) -> io::Result<u32> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "socket diagnostics need Linux"))
 }

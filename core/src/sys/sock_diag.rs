@@ -146,6 +146,35 @@ pub fn established(port: u16) -> io::Result<usize> {
     Ok(n)
 }
 
+/// The TCP ports (IPv4 and IPv6) on which any of `pids` listens, sorted,
+/// each once: the listening sockets from NETLINK_SOCK_DIAG, matched by
+/// inode against the processes' descriptors in `/proc/PID/fd`.
+pub fn listening_ports_of(pids: &[u32]) -> io::Result<Vec<u16>> {
+    const TCP_LISTEN: u32 = 10;
+    let mut by_inode = std::collections::HashMap::new();
+    tcp_sockets(1 << TCP_LISTEN, |s| {
+        by_inode.insert(u64::from(s.inode), s.local_port);
+    })?;
+    let mut out = Vec::new();
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+            let t = target.to_string_lossy();
+            let inode = t
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(port) = inode.and_then(|n| by_inode.get(&n)) {
+                out.push(*port);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
 /// The connections waiting to be accepted on the TCP listening sockets of
 /// local port `port` (IPv4 and IPv6 together), through NETLINK_SOCK_DIAG:
 /// 0 once the server has accepted every connection made so far.
@@ -172,6 +201,17 @@ mod tests {
     fn listener(v6: bool) -> Option<TcpListener> {
         let ip: std::net::IpAddr = if v6 { "::1".parse().unwrap() } else { [127, 0, 0, 1].into() };
         (31400..31450).find_map(|p| TcpListener::bind((ip, p)).ok())
+    }
+
+    #[test]
+    fn finds_the_ports_a_process_listens_on() {
+        let l = listener(false).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let ports = listening_ports_of(&[std::process::id()]).unwrap();
+        assert!(ports.contains(&port), "{ports:?}");
+        drop(l);
+        let ports = listening_ports_of(&[std::process::id()]).unwrap();
+        assert!(!ports.contains(&port), "{ports:?}");
     }
 
     #[test]
