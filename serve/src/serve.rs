@@ -54,6 +54,12 @@ pub fn log_path(registry_dir: &Path, key: &str) -> PathBuf {
     registry_dir.join("logs").join(format!("{key}.log"))
 }
 
+/// Where a relayed server's supervisor writes its figures when asked
+/// (SIGUSR1): `DIR/run/NAME.stats.json` beside the registry.
+pub fn stats_path(registry_dir: &Path, key: &str) -> PathBuf {
+    registry_dir.join("run").join(format!("{key}.stats.json"))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -77,6 +83,8 @@ enum Told {
     Restart,
     /// SIGUSR2 from a waker thread: a connection arrived.
     Wake,
+    /// SIGUSR1 from `portd status`: write the relay's figures.
+    Report,
 }
 
 fn told(r: sys::Received) -> Told {
@@ -84,6 +92,7 @@ fn told(r: sys::Received) -> Told {
         s if s == sys::SIGTERM || s == sys::SIGINT || s == sys::SIGQUIT => Told::Stop,
         s if s == sys::SIGHUP => Told::Restart,
         s if s == sys::SIGUSR2 => Told::Wake,
+        s if s == sys::SIGUSR1 => Told::Report,
         _ => Told::Nothing,
     }
 }
@@ -578,6 +587,7 @@ impl Serve<'_> {
                         let exit = self.stop_command(&mut fg);
                         return Ok(Ended::Stopped { restart: true, exit });
                     }
+                    Told::Report => self.write_stats(),
                     Told::Wake | Told::Nothing => {}
                 },
                 Polled::Timeout => {}
@@ -641,6 +651,28 @@ impl Serve<'_> {
                     return Ok(Ended::Idle(exit));
                 }
             }
+        }
+    }
+
+    /// Writes the relay's figures to [`stats_path`] (replacing the file in
+    /// one step), for `portd status --detailed`.
+    fn write_stats(&self) {
+        let Some(r) = &self.relay else { return };
+        let st = r.stats();
+        let path = stats_path(self.reg.dir(), self.project.key());
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::json!({
+            "requests_per_minute": st.requests_per_minute(),
+            "open_connections": st.open_connections(),
+            "connections": st.total_connections(),
+            "requests": st.requests(),
+        })
+        .to_string();
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
         }
     }
 
@@ -729,6 +761,7 @@ impl Serve<'_> {
                         self.record(vec![EventKind::Woke]);
                         return true;
                     }
+                    Told::Report => self.write_stats(),
                     Told::Nothing => {}
                 },
                 Ok(None) => {}

@@ -48,6 +48,9 @@ struct ServerLine {
     uptime_s: Option<u64>,
     rss_bytes: Option<u64>,
     connections: Option<usize>,
+    /// Relayed servers (on demand without `--fd`): HTTP requests in the
+    /// last minute, counted by the relay.
+    requests_per_minute: Option<u64>,
     /// Why it is stopped, unhealthy or crash-looping.
     reason: Option<String>,
     /// How it last ended.
@@ -149,6 +152,11 @@ pub fn detailed(ctx: &Ctx) -> Result<(), Error> {
                 .map(|t| age(t).as_secs()),
             rss_bytes: rss,
             connections: if live { s.port.and_then(|p| sys::established(p).ok()) } else { None },
+            requests_per_minute: st
+                .as_ref()
+                .filter(|x| x.relay_port.is_some())
+                .and_then(|x| x.live_supervisor())
+                .and_then(|o| relay_rpm(reg.dir(), &s.key, o.pid)),
             reason: st.as_ref().and_then(|x| x.reason.clone()),
             last_exit: st.as_ref().and_then(|x| x.last_exit.clone()),
             last_event: last.get(s.key.as_str()).map(|e| LastEvent {
@@ -196,6 +204,7 @@ pub fn detailed(ctx: &Ctx) -> Result<(), Error> {
                 s.uptime_s.map_or("-".into(), |u| format!("{u}s")),
                 s.rss_bytes.map_or("-".into(), mb),
                 s.connections.map_or("-".into(), |c| c.to_string()),
+                s.requests_per_minute.map_or("-".into(), |r| r.to_string()),
                 s.last_event.as_ref().map_or("-".into(), |e| e.text.clone()),
             ]
         })
@@ -203,12 +212,30 @@ pub fn detailed(ctx: &Ctx) -> Result<(), Error> {
     if !rows.is_empty() {
         text.push('\n');
         text.push_str(&table(
-            &["PROJECT", "STATE", "PORT", "UPTIME", "MEMORY", "CONNS", "LAST EVENT"],
+            &["PROJECT", "STATE", "PORT", "UPTIME", "MEMORY", "CONNS", "REQ/MIN", "LAST EVENT"],
             &rows,
         ));
     }
     ctx.out.data(&text);
     Ok(())
+}
+
+/// Asks the relaying supervisor `pid` for its figures (SIGUSR1) and reads
+/// the requests per minute it writes, waiting at most 200 ms.
+fn relay_rpm(dir: &std::path::Path, key: &str, pid: u32) -> Option<u64> {
+    let path = portd_serve::serve::stats_path(dir, key);
+    let before = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    sys::kill(pid as i32, sys::SIGUSR1).ok()?;
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    while std::time::Instant::now() < until {
+        let now = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if now.is_some() && now != before {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+            return v.get("requests_per_minute")?.as_u64();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    None
 }
 
 fn now_ms() -> u64 {

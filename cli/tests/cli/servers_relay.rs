@@ -60,6 +60,12 @@ fn a_relayed_server_starts_on_the_first_request_and_sleeps_again_when_idle() {
     let cmd = portd_core::sys::cmdline(servers[0]).unwrap().join(" ");
     assert!(cmd.contains(&private.to_string()), "`{{port}}` is the private port: {cmd}");
     wait_state(&env, "lazy", "running", Duration::from_secs(5));
+    // The relay counts requests; `status --detailed` asks it.
+    for _ in 0..4 {
+        assert_eq!(http_get(port, "/").map(|(s, _)| s).ok(), Some(200));
+    }
+    let s = env.server("lazy");
+    assert_eq!(s.requests_per_minute, Some(5), "{s:#?}");
 
     // Idle: stopped, sleeping again, the same private port next time.
     let t = Instant::now();

@@ -714,6 +714,9 @@ pub struct ServerLineJson {
     /// Why it is stopped, unhealthy or crash-looping (where shown).
     #[serde(default)]
     pub reason: Option<String>,
+    /// Relayed servers: HTTP requests in the last minute.
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
 }
 
 /// `last_24h` in `status --detailed --json`.
