@@ -51,6 +51,8 @@ mod semantics;
 mod servers;
 #[path = "cli/servers_faults.rs"]
 mod servers_faults;
+#[path = "cli/servers_readme.rs"]
+mod servers_readme;
 #[path = "cli/servers_relay.rs"]
 mod servers_relay;
 #[path = "cli/shared.rs"]
