@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod elsewhere;
 pub mod health;
 pub mod inject;
 pub mod logs;

@@ -496,7 +496,10 @@ impl Serve<'_> {
             }
             if Instant::now() >= deadline {
                 // The safety net: a server that listens, but elsewhere.
-                let elsewhere = self.listens_elsewhere(fg.command_pid());
+                let elsewhere = crate::elsewhere::listens_elsewhere(
+                    fg.command_pid(),
+                    &[self.private, self.port],
+                );
                 let exit = self.stop_command(&mut fg);
                 let reason = match elsewhere {
                     Some(other) => {
@@ -674,18 +677,6 @@ impl Serve<'_> {
         if std::fs::write(&tmp, text).is_ok() {
             let _ = std::fs::rename(&tmp, &path);
         }
-    }
-
-    /// A port that the server's process group listens on while its own
-    /// port is not among them (a dev server that ignores `PORT`).
-    fn listens_elsewhere(&self, pgid: u32) -> Option<u16> {
-        let pids: Vec<u32> =
-            sys::process_table().into_iter().filter(|p| p.pgrp == pgid).map(|p| p.pid).collect();
-        let ports = sys::listening_ports_of(&pids).ok()?;
-        if ports.contains(&self.private) || ports.contains(&self.port) {
-            return None;
-        }
-        ports.first().copied()
     }
 
     /// Connections open to the server now (on its public port).

@@ -96,6 +96,9 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
     };
     // Said once the command runs: a start that fails undoes them.
     super::allocation_notes(ctx, &project, lease.allocation());
+    if !a.fd {
+        safety_net(ctx.out, name.clone(), fg.command_pid(), port, &a.command);
+    }
     ctx.out.detail(&format!(
         "portd: `{name}` on port {port}, pid {} (supervisor {})",
         fg.command_pid(),
@@ -138,6 +141,28 @@ fn inject(ctx: &Ctx, a: &RunArgs, argv: Vec<String>, port: u16) -> Vec<String> {
     }
     plan.argv
 }
+
+/// After a while, one look at where the command's group listens: a server
+/// that ignores `PORT` is warned about (with the fix), once. Only warns:
+/// the command may not be a server at all.
+fn safety_net(out: crate::printer::Printer, name: String, pgid: u32, port: u16, argv: &[String]) {
+    let fix = format!("portd run {name} -- {} --port {{port}}", crate::printer::command_line(argv));
+    // A thread started after the signals were blocked keeps them blocked.
+    std::thread::spawn(move || {
+        std::thread::sleep(SAFETY_NET_AFTER);
+        if let Some(other) = portd_serve::elsewhere::listens_elsewhere(pgid, &[port]) {
+            out.warn(&format!(
+                "`{name}` listens on port {other}, not on its port {port}: it ignores `PORT`"
+            ));
+            out.info(&format!(
+                "hint: pass it the port, e.g. `{fix}`, or read `PORT` in the server"
+            ));
+        }
+    });
+}
+
+/// When [`safety_net`] looks.
+const SAFETY_NET_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn bind(lease: &Allocation, listen: &Listen) -> Result<Vec<TcpListener>, Error> {
     let port = lease.entry.port;

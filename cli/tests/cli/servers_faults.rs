@@ -317,3 +317,37 @@ fn a_server_that_ignores_port_fails_naming_the_port_it_listens_on() {
     assert!(hint.starts_with("hint: ") && hint.contains("--port {port}"), "{out:#?}");
     env.assert_nothing_runs("nothing left running");
 }
+
+#[test]
+fn run_warns_when_its_command_listens_on_another_port() {
+    use std::io::Read as _;
+    let env = servers_env(39120);
+    // Listens on 39160 whatever PORT says.
+    let script = "import http.server as h; h.HTTPServer(('127.0.0.1', 39160), h.SimpleHTTPRequestHandler).serve_forever()";
+    let mut child = env
+        .command(["run", "deaf", "--", "python3", "-c", script])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // The look comes 5 s after the start; the server keeps running.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    let port = env.entry("deaf").port;
+    assert!(http_get(39160, "/").is_ok(), "the command still runs");
+    let _ = portd_core::sys::kill(child.id() as i32, portd_core::sys::SIGTERM);
+    let _ = child.wait();
+    let text = reader.join().unwrap();
+    assert!(
+        text.contains(&format!(
+            "warning: `deaf` listens on port 39160, not on its port {port}: it ignores `PORT`"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("hint: pass it the port, e.g. `portd run deaf -- python3 -c"), "{text}");
+}
