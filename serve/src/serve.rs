@@ -148,6 +148,8 @@ struct Serve<'r> {
     serving: Arc<AtomicBool>,
     /// The hint of the next failure reported, when it is not the log.
     hint: Option<String>,
+    /// A connection woke the supervisor (recorded with the start).
+    woke: bool,
     backoff: Backoff,
 }
 
@@ -222,6 +224,7 @@ pub fn run(reg: &Registry, key: &str, exe: &Path, move_port: bool, report: Optio
         relay: None,
         serving: Arc::default(),
         hint: None,
+        woke: false,
     };
     s.state.since_ms = now_ms();
     s.state.supervisor = Some(me);
@@ -466,7 +469,11 @@ impl Serve<'_> {
         self.serving.store(true, Ordering::SeqCst);
         self.state.command_pid = Some(fg.command_pid());
         self.state.started_ms = Some(now_ms());
-        self.transition(Phase::Starting, None, vec![EventKind::Started]);
+        let mut evs = vec![EventKind::Started];
+        if std::mem::take(&mut self.woke) {
+            evs.insert(0, EventKind::Woke);
+        }
+        self.transition(Phase::Starting, None, evs);
         let _ = self.reg.set_child(&self.project, self.me, fg.command_pid());
         // Until healthy.
         let deadline = started + Duration::from_millis(self.def.start_timeout_ms);
@@ -749,7 +756,9 @@ impl Serve<'_> {
                     Told::Stop => return false,
                     Told::Wake | Told::Restart => {
                         self.activity.armed.store(false, Ordering::SeqCst);
-                        self.record(vec![EventKind::Woke]);
+                        // Recorded with `started`: no registry write before
+                        // the server starts.
+                        self.woke = true;
                         return true;
                     }
                     Told::Report => self.write_stats(),
