@@ -158,6 +158,13 @@ pub fn decode(seq: u64, bytes: &[u8]) -> Result<Event, crate::record::DecodeErro
     if !rest.is_empty() {
         return Err(err("trailing bytes"));
     }
+    // What `encode` never writes is damage, as in an entry's record.
+    if e.detail.as_ref().is_some_and(|d| d.len() > MAX_DETAIL) {
+        return Err(err("detail too long"));
+    }
+    if !crate::record::valid_key(&e.project) {
+        return Err(err("invalid project key"));
+    }
     Ok(e)
 }
 

@@ -156,6 +156,17 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<ServerState, crate::record::Dec
     if !rest.is_empty() {
         return Err(err("trailing bytes"));
     }
+    // What `encode` never writes is damage, as in an entry's record.
+    if [&s.reason, &s.last_exit].into_iter().flatten().any(|t| t.len() > MAX_REASON) {
+        return Err(err("reason too long"));
+    }
+    let bad_pid = |p: u32| p == 0 || p > i32::MAX as u32;
+    if s.supervisor.is_some_and(|o| bad_pid(o.pid)) || s.command_pid.is_some_and(bad_pid) {
+        return Err(err("invalid pid"));
+    }
+    if s.relay_port == Some(0) {
+        return Err(err("port 0"));
+    }
     Ok(s)
 }
 
