@@ -53,3 +53,5 @@ mod servers;
 mod servers_faults;
 #[path = "cli/shared.rs"]
 mod shared;
+#[path = "cli/upgrade.rs"]
+mod upgrade;

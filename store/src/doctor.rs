@@ -5,7 +5,9 @@
 //! check needs a writable open, and a writable open may change the file,
 //! so the user's file stays byte for byte as it was whatever is found.
 
-use crate::db::{self, BITMAPS, ENTRIES, EVENTS, HISTORY, LRU, META, PORTS, SERVER_STATE, SERVERS, db_err};
+use crate::db::{
+    self, BITMAPS, ENTRIES, EVENTS, HISTORY, LRU, META, PORTS, SERVER_STATE, SERVERS, db_err,
+};
 use crate::definition::{self, ServerDef};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ownership::bound_by_other;
@@ -459,7 +461,8 @@ fn schema(recorded: Option<u64>) -> Finding {
 /// whose supervisor died is no problem: it reads as stopped.
 fn servers(database: &redb::Database, entries: &[Entry]) -> Result<Finding> {
     let rtx = database.begin_read().map_err(db_err)?;
-    let bad_key = |what: &str, key: &str| damaged(format!("{what} under a malformed project key `{key}`"));
+    let bad_key =
+        |what: &str, key: &str| damaged(format!("{what} under a malformed project key `{key}`"));
     let mut defined = Vec::new();
     if let Some(t) = crate::servers::read_table(&rtx, SERVERS)? {
         for row in t.iter().map_err(db_err)? {

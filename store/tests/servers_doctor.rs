@@ -75,10 +75,8 @@ fn with_a_server(dir: &Path, start: u16) -> (PathBuf, Config, Registry) {
     reg.define(&project("api"), &def(&["python3", "-m", "http.server"])).unwrap();
     let mut s = ServerState::new(Phase::Stopped);
     s.reason = Some("stopped by the user".into());
-    let evs = [
-        event("api", EventKind::Started),
-        event("api", EventKind::Stopped { why: StopWhy::User }),
-    ];
+    let evs =
+        [event("api", EventKind::Started), event("api", EventKind::Stopped { why: StopWhy::User })];
     assert!(reg.record_server(&project("api"), &s, &evs).unwrap());
     (home, config, reg)
 }
