@@ -192,4 +192,26 @@ mod tests {
         assert!(back.to_string().starts_with("stopped (idle): xxx"));
         assert!(decode(3, &[1, 200]).is_err());
     }
+
+    /// What `encode` never writes is refused: a detail longer than it
+    /// keeps, an event of a malformed project key.
+    #[test]
+    fn an_event_that_encoding_never_writes_is_refused() {
+        let body = |e: &Event| {
+            let mut out = vec![EVENT_V1];
+            out.extend(postcard::to_allocvec(e).unwrap());
+            out
+        };
+        let mut e = Event {
+            at_ms: 5,
+            project: "api".into(),
+            kind: EventKind::Started,
+            detail: Some("d".repeat(MAX_DETAIL + 1)),
+        };
+        assert!(decode(1, &body(&e)).unwrap_err().0.ends_with("detail too long"));
+        e.detail = Some("d".repeat(MAX_DETAIL));
+        assert_eq!(decode(1, &body(&e)).unwrap(), e);
+        e.project = "no such key".into();
+        assert!(decode(1, &body(&e)).unwrap_err().0.ends_with("invalid project key"));
+    }
 }
