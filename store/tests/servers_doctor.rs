@@ -95,13 +95,16 @@ fn doctor_decodes_every_definition_state_and_event() {
     );
 }
 
+/// A change a damaged disk or a foreign tool might make.
+type Damage<'a> = dyn Fn(&redb::WriteTransaction) + 'a;
+
 /// Each kind of managed-server record that does not decode (or an event
 /// numbered past the sequence) is damage, named, and offered the repair;
 /// examining it changes nothing.
 #[test]
 fn an_undecodable_server_record_is_damage() {
     let valid_event = events::encode(&event("api", EventKind::Started));
-    let cases: [(&str, Box<dyn Fn(&redb::WriteTransaction)>); 5] = [
+    let cases: [(&str, Box<Damage<'_>>); 5] = [
         (
             "registry damaged: definition of `api`: ",
             Box::new(|tx| {
