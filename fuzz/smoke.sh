@@ -15,9 +15,9 @@ cd "$(dirname "$0")/.."
 
 CARGO_FUZZ_VERSION=0.13.2
 seconds=${PORTD_FUZZ_SECONDS:-5}
-targets=${PORTD_FUZZ_TARGETS:-record_decode config_parse project_name arguments http_requests registry_model}
+targets=${PORTD_FUZZ_TARGETS:-record_decode definition_decode server_state_decode event_decode config_parse project_name arguments http_requests registry_model}
 # Without a sanitizer, -malloc_limit_mb has no malloc hooks to act on (it
-# is kept for runs with one), so the record target meters its own
+# is kept for runs with one), so the record targets meter their own
 # allocations (testkit/src/alloc_meter.rs). The RSS limit catches slow growth, the
 # timeout a hang (the registry waits for its lock for at most 10 s).
 limits=(-rss_limit_mb=512 -malloc_limit_mb=64 -timeout=30)
@@ -41,7 +41,7 @@ scratch=$(mktemp -d "$base/portd-fuzz-smoke.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 
 failed=()
-printf '\n%-16s %12s %8s\n' target runs seconds
+printf '\n%-20s %12s %8s\n' target runs seconds
 for t in $targets; do
   mkdir -p "$scratch/$t" "$scratch/tmp"
   extra=()
@@ -55,9 +55,9 @@ for t in $targets; do
     done_line=$(grep -E '^Done [0-9]+ runs in [0-9]+ second' "$log" | tail -n 1 || true)
     runs=$(sed -E 's/^Done ([0-9]+) runs in ([0-9]+) second.*/\1/' <<<"$done_line")
     secs=$(sed -E 's/^Done ([0-9]+) runs in ([0-9]+) second.*/\2/' <<<"$done_line")
-    printf '%-16s %12s %8s\n' "$t" "${runs:-?}" "${secs:-?}"
+    printf '%-20s %12s %8s\n' "$t" "${runs:-?}" "${secs:-?}"
   else
-    printf '%-16s %12s\n' "$t" FAILED
+    printf '%-20s %12s\n' "$t" FAILED
     tail -n 40 "$log" | sed 's/^/    /'
     failed+=("$t")
   fi

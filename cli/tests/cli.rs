@@ -57,3 +57,5 @@ mod servers_readme;
 mod servers_relay;
 #[path = "cli/shared.rs"]
 mod shared;
+#[path = "cli/upgrade.rs"]
+mod upgrade;

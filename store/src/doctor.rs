@@ -5,7 +5,10 @@
 //! check needs a writable open, and a writable open may change the file,
 //! so the user's file stays byte for byte as it was whatever is found.
 
-use crate::db::{self, BITMAPS, ENTRIES, HISTORY, LRU, META, PORTS, db_err};
+use crate::db::{
+    self, BITMAPS, ENTRIES, EVENTS, HISTORY, LRU, META, PORTS, SERVER_STATE, SERVERS, db_err,
+};
+use crate::definition::{self, ServerDef};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ownership::bound_by_other;
 use crate::record::{self, Entry};
@@ -47,8 +50,8 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// Which check: `config`, `ephemeral`, `privileged`, `location`,
-    /// `filesystem`, `lock`, `touch`, `integrity`, `records`, `ranges`,
-    /// `stale`, `bound`.
+    /// `filesystem`, `lock`, `touch`, `schema`, `integrity`, `records`,
+    /// `servers`, `ranges`, `stale`, `bound`.
     pub check: &'static str,
     /// How serious it is.
     pub severity: Severity,
@@ -119,6 +122,12 @@ pub struct Repaired {
     /// Entries that could not be read back; `None` when the file could not
     /// be read at all, so that its entries, all lost, cannot be counted.
     pub lost: Option<usize>,
+    /// Managed servers whose definitions were carried over (user data);
+    /// their projects keep their entries, and so their ports. Their
+    /// recorded states and events are not kept.
+    pub servers: Vec<String>,
+    /// Definitions that could not be read back.
+    pub lost_servers: usize,
 }
 
 impl Repaired {
@@ -402,6 +411,7 @@ fn examine_file(dir: &Path, path: &Path) -> Result<(Vec<Entry>, Vec<Finding>)> {
         let mut notes = Vec::new();
         let mut database = redb::Database::builder().open(&scratch.0).map_err(db_err)?;
         db::check_schema(&database).map_err(|e| mark_newer(e, recorded_schema(&database)))?;
+        notes.push(schema(recorded_schema(&database)));
         match database.check_integrity() {
             Ok(true) => notes.push(Finding::ok("integrity", "redb integrity check passed")),
             Ok(false) => notes.push(Finding::ok(
@@ -419,8 +429,117 @@ fn examine_file(dir: &Path, path: &Path) -> Result<(Vec<Entry>, Vec<Finding>)> {
                 plural_y(entries.len())
             ),
         ));
+        notes.push(servers(&database, &entries)?);
         Ok((entries, notes))
     })
+}
+
+/// What the recorded schema version means for this portd.
+fn schema(recorded: Option<u64>) -> Finding {
+    let now = db::SCHEMA_VERSION;
+    Finding::ok(
+        "schema",
+        match recorded {
+            Some(v) if v == now => format!("registry schema {v}"),
+            Some(2) => format!(
+                "registry schema 2 (written before managed servers): read as it is; the first `portd add` upgrades it to {now}, which older portd versions refuse"
+            ),
+            Some(v) => format!(
+                "registry schema {v}: read as it is; the next write upgrades it to {now}, which older portd versions refuse"
+            ),
+            None => "registry schema unknown".to_owned(),
+        },
+    )
+}
+
+/// The managed-server tables (absent from a registry of schema 2 or
+/// older): every definition, state and event decodes, under a well-formed
+/// key, and no event is numbered past the recorded sequence (the next
+/// event would overwrite it); anything else is damage. A definition whose
+/// project has no entry (it was released) still works, as its next start
+/// allocates a port, but no port is reserved for it: a warning. A state
+/// whose supervisor died is no problem: it reads as stopped.
+fn servers(database: &redb::Database, entries: &[Entry]) -> Result<Finding> {
+    let rtx = database.begin_read().map_err(db_err)?;
+    let bad_key =
+        |what: &str, key: &str| damaged(format!("{what} under a malformed project key `{key}`"));
+    let mut defined = Vec::new();
+    if let Some(t) = crate::servers::read_table(&rtx, SERVERS)? {
+        for row in t.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            if !record::valid_key(k.value()) {
+                return Err(bad_key("a server definition", k.value()));
+            }
+            definition::decode(k.value(), v.value()).map_err(|e| damaged(e.0))?;
+            defined.push(k.value().to_owned());
+        }
+    }
+    let (mut states, mut died) = (0, 0);
+    if let Some(t) = crate::servers::read_table(&rtx, SERVER_STATE)? {
+        for row in t.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            if !record::valid_key(k.value()) {
+                return Err(bad_key("a server state", k.value()));
+            }
+            let s = crate::server_state::decode(k.value(), v.value()).map_err(|e| damaged(e.0))?;
+            states += 1;
+            if s.supervisor.is_some() && s.effective().phase != s.phase {
+                died += 1;
+            }
+        }
+    }
+    let (mut events, mut last) = (0, 0);
+    if let Some(t) = crate::servers::read_table(&rtx, EVENTS)? {
+        for row in t.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            crate::events::decode(k.value(), v.value()).map_err(|e| damaged(e.0))?;
+            events += 1;
+            last = last.max(k.value());
+        }
+    }
+    let meta = rtx.open_table(META).map_err(db_err)?;
+    let seq = meta.get(crate::servers::EVENTS_SEQ_KEY).map_err(db_err)?.map_or(0, |v| v.value());
+    if last > seq {
+        return Err(damaged(format!(
+            "event {last} is numbered past the recorded sequence ({seq})"
+        )));
+    }
+    let with_entry: BTreeSet<&str> = entries.iter().map(|e| e.project.as_str()).collect();
+    let orphans: Vec<&str> =
+        defined.iter().map(String::as_str).filter(|k| !with_entry.contains(k)).collect();
+    if !orphans.is_empty() {
+        let one = orphans.len() == 1;
+        let first = record::display_name(orphans[0]);
+        return Ok(Finding::warn(
+            "servers",
+            format!(
+                "{} managed server{} without an entry (no port reserved until {} next start): {}",
+                orphans.len(),
+                if one { "" } else { "s" },
+                if one { "its" } else { "their" },
+                names(orphans.iter().map(|k| record::display_name(k)))
+            ),
+            format!(
+                "run `portd add {first} -- CMD…` again to reserve its port, or `portd rm {first}` to drop the definition"
+            ),
+        ));
+    }
+    let died = match died {
+        0 => String::new(),
+        n => format!(" ({n} of a supervisor that died: read as stopped)"),
+    };
+    Ok(Finding::ok(
+        "servers",
+        match defined.len() {
+            0 if states + events == 0 => "no managed servers".to_owned(),
+            n => format!(
+                "{n} server definition{}, {states} state{}{died} and {events} event{} decoded",
+                if n == 1 { "" } else { "s" },
+                if states == 1 { "" } else { "s" },
+                if events == 1 { "" } else { "s" },
+            ),
+        },
+    ))
 }
 
 fn plural_y(n: usize) -> &'static str {
@@ -649,7 +768,10 @@ fn privileged(config: &Config, r: &mut Report) {
 /// Moves a damaged registry aside to `registry.redb.damaged-<secs>` and
 /// starts a fresh one holding what can be proven from the old file:
 /// entries whose owner is alive are rebuilt; idle ones are remembered as
-/// history. Refuses when the file is not damaged (or is a newer portd's).
+/// history; managed server definitions that decode are carried over (they
+/// are the user's work), with their projects' entries, while their
+/// recorded states and events are dropped. Refuses when the file is not
+/// damaged (or is a newer portd's).
 pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
     let reg = Registry::open(dir, config.clone())?;
     let _lock = lock::acquire(dir, config.lock_timeout, config.shared)?;
@@ -680,6 +802,11 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
         Some((entries, lost)) => (entries, Some(lost)),
         None => (Vec::new(), None),
     };
+    let (defs, lost_servers) = {
+        let scratch = Scratch::of(dir, &path)?;
+        salvage_definitions(&scratch.0)
+    };
+    let defined: BTreeSet<&str> = defs.iter().map(|(k, _)| k.as_str()).collect();
     let mut taken = BTreeSet::new();
     let (mut rebuilt, mut remembered) = (Vec::new(), Vec::new());
     let mut keep = Vec::new();
@@ -691,22 +818,72 @@ pub fn repair(dir: &Path, config: &Config) -> Result<Repaired> {
         if State::of(&e) != State::Idle {
             rebuilt.push(e.display_name().to_owned());
             keep.push((e, true));
+        } else if defined.contains(e.project.as_str()) {
+            // A defined server keeps its entry (its port stays reserved),
+            // without the lease of a supervisor that is gone.
+            keep.push((Entry { owner: None, child_pid: None, ..e }, true));
         } else {
             remembered.push(e.display_name().to_owned());
             keep.push((e, false));
         }
     }
+    let servers = defs.iter().map(|(k, _)| record::display_name(k).to_owned()).collect();
     // The new registry is built and filled beside the old one; the damaged
     // file keeps a second name, and nothing changes if anything fails.
     crate::reset::replace_keeping(
         dir,
         &path,
         config.shared,
-        |fresh| reg.rebuild_into(fresh, &keep),
+        |fresh| {
+            reg.rebuild_into(fresh, &keep)?;
+            put_definitions(fresh, &defs)
+        },
         &moved_to,
         "the damaged file as",
     )?;
-    Ok(Repaired { moved_to, rebuilt, remembered, lost })
+    Ok(Repaired { moved_to, rebuilt, remembered, lost, servers, lost_servers })
+}
+
+/// Stores `defs` in a fresh registry (its `servers` table).
+fn put_definitions(fresh: &redb::Database, defs: &[(String, ServerDef)]) -> Result<()> {
+    if defs.is_empty() {
+        return Ok(());
+    }
+    let wtx = fresh.begin_write().map_err(db_err)?;
+    {
+        let mut t = wtx.open_table(SERVERS).map_err(db_err)?;
+        for (k, d) in defs {
+            t.insert(k.as_str(), definition::encode(d).as_slice()).map_err(db_err)?;
+        }
+    }
+    wtx.commit().map_err(db_err)
+}
+
+/// Reads the managed-server definitions that decode from a damaged file
+/// (user data, carried over by a repair), and counts those that do not.
+/// States and events are not read: a supervisor writes its state again at
+/// its next transition.
+fn salvage_definitions(copy: &Path) -> (Vec<(String, ServerDef)>, usize) {
+    catch_unwind(AssertUnwindSafe(|| {
+        let database = redb::Database::builder().open(copy).ok()?;
+        let rtx = database.begin_read().ok()?;
+        let table = crate::servers::read_table(&rtx, SERVERS).ok()??;
+        let (mut ok, mut lost) = (Vec::new(), 0);
+        for row in table.iter().ok()? {
+            match row.map(|(k, v)| {
+                let key = k.value().to_owned();
+                let def = definition::decode(&key, v.value());
+                (key, def)
+            }) {
+                Ok((key, Ok(def))) if record::valid_key(&key) => ok.push((key, def)),
+                _ => lost += 1,
+            }
+        }
+        Some((ok, lost))
+    }))
+    .ok()
+    .flatten()
+    .unwrap_or_default()
 }
 
 /// Reads what it can from a damaged file: the entries that decode, and

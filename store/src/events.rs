@@ -158,6 +158,13 @@ pub fn decode(seq: u64, bytes: &[u8]) -> Result<Event, crate::record::DecodeErro
     if !rest.is_empty() {
         return Err(err("trailing bytes"));
     }
+    // What `encode` never writes is damage, as in an entry's record.
+    if e.detail.as_ref().is_some_and(|d| d.len() > MAX_DETAIL) {
+        return Err(err("detail too long"));
+    }
+    if !crate::record::valid_key(&e.project) {
+        return Err(err("invalid project key"));
+    }
     Ok(e)
 }
 
@@ -184,5 +191,27 @@ mod tests {
         assert_eq!(back.detail.as_ref().unwrap().len(), MAX_DETAIL);
         assert!(back.to_string().starts_with("stopped (idle): xxx"));
         assert!(decode(3, &[1, 200]).is_err());
+    }
+
+    /// What `encode` never writes is refused: a detail longer than it
+    /// keeps, an event of a malformed project key.
+    #[test]
+    fn an_event_that_encoding_never_writes_is_refused() {
+        let body = |e: &Event| {
+            let mut out = vec![EVENT_V1];
+            out.extend(postcard::to_allocvec(e).unwrap());
+            out
+        };
+        let mut e = Event {
+            at_ms: 5,
+            project: "api".into(),
+            kind: EventKind::Started,
+            detail: Some("d".repeat(MAX_DETAIL + 1)),
+        };
+        assert!(decode(1, &body(&e)).unwrap_err().0.ends_with("detail too long"));
+        e.detail = Some("d".repeat(MAX_DETAIL));
+        assert_eq!(decode(1, &body(&e)).unwrap(), e);
+        e.project = "no such key".into();
+        assert!(decode(1, &body(&e)).unwrap_err().0.ends_with("invalid project key"));
     }
 }

@@ -156,6 +156,17 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<ServerState, crate::record::Dec
     if !rest.is_empty() {
         return Err(err("trailing bytes"));
     }
+    // What `encode` never writes is damage, as in an entry's record.
+    if [&s.reason, &s.last_exit].into_iter().flatten().any(|t| t.len() > MAX_REASON) {
+        return Err(err("reason too long"));
+    }
+    let bad_pid = |p: u32| p == 0 || p > i32::MAX as u32;
+    if s.supervisor.is_some_and(|o| bad_pid(o.pid)) || s.command_pid.is_some_and(bad_pid) {
+        return Err(err("invalid pid"));
+    }
+    if s.relay_port == Some(0) {
+        return Err(err("port 0"));
+    }
     Ok(s)
 }
 
@@ -177,6 +188,33 @@ mod tests {
         assert_eq!(e.phase, Phase::Stopped);
         assert!(e.reason.unwrap().contains("supervisor"));
         assert!(decode("api", &[9]).is_err());
+    }
+
+    /// What `encode` never writes is refused: a reason longer than it
+    /// keeps, a pid that cannot be signalled alone, port 0.
+    #[test]
+    fn a_state_that_encoding_never_writes_is_refused() {
+        let body = |s: &ServerState| {
+            let mut out = vec![STATE_V1];
+            out.extend(postcard::to_allocvec(s).unwrap());
+            out
+        };
+        let mut long = ServerState::new(Phase::Stopped);
+        long.reason = Some("r".repeat(MAX_REASON + 1));
+        assert!(decode("api", &body(&long)).unwrap_err().0.ends_with("reason too long"));
+        long.reason = Some("r".repeat(MAX_REASON));
+        assert_eq!(decode("api", &body(&long)).unwrap(), long);
+        for pid in [0, u32::MAX, i32::MAX as u32 + 1] {
+            let mut s = ServerState::new(Phase::Running);
+            s.command_pid = Some(pid);
+            assert!(decode("api", &body(&s)).unwrap_err().0.ends_with("invalid pid"), "{pid}");
+            s.command_pid = None;
+            s.supervisor = Some(Owner { pid, ..Owner::this_process() });
+            assert!(decode("api", &body(&s)).unwrap_err().0.ends_with("invalid pid"), "{pid}");
+        }
+        let mut s = ServerState::new(Phase::Sleeping);
+        s.relay_port = Some(0);
+        assert!(decode("api", &body(&s)).unwrap_err().0.ends_with("port 0"));
     }
 
     #[test]

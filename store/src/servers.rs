@@ -20,7 +20,8 @@ use crate::{Allocation, GetOptions, Project};
 use portd_core::Owner;
 use redb::{ReadableTable, ReadableTableMetadata, TableHandle};
 
-const EVENTS_SEQ_KEY: &str = "events_seq";
+/// The `meta` key of the last event's sequence number.
+pub(crate) const EVENTS_SEQ_KEY: &str = "events_seq";
 
 /// A defined server with what the registry knows of it.
 #[derive(Debug, Clone)]
@@ -46,7 +47,7 @@ pub enum ServerLease {
 
 /// Opens a table of a read transaction, empty when it does not exist yet
 /// (a registry written before managed servers).
-fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+pub(crate) fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     rtx: &redb::ReadTransaction,
     t: redb::TableDefinition<K, V>,
 ) -> Result<Option<redb::ReadOnlyTable<K, V>>> {

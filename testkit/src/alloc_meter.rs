@@ -105,3 +105,20 @@ pub fn check_record(bytes: &[u8]) {
     assert!(peak <= limit, "decoding {} bytes allocated {peak} (limit {limit})", bytes.len());
     crate::record(bytes);
 }
+
+/// Decodes `bytes` as a managed server's record (`which`), checks it, and
+/// checks that decoding stayed within [`record_limit`] (its lists cost at
+/// most what a command line's do: an environment pair takes two input
+/// bytes and 48 bytes of list).
+pub fn check_server_record(which: crate::ServerRecord, bytes: &[u8]) {
+    let peak = peak_bytes(|| {
+        std::hint::black_box(crate::decode_server_record(which, bytes));
+    });
+    let limit = record_limit(bytes.len());
+    assert!(peak <= limit, "decoding {} bytes allocated {peak} (limit {limit})", bytes.len());
+    match which {
+        crate::ServerRecord::Definition => crate::definition(bytes),
+        crate::ServerRecord::State => crate::server_state(bytes),
+        crate::ServerRecord::Event => crate::event(bytes),
+    }
+}

@@ -2,11 +2,13 @@
 //! name, a command-line value.
 
 use portd_core::{MAX_NAME_LEN, PortRange, validate_name};
+use portd_store::server_state::{self, Phase};
 use portd_store::{
     Config, ErrorKind, IDLE_TTL_BOUNDS, LOCK_TIMEOUT_BOUNDS, Project, decode_record as decode,
     display_name, encode_record as encode, format_duration, parse_duration, parse_port,
     parse_port_span, valid_key,
 };
+use portd_store::{definition, events};
 use std::path::Path;
 
 /// Decodes `bytes` as the record of `key`; must never panic, whatever the
@@ -27,6 +29,78 @@ pub fn record(bytes: &[u8]) {
         assert_ne!(e.port, 0);
     }
     assert!(decode("not a key", bytes).is_err(), "an invalid key was accepted");
+}
+
+/// Decodes `bytes` as a managed server's definition, state or event
+/// (`which`); must never panic, whatever the bytes. The server record
+/// targets meter this call's allocations.
+pub fn decode_server_record(which: ServerRecord, bytes: &[u8]) -> bool {
+    match which {
+        ServerRecord::Definition => definition::decode("myapp", bytes).is_ok(),
+        ServerRecord::State => server_state::decode("myapp", bytes).is_ok(),
+        ServerRecord::Event => events::decode(1, bytes).is_ok(),
+    }
+}
+
+/// The records of managed servers, each with its own decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerRecord {
+    /// A definition (`servers` table).
+    Definition,
+    /// A supervisor's recorded state (`server_state` table).
+    State,
+    /// An event (`events` table).
+    Event,
+}
+
+/// Arbitrary bytes as a stored server definition: decoding fails cleanly
+/// or gives a definition with a command and an absolute directory that
+/// encodes back to itself, in no more bytes than were read.
+pub fn definition(bytes: &[u8]) {
+    if let Ok(d) = definition::decode("myapp", bytes) {
+        let again = definition::encode(&d);
+        assert_eq!(definition::decode("myapp", &again).as_ref(), Ok(&d), "re-encoding changed it");
+        assert!(again.len() <= bytes.len(), "{} bytes re-encode to {}", bytes.len(), again.len());
+        assert!(!d.argv.is_empty() && d.dir.starts_with('/'), "{d:?}");
+        assert!(bytes.len() <= definition::MAX_DEFINITION + 1, "{} bytes accepted", bytes.len());
+    }
+}
+
+/// Arbitrary bytes as a stored server state: decoding fails cleanly or
+/// gives a state that encodes back to itself (so nothing in it is cut by
+/// encoding), in no more bytes than were read, whose pids can be signalled
+/// safely (never 0, never negative as a `pid_t`).
+pub fn server_state(bytes: &[u8]) {
+    if let Ok(s) = server_state::decode("myapp", bytes) {
+        let again = server_state::encode(&s);
+        assert_eq!(
+            server_state::decode("myapp", &again).as_ref(),
+            Ok(&s),
+            "re-encoding changed it"
+        );
+        assert!(again.len() <= bytes.len(), "{} bytes re-encode to {}", bytes.len(), again.len());
+        let pids = s.supervisor.map(|o| o.pid).into_iter().chain(s.command_pid);
+        for pid in pids {
+            assert!(pid != 0 && i32::try_from(pid).is_ok(), "pid {pid} accepted");
+        }
+        // Reading it as it really is never fails either.
+        let shown = s.effective();
+        assert!(shown.phase == s.phase || shown.phase == Phase::Stopped, "{s:?} -> {shown:?}");
+    }
+}
+
+/// Arbitrary bytes as a stored event: decoding fails cleanly or gives an
+/// event of a well-formed project key that encodes back to itself, in no
+/// more bytes than were read, and reads as one line.
+pub fn event(bytes: &[u8]) {
+    if let Ok(e) = events::decode(7, bytes) {
+        let again = events::encode(&e);
+        assert_eq!(events::decode(7, &again).as_ref(), Ok(&e), "re-encoding changed it");
+        assert!(again.len() <= bytes.len(), "{} bytes re-encode to {}", bytes.len(), again.len());
+        assert!(valid_key(&e.project), "{e:?}");
+        let _ = e.to_string();
+        assert!(!e.kind.name().is_empty());
+    }
 }
 
 /// Arbitrary text as a config file. Accepted: valid ranges (non-empty,

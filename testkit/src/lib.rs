@@ -9,6 +9,11 @@
 //! - [`record`]: bytes as a stored record decode or fail cleanly, and what
 //!   decodes re-encodes to the same entry ([`alloc_meter::check_record`]
 //!   also bounds what decoding allocates);
+//! - [`definition`], [`server_state`], [`event`]: bytes as a managed
+//!   server's stored record decode or fail cleanly, and what decodes
+//!   re-encodes to the same value
+//!   ([`alloc_meter::check_server_record`] also bounds what decoding
+//!   allocates);
 //! - [`config`]: text as a config file is accepted only when valid, and is
 //!   otherwise refused with a one-line message;
 //! - [`project_name`]: text as a project name is accepted exactly when it
@@ -31,5 +36,8 @@ mod inputs;
 mod model;
 
 pub use http::http_requests;
-pub use inputs::{arguments, config, decode_record, project_name, record};
+pub use inputs::{
+    ServerRecord, arguments, config, decode_record, decode_server_record, definition, event,
+    project_name, record, server_state,
+};
 pub use model::{MAX_OPS, registry};

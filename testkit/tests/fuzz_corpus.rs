@@ -43,6 +43,27 @@ fn record_decode() {
 }
 
 #[test]
+fn definition_decode() {
+    replay("definition_decode", |b| {
+        alloc_meter::check_server_record(portd_testkit::ServerRecord::Definition, b)
+    });
+}
+
+#[test]
+fn server_state_decode() {
+    replay("server_state_decode", |b| {
+        alloc_meter::check_server_record(portd_testkit::ServerRecord::State, b)
+    });
+}
+
+#[test]
+fn event_decode() {
+    replay("event_decode", |b| {
+        alloc_meter::check_server_record(portd_testkit::ServerRecord::Event, b)
+    });
+}
+
+#[test]
 fn config_parse() {
     replay("config_parse", portd_testkit::config);
 }

@@ -46,6 +46,7 @@ pub fn doctor(cli: &Cli, out: Printer, repair: bool) -> Result<u8, Error> {
             serde_json::json!({
                 "moved_to": r.moved_to, "rebuilt": r.rebuilt, "remembered": r.remembered,
                 "lost": r.lost, "readable": r.readable(),
+                "servers": r.servers, "lost_servers": r.lost_servers,
             })
         });
         out.json(&serde_json::json!({
@@ -72,6 +73,17 @@ pub fn doctor(cli: &Cli, out: Printer, repair: bool) -> Result<u8, Error> {
             r.remembered.len(),
             if r.remembered.len() == 1 { "" } else { "s" },
         ));
+        if !r.servers.is_empty() || r.lost_servers > 0 {
+            let n = r.servers.len();
+            let lost = match r.lost_servers {
+                0 => String::new(),
+                l => format!(", {l} unreadable one{} lost", if l == 1 { "" } else { "s" }),
+            };
+            out.info(&format!(
+                "kept {n} managed server definition{}{lost}; their recorded states and events are dropped",
+                if n == 1 { "" } else { "s" },
+            ));
+        }
         return Ok(0);
     }
     // What is left once a refused touch log is gone.

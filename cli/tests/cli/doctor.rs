@@ -75,8 +75,10 @@ fn a_healthy_registry_passes_every_check_and_is_left_unchanged() {
         "location",
         "filesystem",
         "touch",
+        "schema",
         "integrity",
         "records",
+        "servers",
         "ranges",
         "excluded",
         "stale",
@@ -88,6 +90,8 @@ fn a_healthy_registry_passes_every_check_and_is_left_unchanged() {
         "{r:#}"
     );
     assert_eq!(finding(&r, "records").1, "2 entries decoded; index and entries agree");
+    assert_eq!(finding(&r, "schema").1, "registry schema 3");
+    assert_eq!(finding(&r, "servers").1, "no managed servers");
     assert_eq!(r["damaged"], false);
     assert!(fs::read(env.registry()).unwrap() == before, "doctor changed the registry");
     assert_eq!(listing(&env), files, "doctor left files behind");
@@ -366,4 +370,64 @@ fn repair_json_reports_an_unknown_loss_as_null() {
     assert_eq!(repaired["readable"], false, "{r:#}");
     assert_eq!(repaired["lost"], Value::Null, "{r:#}");
     assert_eq!(repaired["rebuilt"], serde_json::json!([]), "{r:#}");
+}
+
+/// `--repair` keeps the managed servers' definitions (with their ports)
+/// and says so; their states and events are dropped.
+#[test]
+fn repair_keeps_server_definitions_and_says_so() {
+    let env = private_range(34440, 20);
+    let port = env.run(&["add", "doc-api", "--", "python3", "-m", "http.server"]);
+    assert_eq!(port.code, 0, "{port:?}");
+    let port: u16 = port.stdout.trim().parse().unwrap();
+    {
+        // An event that does not decode: the file is damaged.
+        let db = redb::Database::open(env.registry()).unwrap();
+        let tx = db.begin_write().unwrap();
+        let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+        tx.open_table(events).unwrap().insert(1, &[1, 0xff][..]).unwrap();
+        tx.commit().unwrap();
+    }
+    let (code, r) = doctor(&env, &[]);
+    assert_eq!(code, 7, "{r:#}");
+    assert!(finding(&r, "integrity").1.starts_with("registry damaged: event 1: "), "{r:#}");
+
+    let out = env.run(&["doctor", "--repair"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.ends_with(
+            "fresh registry: 0 running leases rebuilt, 0 idle projects remembered \
+             (they get their old port back when it is free), 0 unreadable entries lost\n\
+             kept 1 managed server definition; their recorded states and events are dropped\n"
+        ),
+        "{out:?}"
+    );
+    let (code, r) = doctor(&env, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(
+        finding(&r, "servers"),
+        ("ok".into(), "1 server definition, 0 states and 0 events decoded".into(), None)
+    );
+    let show = env.run(&["show", "doc-api"]);
+    let shown = show.ok();
+    assert!(shown.contains(&format!("port       {port}\n")), "{shown}");
+    assert!(shown.contains("runs       python3 -m http.server\n"), "{shown}");
+}
+
+/// `reset` starts over: definitions go too, and the backup keeps them.
+#[test]
+fn reset_drops_server_definitions_into_its_backup() {
+    let env = private_range(34460, 20);
+    assert_eq!(env.run(&["add", "doc-web", "--", "python3", "-m", "http.server"]).code, 0);
+    let out = env.run(&["reset", "--yes", "--json"]);
+    let backup: ResetJson = out.json();
+    let backup = backup.backup.expect("a backup");
+    let out = env.run(&["start", "doc-web"]);
+    assert_eq!(
+        out.error(4),
+        "error: `doc-web` is not a defined server\nhint: define it first: `portd add doc-web -- COMMAND ARGS…`\n"
+    );
+    // Copied back, the backup is the registry as it was.
+    fs::copy(backup.replace("[ROOT]", env.root().to_str().unwrap()), env.registry()).unwrap();
+    assert!(env.run(&["show", "doc-web"]).ok().contains("runs       python3 -m http.server\n"));
 }
