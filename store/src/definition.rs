@@ -195,10 +195,7 @@ fn quote(a: &str) -> String {
 
 /// Encodes a definition for the `servers` table.
 pub fn encode(def: &ServerDef) -> Vec<u8> {
-    let mut out = vec![DEF_V1];
-    // Serialising plain owned data into a Vec cannot fail.
-    out.extend(postcard::to_allocvec(def).unwrap_or_default());
-    out
+    crate::record::encode_versioned(DEF_V1, def)
 }
 
 /// Decodes and checks a stored definition.
@@ -207,15 +204,7 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<ServerDef, crate::record::Decod
     if bytes.len() > MAX_DEFINITION + 1 {
         return Err(err("too large"));
     }
-    let (&version, body) = bytes.split_first().ok_or_else(|| err("empty record"))?;
-    if version != DEF_V1 {
-        return Err(err(&format!("unknown record version {version}")));
-    }
-    let (def, rest): (ServerDef, _) =
-        postcard::take_from_bytes(body).map_err(|e| err(&format!("undecodable ({e})")))?;
-    if !rest.is_empty() {
-        return Err(err("trailing bytes"));
-    }
+    let def: ServerDef = crate::record::decode_versioned(DEF_V1, bytes).map_err(|m| err(&m))?;
     if def.argv.is_empty() {
         return Err(err("no command"));
     }

@@ -141,23 +141,13 @@ pub fn encode(e: &Event) -> Vec<u8> {
         }
         d.truncate(at);
     }
-    let mut out = vec![EVENT_V1];
-    out.extend(postcard::to_allocvec(&e).unwrap_or_default());
-    out
+    crate::record::encode_versioned(EVENT_V1, &e)
 }
 
 /// Decodes a stored event.
 pub fn decode(seq: u64, bytes: &[u8]) -> Result<Event, crate::record::DecodeError> {
     let err = |m: &str| crate::record::DecodeError(format!("event {seq}: {m}"));
-    let (&version, body) = bytes.split_first().ok_or_else(|| err("empty record"))?;
-    if version != EVENT_V1 {
-        return Err(err(&format!("unknown record version {version}")));
-    }
-    let (e, rest): (Event, _) =
-        postcard::take_from_bytes(body).map_err(|e| err(&format!("undecodable ({e})")))?;
-    if !rest.is_empty() {
-        return Err(err("trailing bytes"));
-    }
+    let e: Event = crate::record::decode_versioned(EVENT_V1, bytes).map_err(|m| err(&m))?;
     // What `encode` never writes is damage, as in an entry's record.
     if e.detail.as_ref().is_some_and(|d| d.len() > MAX_DETAIL) {
         return Err(err("detail too long"));

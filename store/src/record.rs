@@ -155,6 +155,34 @@ struct EntryV1 {
     child_pid: Option<u32>,
 }
 
+/// Encodes `value` as a record: the version byte, then its postcard
+/// encoding (the one layout of every record but an entry's).
+pub(crate) fn encode_versioned<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![version];
+    // Serialising plain owned data into a Vec cannot fail.
+    out.extend(postcard::to_allocvec(value).unwrap_or_default());
+    out
+}
+
+/// Decodes what [`encode_versioned`] wrote with `version`: an unknown
+/// version, undecodable bytes or bytes after the value are an error, in
+/// words.
+pub(crate) fn decode_versioned<T: serde::de::DeserializeOwned>(
+    version: u8,
+    bytes: &[u8],
+) -> Result<T, String> {
+    let (&v, body) = bytes.split_first().ok_or("empty record")?;
+    if v != version {
+        return Err(format!("unknown record version {v}"));
+    }
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|e| format!("undecodable ({e})"))?;
+    if !rest.is_empty() {
+        return Err("trailing bytes".to_owned());
+    }
+    Ok(value)
+}
+
 /// Why a record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError(pub String);

@@ -139,23 +139,13 @@ pub fn encode(s: &ServerState) -> Vec<u8> {
             text.truncate(at);
         }
     }
-    let mut out = vec![STATE_V1];
-    out.extend(postcard::to_allocvec(&s).unwrap_or_default());
-    out
+    crate::record::encode_versioned(STATE_V1, &s)
 }
 
 /// Decodes a stored state.
 pub fn decode(key: &str, bytes: &[u8]) -> Result<ServerState, crate::record::DecodeError> {
     let err = |m: &str| crate::record::DecodeError(format!("server state of `{key}`: {m}"));
-    let (&version, body) = bytes.split_first().ok_or_else(|| err("empty record"))?;
-    if version != STATE_V1 {
-        return Err(err(&format!("unknown record version {version}")));
-    }
-    let (s, rest): (ServerState, _) =
-        postcard::take_from_bytes(body).map_err(|e| err(&format!("undecodable ({e})")))?;
-    if !rest.is_empty() {
-        return Err(err("trailing bytes"));
-    }
+    let s: ServerState = crate::record::decode_versioned(STATE_V1, bytes).map_err(|m| err(&m))?;
     // What `encode` never writes is damage, as in an entry's record.
     if [&s.reason, &s.last_exit].into_iter().flatten().any(|t| t.len() > MAX_REASON) {
         return Err(err("reason too long"));

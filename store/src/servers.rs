@@ -58,30 +58,27 @@ pub(crate) fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
-pub(crate) fn read_definitions(rtx: &redb::ReadTransaction) -> Result<Vec<(String, ServerDef)>> {
-    let Some(t) = read_table(rtx, SERVERS)? else { return Ok(Vec::new()) };
+/// Every row of a project-keyed table of a read transaction, decoded.
+fn read_keyed<V>(
+    rtx: &redb::ReadTransaction,
+    table: redb::TableDefinition<&'static str, &'static [u8]>,
+    decode: impl Fn(&str, &[u8]) -> std::result::Result<V, crate::record::DecodeError>,
+) -> Result<Vec<(String, V)>> {
+    let Some(t) = read_table(rtx, table)? else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for row in t.iter().map_err(db_err)? {
         let (k, v) = row.map_err(db_err)?;
-        out.push((
-            k.value().to_owned(),
-            definition::decode(k.value(), v.value()).map_err(decode_err)?,
-        ));
+        out.push((k.value().to_owned(), decode(k.value(), v.value()).map_err(decode_err)?));
     }
     Ok(out)
 }
 
+pub(crate) fn read_definitions(rtx: &redb::ReadTransaction) -> Result<Vec<(String, ServerDef)>> {
+    read_keyed(rtx, SERVERS, definition::decode)
+}
+
 pub(crate) fn read_states(rtx: &redb::ReadTransaction) -> Result<Vec<(String, ServerState)>> {
-    let Some(t) = read_table(rtx, SERVER_STATE)? else { return Ok(Vec::new()) };
-    let mut out = Vec::new();
-    for row in t.iter().map_err(db_err)? {
-        let (k, v) = row.map_err(db_err)?;
-        out.push((
-            k.value().to_owned(),
-            server_state::decode(k.value(), v.value()).map_err(decode_err)?,
-        ));
-    }
-    Ok(out)
+    read_keyed(rtx, SERVER_STATE, server_state::decode)
 }
 
 pub(crate) fn read_events(rtx: &redb::ReadTransaction, since_ms: u64) -> Result<Vec<Event>> {
