@@ -6,9 +6,11 @@ use portd_serve::serve::log_path;
 use portd_store::{Error, ErrorKind, Project};
 
 pub fn logs(ctx: &Ctx, name: &str, follow: bool, lines: usize) -> Result<(), Error> {
-    if ctx.out.json {
-        return Err(super::usage("`logs` prints the log as it is, so `--json` does not apply")
-            .with_hint("drop `--json`"));
+    if ctx.out.json && follow {
+        return Err(super::usage(
+            "`logs -f` prints the log as it comes, so `--json` does not apply",
+        )
+        .with_hint("drop `--json`, or `-f` for the last lines as JSON"));
     }
     let project = Project::name(name)?;
     let reg = ctx.registry()?;
@@ -23,10 +25,18 @@ pub fn logs(ctx: &Ctx, name: &str, follow: bool, lines: usize) -> Result<(), Err
         });
     }
     match logs::tail(&path, lines) {
+        Ok(l) if ctx.out.json => {
+            ctx.out.json(&serde_json::json!({"project": project.display(), "lines": l}));
+            Ok(())
+        }
         Ok(l) => {
             for line in l {
                 ctx.out.data(&line);
             }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && ctx.out.json => {
+            ctx.out.json(&serde_json::json!({"project": project.display(), "lines": []}));
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

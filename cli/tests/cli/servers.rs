@@ -471,3 +471,32 @@ fn the_servers_world_kills_what_its_test_left_running() {
     let _ = stray.wait();
     assert_eq!(processes_with_home(&home), Vec::<u32>::new());
 }
+
+#[test]
+fn logs_json_gives_the_last_lines_and_refuses_follow() {
+    let env = servers_env(32440);
+    env.add(
+        "api",
+        &[
+            "--",
+            "sh",
+            "-c",
+            "echo one; echo two; exec python3 -m http.server $PORT --bind 127.0.0.1",
+        ],
+    );
+    let out = env.run(&["logs", "api", "--json"]);
+    let v: serde_json::Value = out.json();
+    assert_eq!(v["lines"], serde_json::json!([]), "no log before the first start: {out:#?}");
+    env.start("api");
+    wait_for("the log lines", Duration::from_secs(5), || {
+        env.run(&["logs", "api", "-n", "5"]).stdout.contains("two")
+    });
+    let v: serde_json::Value = env.run(&["logs", "api", "-n", "5", "--json"]).json();
+    let lines: Vec<&str> =
+        v["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(lines.windows(2).any(|w| w == ["one", "two"]), "{lines:?}");
+    assert_eq!(v["project"], "api");
+    let out = env.run(&["logs", "api", "-f", "--json"]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(out.stderr.starts_with("error: `logs -f` prints the log as it comes"), "{out:#?}");
+}
