@@ -32,6 +32,7 @@ mod owner;
 mod probe;
 mod project;
 mod range;
+mod rate;
 mod sync;
 pub mod sys;
 
@@ -42,3 +43,4 @@ pub use owner::{Liveness, Owner};
 pub use probe::{ProbeOptions, Verdict, bind_listener_on, bind_loopback, probe, probe_all};
 pub use project::{MAX_NAME_LEN, NameError, preferred_offset, stable_hash, validate_name};
 pub use range::{PortRange, RangeError, Ranges, valid_range_name};
+pub use rate::RateWindow;

@@ -4,7 +4,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use portd_core::AtomicBitmap;
+use portd_core::{AtomicBitmap, RateWindow};
 
 /// Two threads claiming from a 2-bit map get distinct bits, and both get one.
 #[test]
@@ -287,4 +287,33 @@ fn losing_a_race_moves_the_search_a_stripe_away() {
     });
     let seen: Vec<_> = seen.lock().unwrap().iter().copied().collect();
     assert_eq!(seen, [[0, 1, 2], [0, 2, 3], [0, 2, 1026], [0, 1024, 1025]]);
+}
+
+/// Two threads counting in the same second lose nothing; a third counting
+/// 60 seconds later replaces that second's count in one step: a reader
+/// sees the old second's whole count or the new one, never a mix.
+#[test]
+fn rate_window_counts_race_free() {
+    loom::model(|| {
+        let w = Arc::new(RateWindow::new());
+        let ts: Vec<_> = [(5, 1), (5, 2)]
+            .into_iter()
+            .map(|(s, n)| {
+                let w = w.clone();
+                thread::spawn(move || w.add(s, n))
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert_eq!(w.per_minute(5), 3);
+        let later = {
+            let w = w.clone();
+            thread::spawn(move || w.add(65, 4))
+        };
+        let seen = w.per_minute(64);
+        assert!(seen == 3 || seen == 0, "{seen}");
+        later.join().unwrap();
+        assert_eq!(w.per_minute(65), 4);
+    });
 }

@@ -18,6 +18,7 @@
 //! answers, does not buffer beyond one read, and uses no timer: its
 //! threads are blocked in the kernel while nothing happens.
 
+use portd_core::RateWindow;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -44,13 +45,9 @@ pub struct Stats {
     total: AtomicU64,
     last_activity_ms: AtomicU64,
     requests: AtomicU64,
-    /// Requests per second of the last minute: slot `s % 60` holds
-    /// `(s + 1) << 24 | count` for second `s` since the epoch (0: unused).
-    per_second: [AtomicU64; 60],
+    /// Requests per second of the last minute, by second since the epoch.
+    per_second: RateWindow,
 }
-
-const COUNT_BITS: u32 = 24;
-const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
 impl Default for Stats {
     fn default() -> Self {
@@ -60,7 +57,7 @@ impl Default for Stats {
             total: AtomicU64::new(0),
             last_activity_ms: AtomicU64::new(0),
             requests: AtomicU64::new(0),
-            per_second: std::array::from_fn(|_| AtomicU64::new(0)),
+            per_second: RateWindow::new(),
         }
     }
 }
@@ -85,13 +82,7 @@ impl Stats {
     /// HTTP/1 requests counted in the last 60 seconds (the current second
     /// included).
     pub fn requests_per_minute(&self) -> u64 {
-        let now = self.epoch.elapsed().as_secs();
-        self.per_second
-            .iter()
-            .map(|slot| slot.load(Ordering::Relaxed))
-            .filter(|&v| v != 0 && (v >> COUNT_BITS) - 1 + 60 > now)
-            .map(|v| v & COUNT_MASK)
-            .sum()
+        self.per_second.per_minute(self.epoch.elapsed().as_secs())
     }
 
     /// When something last happened: a connection accepted or closed, or
@@ -118,18 +109,7 @@ impl Stats {
             return;
         }
         self.requests.fetch_add(n, Ordering::Relaxed);
-        let s = self.epoch.elapsed().as_secs();
-        let slot = &self.per_second[(s % 60) as usize];
-        let stamp = (s + 1) << COUNT_BITS;
-        // Relaxed: each slot is one value of its own; readers want a
-        // recent sum, not an ordering with anything else.
-        let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-            if v & !COUNT_MASK == stamp {
-                Some(stamp | ((v & COUNT_MASK) + n).min(COUNT_MASK))
-            } else {
-                Some(stamp | n.min(COUNT_MASK))
-            }
-        });
+        self.per_second.add(self.epoch.elapsed().as_secs(), n);
     }
 }
 
@@ -682,11 +662,11 @@ mod tests {
         s.count(2);
         assert_eq!(s.requests_per_minute(), 5);
         assert_eq!(s.requests(), 5);
-        // Slots from more than a minute ago are not counted.
+        // Seconds more than a minute ago are not counted.
         let Some(epoch) = Instant::now().checked_sub(Duration::from_secs(200)) else { return };
         let old = Stats { epoch, ..Stats::default() };
-        old.per_second[0].store((120 + 1) << COUNT_BITS | 9, Ordering::Relaxed);
-        old.per_second[10].store((190 + 1) << COUNT_BITS | 4, Ordering::Relaxed);
+        old.per_second.add(120, 9);
+        old.per_second.add(190, 4);
         assert_eq!(old.requests_per_minute(), 4);
     }
 }
