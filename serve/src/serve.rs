@@ -437,7 +437,7 @@ impl Serve<'_> {
     fn start_failed(&mut self, first: bool, exit: Exit, reason: String) -> Option<Ended> {
         self.state.last_exit = Some(describe(exit));
         if first {
-            self.say(&format!("error: `{}` {reason}", self.project.display()));
+            self.say(&format!("error: `{}` failed to start: {reason}", self.project.display()));
             self.finish(Phase::Stopped, Some(reason.clone()), vec![EventKind::StartFailed]);
             self.fail(
                 SERVER_FAILED,
