@@ -213,6 +213,8 @@ fn a_reference_to_another_project_puts_its_url_in_the_environment_and_starts_it_
     let again = env.run(&["start", "web"]);
     assert_eq!((again.code, again.stdout.as_str()), (0, format!("{web}\n").as_str()), "{again:#?}");
     assert_eq!(env.entry("api").child_pid, Some(api_child), "the same api server");
+    // Nothing was started first this time, so nothing is said.
+    assert_eq!(again.stderr, "", "api was running already: {again:#?}");
 }
 
 #[test]
