@@ -51,6 +51,10 @@ mod semantics;
 mod servers;
 #[path = "cli/servers_faults.rs"]
 mod servers_faults;
+#[path = "cli/servers_more.rs"]
+mod servers_more;
+#[path = "cli/servers_pty.rs"]
+mod servers_pty;
 #[path = "cli/servers_readme.rs"]
 mod servers_readme;
 #[path = "cli/servers_relay.rs"]

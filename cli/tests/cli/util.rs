@@ -575,6 +575,11 @@ pub fn servers_env(start: u16) -> Servers {
     Servers { env: private_range(start, 20) }
 }
 
+/// [`Servers`] on the `len` ports from `start`.
+pub fn servers_env_n(start: u16, len: u16) -> Servers {
+    Servers { env: private_range(start, len) }
+}
+
 impl Servers {
     /// Asserts that no process of this test runs, allowing one that has
     /// answered but is still exiting half a second to go.
