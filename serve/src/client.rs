@@ -220,6 +220,8 @@ pub fn stop(reg: &Registry, project: &Project) -> Result<bool, Error> {
         return Ok(false);
     };
     signal(project, owner.pid, sys::SIGTERM)?;
+    // A stopped supervisor acts on it once continued.
+    let _ = sys::kill(owner.pid as i32, sys::SIGCONT);
     // The supervisor may need the kill grace for the server, as much again
     // for what it left behind, and a health check under way.
     let grace = Duration::from_millis(d.def.kill_grace_ms);

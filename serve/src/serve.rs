@@ -511,9 +511,8 @@ impl Serve<'_> {
                 let reason = match elsewhere {
                     Some(other) => {
                         self.hint = Some(format!(
-                            "pass it the port, e.g. `portd add {} -- {} --port {{port}}` (`{{port}}` is replaced), or read `PORT` in the server",
-                            self.project.display(),
-                            portd_store::definition::shell_words(&self.def.argv)
+                            "pass it the port: `--port {{port}}` in its command (`portd add {} … -- CMD --port {{port}}`; after `--` for `npm run`), or make it read `PORT`",
+                            self.project.display()
                         ));
                         format!(
                             "it listens on port {other}, not on its port {}: it ignores `PORT`",

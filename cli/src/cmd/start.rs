@@ -39,16 +39,23 @@ pub fn start(ctx: &Ctx, names: &[String], all: bool, move_port: bool) -> Result<
             )
         })?;
         for dep in order.iter().filter(|k| *k != p.key()) {
-            if started.insert(dep.clone()) {
+            if !started.insert(dep.clone()) {
+                continue;
+            }
+            let dp = Project::name(dep)?;
+            let running = reg
+                .defined(Some(dp.key()))?
+                .pop()
+                .and_then(|d| d.state)
+                .is_some_and(|s| s.live_supervisor().is_some());
+            if !running {
                 ctx.out
                     .info(&format!("portd: starting `{dep}` first ({} refers to it)", p.display()));
-                let dp = Project::name(dep)?;
-                if let Outcome::Failed { code, message, hint } =
-                    client::start(&reg, &exe, &dp, false)?
-                {
-                    ctx.out.error(&message, (!hint.is_empty()).then_some(hint.as_str()));
-                    return Ok(code);
-                }
+            }
+            if let Outcome::Failed { code, message, hint } = client::start(&reg, &exe, &dp, false)?
+            {
+                failed(reg.dir(), &dp, code, &message, &hint);
+                return Ok(code);
             }
         }
     }
@@ -88,6 +95,26 @@ pub fn restart(ctx: &Ctx, names: &[String]) -> Result<u8, Error> {
     each(ctx, &reg, &projects, |p| client::restart(&reg, &exe, p))
 }
 
+/// A failed start on stderr: the error line; for a server that started
+/// but failed (exit 10), the last lines of its log, indented `  | `; the
+/// hint.
+fn failed(dir: &std::path::Path, p: &Project, code: u8, message: &str, hint: &str) {
+    use std::io::Write;
+    let tail = if code == portd_serve::serve::SERVER_FAILED {
+        logs::tail(&log_path(dir, p.key()), 10).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {message}");
+    for l in &tail {
+        let _ = writeln!(err, "  | {l}");
+    }
+    if !hint.is_empty() {
+        let _ = writeln!(err, "hint: {hint}");
+    }
+}
+
 /// Runs `f` for each project in order, printing each port; the exit code
 /// is the first failure's.
 fn each(
@@ -112,16 +139,7 @@ fn each(
                 ctx.out.data(&port.to_string());
             }
             Outcome::Failed { code: c, message, hint } => {
-                let tail = logs::tail(&log_path(reg.dir(), p.key()), 10).unwrap_or_default();
-                let mut err = std::io::stderr().lock();
-                use std::io::Write;
-                let _ = writeln!(err, "error: {message}");
-                for l in &tail {
-                    let _ = writeln!(err, "  | {l}");
-                }
-                if !hint.is_empty() {
-                    let _ = writeln!(err, "hint: {hint}");
-                }
+                failed(reg.dir(), p, c, &message, &hint);
                 if code == 0 {
                     code = c;
                 }

@@ -186,12 +186,13 @@ pub fn detailed(ctx: &Ctx) -> Result<(), Error> {
         mb(d.memory_bytes),
         mb(d.saved_bytes)
     ));
+    let n = |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
     text.push_str(&format!(
-        "last 24 h: {} starts{}, {} idle shutdowns, {} restarts\n",
-        d.last_24h.starts,
+        "last 24 h: {}{}, {}, {}\n",
+        n(d.last_24h.starts, "start", "starts"),
         d.last_24h.avg_startup_ms.map(|a| format!(" (average startup {a} ms)")).unwrap_or_default(),
-        d.last_24h.idle_shutdowns,
-        d.last_24h.restarts
+        n(d.last_24h.idle_shutdowns, "idle shutdown", "idle shutdowns"),
+        n(d.last_24h.restarts, "restart", "restarts")
     ));
     let rows: Vec<Vec<String>> = d
         .servers
