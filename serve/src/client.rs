@@ -61,7 +61,10 @@ pub fn start_noting(
     let Some(d) = reg.defined(Some(project.key()))?.pop() else {
         return Err(not_defined(project));
     };
-    let limit = Duration::from_millis(d.def.start_timeout_ms) + Duration::from_secs(10);
+    // The supervisor's own bound: the start timeout, then stopping what
+    // did not become healthy (the kill grace, twice for leftovers).
+    let limit = Duration::from_millis(d.def.start_timeout_ms + 2 * d.def.kill_grace_ms)
+        + Duration::from_secs(10);
     if d.state.as_ref().is_some_and(|s| s.live_supervisor().is_some()) {
         return wait(reg, project, limit);
     }
@@ -89,13 +92,29 @@ pub fn start_noting(
         }
         _ => Outcome::Failed {
             code: SERVER_FAILED,
-            message: format!(
-                "the supervisor of `{}` ended before the server was ready",
+            message: match running_supervisor(reg, project) {
+                Some(pid) => format!(
+                    "the supervisor of `{}` (pid {pid}) did not answer within {}",
+                    project.display(),
+                    secs(limit)
+                ),
+                None => format!(
+                    "the supervisor of `{}` ended before the server was ready",
+                    project.display()
+                ),
+            },
+            hint: format!(
+                "see its log: `portd logs {0}`; `portd stop {0}` stops it",
                 project.display()
             ),
-            hint: format!("see its log: `portd logs {}`", project.display()),
         },
     })
+}
+
+/// The pid of `project`'s live supervisor, if one runs.
+fn running_supervisor(reg: &Registry, project: &Project) -> Option<u32> {
+    let d = reg.defined(Some(project.key())).ok()?.pop()?;
+    d.state?.live_supervisor().map(|o| o.pid)
 }
 
 /// The error for a project with no definition.
@@ -204,6 +223,12 @@ pub fn wait(reg: &Registry, project: &Project, limit: Duration) -> Result<Outcom
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn secs(d: Duration) -> String {
     portd_store::format_duration(d)
 }
@@ -278,6 +303,7 @@ pub fn restart(reg: &Registry, exe: &Path, project: &Project) -> Result<Outcome,
     if before.phase == Phase::Sleeping {
         return Ok(Outcome::Sleeping(d.port.unwrap_or(0)));
     }
+    let asked = now_ms();
     signal(project, owner.pid, sys::SIGHUP)?;
     let limit = Duration::from_millis(d.def.start_timeout_ms + d.def.kill_grace_ms)
         + Duration::from_secs(10);
@@ -286,8 +312,10 @@ pub fn restart(reg: &Registry, exe: &Path, project: &Project) -> Result<Outcome,
     loop {
         let d = reg.defined(Some(project.key()))?.pop().ok_or_else(|| not_defined(project))?;
         let s = d.state.map(|s| s.effective());
+        // Started again since it was asked (a restart during a backoff
+        // delay counts no new restart), or ended.
         let again = s.as_ref().is_some_and(|s| {
-            s.restarts > before.restarts
+            s.started_ms.is_some_and(|t| t >= asked)
                 || s.phase == Phase::Stopped
                 || s.phase == Phase::CrashLooping
         });

@@ -150,6 +150,10 @@ struct Serve<'r> {
     hint: Option<String>,
     /// A connection woke the supervisor (recorded with the start).
     woke: bool,
+    /// A stop or restart that arrived while the server was being stopped
+    /// for another reason (idle, health, a leftover to wait for): acted
+    /// on next.
+    pending: Option<Told>,
     backoff: Backoff,
 }
 
@@ -225,6 +229,7 @@ pub fn run(reg: &Registry, key: &str, exe: &Path, move_port: bool, report: Optio
         serving: Arc::default(),
         hint: None,
         woke: false,
+        pending: None,
     };
     s.state.since_ms = now_ms();
     s.state.supervisor = Some(me);
@@ -319,10 +324,25 @@ impl Serve<'_> {
                 }
                 asleep = false;
             }
-            let Some(ended) = self.run_once()? else {
+            let Some(mut ended) = self.run_once()? else {
                 // The first start failed: reported, recorded, nothing left.
                 return Ok(SERVER_FAILED);
             };
+            // Told to stop or restart while it was being stopped anyway.
+            match (&ended, self.pending.take()) {
+                (Ended::Idle(exit) | Ended::Failed { exit, .. }, Some(Told::Stop)) => {
+                    ended = Ended::Stopped { restart: false, exit: *exit };
+                }
+                (Ended::Idle(exit) | Ended::Failed { exit, .. }, Some(Told::Restart)) => {
+                    ended = Ended::Stopped { restart: true, exit: *exit };
+                }
+                (Ended::Stopped { .. }, Some(Told::Stop)) => {
+                    if let Ended::Stopped { exit, .. } = ended {
+                        ended = Ended::Stopped { restart: false, exit };
+                    }
+                }
+                _ => {}
+            }
             match ended {
                 Ended::Stopped { restart: true, exit } => {
                     self.state.last_exit = Some(describe(exit));
@@ -330,7 +350,10 @@ impl Serve<'_> {
                     // Not ready again until the new one is.
                     self.state.phase = Phase::Starting;
                     self.state.command_pid = None;
-                    self.record(vec![EventKind::Stopped { why: StopWhy::User }]);
+                    self.record(vec![
+                        EventKind::Stopped { why: StopWhy::User },
+                        EventKind::Restarted { delay_ms: 0 },
+                    ]);
                 }
                 Ended::Stopped { restart: false, exit } => {
                     self.state.last_exit = Some(describe(exit));
@@ -444,6 +467,11 @@ impl Serve<'_> {
 
     /// [`Serve::run_once`], while the relay may join connections to it.
     fn run_server(&mut self) -> Result<Option<Ended>, Error> {
+        if !self.reload()? {
+            // Removed meanwhile (`portd rm` stops it first; a `reset
+            // --force` does not): nothing to run.
+            return Ok(Some(Ended::Stopped { restart: false, exit: Exit::Code(0) }));
+        }
         let started = Instant::now();
         let mut fg = match self.start_command() {
             Ok(fg) => fg,
@@ -488,6 +516,7 @@ impl Serve<'_> {
             }
             match fg.poll(Some(step)) {
                 Polled::Exited(exit) => {
+                    self.keep_stashed(&mut fg);
                     let reason = format!("it ended before it was ready ({})", describe(exit));
                     return Ok(self.start_failed(StopWhy::Crash, exit, reason));
                 }
@@ -584,6 +613,7 @@ impl Serve<'_> {
             }
             match fg.poll(Some(wait)) {
                 Polled::Exited(exit) => {
+                    self.keep_stashed(&mut fg);
                     let reason = format!("it ended ({})", describe(exit));
                     return Ok(Ended::Failed { why: StopWhy::Crash, exit, reason });
                 }
@@ -729,9 +759,10 @@ impl Serve<'_> {
             match fg.poll(Some(wait)) {
                 Polled::Exited(exit) => {
                     self.state.command_pid = None;
+                    self.keep_stashed(fg);
                     return exit;
                 }
-                Polled::Signal(_) => {}
+                Polled::Signal(r) => self.keep(r),
                 Polled::Timeout if !killed && Instant::now() >= until => {
                     fg.signal_group(sys::SIGKILL);
                     let _ = sys::kill(fg.supervisor_pid() as i32, sys::SIGKILL);
@@ -742,12 +773,42 @@ impl Serve<'_> {
         }
     }
 
+    /// A stop or restart told while the loop cannot act on it at once:
+    /// kept for later (a stop wins over a restart); a report is written.
+    fn keep(&mut self, r: sys::Received) {
+        match told(r) {
+            Told::Stop => self.pending = Some(Told::Stop),
+            Told::Restart if self.pending.is_none() => self.pending = Some(Told::Restart),
+            Told::Report => self.write_stats(),
+            _ => {}
+        }
+    }
+
+    /// [`Serve::keep`] for what arrived while `fg` stopped leftovers.
+    fn keep_stashed(&mut self, fg: &mut Foreground) {
+        for r in fg.take_stashed() {
+            self.keep(r);
+        }
+    }
+
     /// On demand, no server: blocks until a connection arrives (true) or
     /// the supervisor is told to stop (false).
     fn sleep(&mut self) -> bool {
+        match self.pending.take() {
+            Some(Told::Stop) => return false,
+            Some(Told::Restart) => return true,
+            _ => {}
+        }
         // A connection that arrived before the waker was armed is found by
         // it: poll(2) is level-triggered.
         self.activity.armed.store(true, Ordering::SeqCst);
+        // The relay asks once per connection; one that asked while the
+        // server was being stopped waits still.
+        if self.relay.as_ref().is_some_and(|r| r.stats().open_connections() > 0) {
+            self.activity.armed.store(false, Ordering::SeqCst);
+            self.woke = true;
+            return true;
+        }
         let _ = sys::trim_resident();
         loop {
             match self.signals.wait_for(None) {
@@ -808,7 +869,7 @@ impl Serve<'_> {
     fn healthy(&self, timeout: Duration) -> Result<(), String> {
         let quiet = |ms: u64| self.activity.probe_until_ms.store(ms, Ordering::SeqCst);
         quiet(now_ms() + timeout.as_millis() as u64 + PROBE_QUIET_MS);
-        let host = self.def.host.as_deref().and_then(|h| h.parse().ok());
+        let host = self.server_host().and_then(|h| h.parse().ok());
         let dir = Path::new(&self.def.dir);
         let mut r = health::check_on(&self.check, host, self.private, &self.env, dir, timeout);
         if r.is_ok() && self.def.fd && self.check == Check::Tcp {
@@ -869,6 +930,35 @@ impl Serve<'_> {
         })
     }
 
+    /// Reads the definition again before a start, so that a `portd add`
+    /// since the last one applies (`restart`). How the port is held (on
+    /// demand, `--fd`, `--host`) stays as it was when this supervisor
+    /// started: that takes a stop and a start. `false`: the server is no
+    /// longer defined.
+    fn reload(&mut self) -> Result<bool, Error> {
+        let Some(mut def) = self.reg.definition(&self.project)? else {
+            return Ok(false);
+        };
+        if def == self.def {
+            return Ok(true);
+        }
+        (def.on_demand, def.fd, def.host) =
+            (self.def.on_demand, self.def.fd, self.def.host.clone());
+        if let Ok(check) = def.health.parse() {
+            self.check = check;
+        }
+        self.def = def;
+        self.resolve()?;
+        Ok(true)
+    }
+
+    /// The host the server itself listens on: the definition's, except
+    /// behind the relay, where only the relay's sockets are on `--host` and
+    /// the server stays on loopback.
+    fn server_host(&self) -> Option<&str> {
+        if self.def.on_demand && !self.def.fd { None } else { self.def.host.as_deref() }
+    }
+
     /// The command line and environment the server runs with: `{port}`
     /// replaced, the lease's variables, then the definition's.
     fn resolve(&mut self) -> Result<(), Error> {
@@ -897,7 +987,7 @@ impl Serve<'_> {
         }
         if self.def.inject && !self.def.fd {
             let dir = Path::new(&self.def.dir);
-            let plan = match &self.def.host {
+            let plan = match self.server_host() {
                 Some(h) => crate::inject::plan_on(&argv, dir, port, h),
                 None => crate::inject::plan(&argv, dir, port),
             };
@@ -922,8 +1012,8 @@ impl Serve<'_> {
         if let Some(path) = &self.def.path {
             self.env.push(("PATH".into(), path.clone()));
         }
-        if let Some(h) = &self.def.host {
-            self.env.push(("HOST".into(), h.clone()));
+        if let Some(h) = self.server_host() {
+            self.env.push(("HOST".into(), h.to_owned()));
         }
         for (k, v) in &self.def.env {
             self.env.push((k.clone(), portd_store::with_port(&refs(v)?, port)));

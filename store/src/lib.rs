@@ -120,7 +120,7 @@ pub use ownership::{Binder, Binding, PortReport, binding, busy_error, is_own};
 pub use portd_core::sys::Holder;
 pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
 pub use project::{Matches, Project};
-pub use record::{Entry, display_name, shown_names};
+pub use record::{Entry, RELAY_SUFFIX, display_name, shown_names};
 pub use registry::Registry;
 pub use reset::RESET_BACKUPS_KEPT;
 pub use servers::{Defined, ServerLease};

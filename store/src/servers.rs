@@ -242,11 +242,15 @@ impl Registry {
             if let Some(d) = &mut tx.defined {
                 d.remove(key);
             }
-            if let Some(e) = tx.entry(key)?
-                && crate::policy::in_use(&e).is_none()
-                && crate::policy::guard(&e, "release").is_ok()
-            {
-                tx.remove(&e)?;
+            // Its entry and its relay's (`NAME@relay`) are released.
+            let relay = project.relay();
+            for k in [key, relay.key()] {
+                if let Some(e) = tx.entry(k)?
+                    && crate::policy::in_use(&e).is_none()
+                    && crate::policy::guard(&e, "release").is_ok()
+                {
+                    tx.remove(&e)?;
+                }
             }
             tx.servers_written = true;
             Ok(old)

@@ -306,6 +306,8 @@ pub struct Foreground {
     name: String,
     kill_grace: Duration,
     phase: Phase,
+    /// Signals taken while stopping leftovers in [`Foreground::poll`].
+    stashed: Vec<sys::Received>,
 }
 
 impl Foreground {
@@ -382,6 +384,7 @@ impl Foreground {
             name: launch.name,
             kill_grace: launch.kill_grace,
             phase: Phase::Starting,
+            stashed: Vec::new(),
         };
         match Report::parse(&report) {
             Some(Report::Started(pid)) => {
@@ -443,8 +446,13 @@ impl Foreground {
             }
             if let Phase::Exited(exit) = self.phase {
                 let signals = &self.signals;
+                let stashed = &mut self.stashed;
                 let left = stop_leftovers_until(Some(self.command), true, self.kill_grace, |d| {
-                    let _ = signals.wait_for(Some(d));
+                    if let Ok(Some(r)) = signals.wait_for(Some(d))
+                        && r.signal != sys::SIGCHLD
+                    {
+                        stashed.push(r);
+                    }
                     false
                 });
                 say_stopped(&self.name, &left, self.kill_grace);
@@ -458,6 +466,13 @@ impl Foreground {
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
+    }
+
+    /// The signals (other than SIGCHLD) that arrived while
+    /// [`Foreground::poll`] was stopping what the command left behind, for
+    /// the owner to act on now.
+    pub fn take_stashed(&mut self) -> Vec<sys::Received> {
+        std::mem::take(&mut self.stashed)
     }
 
     /// Sends `signal` and SIGCONT to the command's process group (a

@@ -172,8 +172,14 @@ pub fn project_name(bytes: &[u8]) {
             assert!(!documented, "{name:?} refused: {e}");
             assert_eq!(e.kind(), ErrorKind::Usage);
             assert!(!e.message().contains(['\n', '\r']), "{:?}", e.message());
-            if !name.starts_with('/') {
+            // A managed server's relay entry (`NAME@relay`) is a key that
+            // is no name.
+            let relay = name.strip_suffix("@relay").is_some_and(|n| Project::name(n).is_ok());
+            if !name.starts_with('/') && !relay {
                 assert!(!valid_key(name) && Project::from_key(name).is_err(), "{name:?}");
+            }
+            if relay {
+                assert!(valid_key(name) && Project::from_key(name).is_ok(), "{name:?}");
             }
         }
     }

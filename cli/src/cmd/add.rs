@@ -100,10 +100,13 @@ pub fn add(ctx: &Ctx, a: &AddArgs) -> Result<(), Error> {
                 .and_then(|d| d.state)
                 .is_some_and(|s| s.live_supervisor().is_some());
             if running {
-                ctx.out.info(&format!(
-                    "it is running as before: `portd restart {}` applies the change",
-                    project.display()
-                ));
+                let o = old.as_ref().expect("a changed definition had one");
+                let how = if (o.on_demand, o.fd, &o.host) != (def.on_demand, def.fd, &def.host) {
+                    format!("`portd stop {0} && portd start {0}` applies", project.display())
+                } else {
+                    format!("`portd restart {}` applies", project.display())
+                };
+                ctx.out.info(&format!("it is running as before: {how} the change"));
             }
         }
     }

@@ -163,7 +163,12 @@ pub fn projects(cli: &Cli, out: &Printer) {
     }
     let Ok(reg) = Registry::open(&home, config) else { return };
     let Ok(list) = reg.list() else { return };
-    let mut names: Vec<&str> = list.iter().map(|l| l.entry.project.as_str()).collect();
+    // Relay entries (`NAME@relay`) are no project a command takes.
+    let mut names: Vec<&str> = list
+        .iter()
+        .map(|l| l.entry.project.as_str())
+        .filter(|k| !k.ends_with(portd_store::RELAY_SUFFIX))
+        .collect();
     names.sort_unstable();
     if !names.is_empty() {
         out.data(&names.join("\n"));

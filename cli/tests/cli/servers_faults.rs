@@ -351,3 +351,70 @@ fn run_warns_when_its_command_listens_on_another_port() {
     );
     assert!(text.contains("hint: pass it the port, e.g. `portd run deaf -- python3 -c"), "{text}");
 }
+
+#[test]
+fn restart_during_a_restart_delay_returns_once_the_server_is_ready() {
+    let env = servers_env(39140);
+    // Crashes at its first two starts (a counter file), then serves.
+    let script = "n=$(cat count 2>/dev/null || echo 0); echo $((n+1)) > count; \
+                  [ $n -ge 2 ] || { sleep 0.2; exit 1; }; \
+                  exec python3 -m http.server $PORT --bind 127.0.0.1";
+    let port = env.add("flaky", &["--start-timeout", "10s", "--", "sh", "-c", script]);
+    // The first start fails (reported), so start it through a crash after
+    // it was healthy instead: count 2 makes the next start serve at once.
+    std::fs::write(env.root().join("count"), "2").unwrap();
+    assert_eq!(env.start("flaky"), port);
+    // Now crash it twice in a row: the supervisor restarts with backoff.
+    std::fs::write(env.root().join("count"), "0").unwrap();
+    let pid = env.entry("flaky").child_pid.unwrap();
+    let _ = portd_core::sys::kill(pid as i32, portd_core::sys::SIGKILL);
+    wait_for("a restart under way", Duration::from_secs(5), || {
+        env.server("flaky").state == "starting"
+    });
+    let t = std::time::Instant::now();
+    let out = env.run(&["restart", "flaky"]);
+    assert_eq!(out.port(), port, "{out:#?}");
+    assert!(t.elapsed() < Duration::from_secs(8), "restart took {:?}", t.elapsed());
+    assert!(http_get(port, "/").is_ok(), "ready when restart returned");
+}
+
+#[test]
+fn stop_during_an_idle_stop_stops_at_once() {
+    let env = servers_env(39160);
+    // Ends 2 s after SIGTERM.
+    let script = "import signal, time, sys, socket, os\n\
+def term(*a):\n    print('got TERM', flush=True)\n    time.sleep(2)\n    sys.exit(0)\n\
+signal.signal(signal.SIGTERM, term)\n\
+s = socket.socket(fileno=3)\n\
+while True:\n    c, _ = s.accept()\n    c.recv(1024)\n    c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok')\n    c.close()\n";
+    std::fs::write(env.root().join("slowstop.py"), script).unwrap();
+    let file = env.root().join("slowstop.py");
+    let port = env.add(
+        "slowstop",
+        &[
+            "--on-demand",
+            "--fd",
+            "--idle-timeout",
+            "1s",
+            "--kill-grace",
+            "5s",
+            "--",
+            "python3",
+            file.to_str().unwrap(),
+        ],
+    );
+    env.run(&["start", "slowstop"]);
+    assert_eq!(http_get(port, "/").map(|(s, _)| s).ok(), Some(200));
+    // The idle stop begins: the server says it got SIGTERM.
+    wait_for("the idle stop", Duration::from_secs(10), || {
+        env.run(&["logs", "slowstop"]).stdout.contains("got TERM")
+    });
+    let t = std::time::Instant::now();
+    let out = env.run(&["stop", "slowstop"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "stop took {:?}", t.elapsed());
+    let s = env.server("slowstop");
+    assert_eq!(s.state, "stopped", "{s:#?}");
+    assert_eq!(s.reason.as_deref(), Some("stopped by the user"), "{s:#?}");
+    env.assert_nothing_runs("nothing left");
+}

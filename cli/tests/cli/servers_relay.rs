@@ -140,3 +140,53 @@ fn real_vite_on_demand_gets_its_private_port_injected_and_serves_through_the_rel
     assert_eq!(out.code, 0, "{out:#?}");
     env.assert_nothing_runs("stop ends npm, sh and vite");
 }
+
+#[test]
+fn rm_of_a_relayed_server_releases_its_relay_port_too() {
+    let env = servers_env(39060);
+    env.add(
+        "lazy",
+        &["--on-demand", "--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
+    );
+    env.run(&["start", "lazy"]);
+    let private = relay_port(&env, "lazy");
+    let out = env.run(&["rm", "lazy"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let all: Vec<EntryJson> = env.run(&["ls", "--json"]).json();
+    assert!(all.is_empty(), "neither `lazy` nor `lazy@relay` is left: {all:#?}");
+    let history: Vec<EntryJson> = env.run(&["ls", "--all", "--json"]).json();
+    assert!(history.iter().any(|e| e.key == "lazy@relay" && e.port == private), "{history:#?}");
+}
+
+#[test]
+fn behind_the_relay_host_is_the_relays_and_the_server_stays_on_loopback() {
+    use std::io::{Read, Write};
+    let env = servers_env(39080);
+    // The server binds where HOST says (loopback when unset).
+    let port = env.add(
+        "hosty",
+        &[
+            "--on-demand",
+            "--host",
+            "127.0.0.2",
+            "--start-timeout",
+            "5s",
+            "--",
+            "sh",
+            "-c",
+            "exec python3 -m http.server \"$PORT\" --bind \"${HOST:-127.0.0.1}\"",
+        ],
+    );
+    assert_eq!(env.run(&["start", "hosty"]).port(), port);
+    let mut s = std::net::TcpStream::connect(("127.0.0.2", port)).expect("the relay on --host");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let private = relay_port(&env, "hosty");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", private)).is_ok(),
+        "the server listens on loopback"
+    );
+}
