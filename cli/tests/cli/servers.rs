@@ -500,3 +500,35 @@ fn logs_json_gives_the_last_lines_and_refuses_follow() {
     assert_eq!(out.code, 2, "{out:#?}");
     assert!(out.stderr.starts_with("error: `logs -f` prints the log as it comes"), "{out:#?}");
 }
+
+#[test]
+fn restart_applies_a_changed_definition() {
+    let env = servers_env(32460);
+    for (dir, text) in [("www", "one"), ("www2", "two")] {
+        std::fs::create_dir_all(env.root().join(dir)).unwrap();
+        std::fs::write(env.root().join(dir).join("index.html"), text).unwrap();
+    }
+    let serve = ["--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"];
+    let www = env.root().join("www");
+    let www2 = env.root().join("www2");
+    let port = env.add("site", &[&["--dir", www.to_str().unwrap()][..], &serve[..]].concat());
+    assert_eq!(env.start("site"), port);
+    assert_eq!(http_get(port, "/").unwrap().1, "one");
+    let out = env.run(&[
+        "add",
+        "site",
+        "--dir",
+        www2.to_str().unwrap(),
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "{port}",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    assert!(out.stderr.contains("`portd restart site` applies the change"), "{out:#?}");
+    assert_eq!(http_get(port, "/").unwrap().1, "one", "running as before until restarted");
+    assert_eq!(env.run(&["restart", "site"]).port(), port);
+    assert_eq!(http_get(port, "/").unwrap().1, "two");
+}
