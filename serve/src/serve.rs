@@ -171,6 +171,8 @@ struct Activity {
 
 /// After a health check, its connection may wait this long to be accepted.
 const PROBE_QUIET_MS: u64 = 200;
+/// After going to sleep, when the resident memory is trimmed once more.
+const TRIM_AGAIN_AFTER: Duration = Duration::from_millis(200);
 /// The shortest idle timeout.
 pub const MIN_IDLE: Duration = Duration::from_secs(1);
 
@@ -810,8 +812,17 @@ impl Serve<'_> {
             return true;
         }
         let _ = sys::trim_resident();
+        // Once more a moment later: threads that were still on their way
+        // into the kernel (wakers, the relay, the log pump) may have
+        // touched pages again. Then no timer at all.
+        let mut settle = Some(TRIM_AGAIN_AFTER);
         loop {
-            match self.signals.wait_for(None) {
+            let got = self.signals.wait_for(settle.take());
+            if matches!(got, Ok(None)) {
+                let _ = sys::trim_resident();
+                continue;
+            }
+            match got {
                 Ok(Some(r)) => match told(r) {
                     Told::Stop => return false,
                     Told::Wake | Told::Restart => {
