@@ -125,11 +125,15 @@ pub fn rm(ctx: &Ctx, names: &[String]) -> Result<(), Error> {
     let mut removed = Vec::new();
     for p in &projects {
         let stopped = client::stop(&reg, p)?;
-        if stopped {
-            ctx.out.info(&format!("stopped `{}`", p.display()));
-        }
         reg.undefine(p)?;
-        ctx.out.info(&format!("removed `{}` (its port is remembered for next time)", p.display()));
+        // With `--json`, what happened is said on stdout only.
+        if !ctx.out.json {
+            if stopped {
+                ctx.out.info(&format!("stopped `{}`", p.display()));
+            }
+            ctx.out
+                .info(&format!("removed `{}` (its port is remembered for next time)", p.display()));
+        }
         removed.push(serde_json::json!({"project": p.display(), "stopped": stopped}));
     }
     if ctx.out.json {

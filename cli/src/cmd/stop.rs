@@ -9,12 +9,18 @@ pub fn stop(ctx: &Ctx, names: &[String], all: bool) -> Result<(), Error> {
     let projects = super::start::named(&reg, names, all)?;
     let (mut stopped, mut idle) = (Vec::new(), Vec::new());
     for p in &projects {
+        // With `--json`, what happened is said on stdout only.
+        let say = |m: String| {
+            if !ctx.out.json {
+                ctx.out.info(&m)
+            }
+        };
         if client::stop(&reg, p)? {
-            ctx.out.info(&format!("stopped `{}`", p.display()));
+            say(format!("stopped `{}`", p.display()));
             stopped.push(p.display().to_owned());
         } else {
             if !all {
-                ctx.out.info(&format!("`{}` is not running", p.display()));
+                say(format!("`{}` is not running", p.display()));
             }
             idle.push(p.display().to_owned());
         }

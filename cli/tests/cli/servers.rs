@@ -532,3 +532,44 @@ fn restart_applies_a_changed_definition() {
     assert_eq!(env.run(&["restart", "site"]).port(), port);
     assert_eq!(http_get(port, "/").unwrap().1, "two");
 }
+
+#[test]
+fn json_of_start_stop_url_and_rm() {
+    let env = servers_env(32480);
+    let port = env.add("api", HTTP_SERVER);
+    let v: serde_json::Value = env.run(&["start", "api", "--json"]).json();
+    assert_eq!(v, serde_json::json!([{"project": "api", "port": port}]));
+    let v: serde_json::Value = env.run(&["url", "api", "--json"]).json();
+    assert_eq!(
+        v,
+        serde_json::json!({"project": "api", "port": port, "url": format!("http://localhost:{port}/")})
+    );
+    let v: serde_json::Value = env.run(&["stop", "api", "--json"]).json();
+    assert_eq!(v, serde_json::json!({"stopped": ["api"], "not_running": []}));
+    let v: serde_json::Value = env.run(&["stop", "api", "--json"]).json();
+    assert_eq!(v, serde_json::json!({"stopped": [], "not_running": ["api"]}));
+    let v: serde_json::Value = env.run(&["rm", "api", "--json"]).json();
+    assert_eq!(v, serde_json::json!({"removed": [{"project": "api", "stopped": false}]}));
+}
+
+#[test]
+fn restart_always_restarts_a_clean_exit_and_on_failure_does_not() {
+    let env = servers_env(32500);
+    // Healthy, then exits 0 after half a second.
+    let script = "python3 -m http.server $PORT --bind 127.0.0.1 & p=$!; sleep 0.8; kill $p; exit 0";
+    env.add("always", &["--restart", "always", "--", "sh", "-c", script]);
+    env.add("onfail", &["--", "sh", "-c", script]);
+    env.start("always");
+    env.start("onfail");
+    let restarts = |name: &str| -> u64 {
+        let v: serde_json::Value = env.run(&["show", name, "--json"]).json();
+        v["server"]["restarts"].as_u64().unwrap_or(0)
+    };
+    wait_for("`always` restarted", Duration::from_secs(10), || restarts("always") > 0);
+    wait_for("`onfail` stopped", Duration::from_secs(10), || {
+        env.server("onfail").state == "stopped"
+    });
+    let s = env.server("onfail");
+    assert!(s.reason.as_deref().is_some_and(|r| r.contains("exit 0")), "{s:#?}");
+    assert_eq!(restarts("onfail"), 0);
+}
