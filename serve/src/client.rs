@@ -320,7 +320,21 @@ pub fn restart(reg: &Registry, exe: &Path, project: &Project) -> Result<Outcome,
                 || s.phase == Phase::CrashLooping
         });
         if again || Instant::now() >= until {
-            return wait(reg, project, until.saturating_duration_since(Instant::now()));
+            let out = wait(reg, project, until.saturating_duration_since(Instant::now()))?;
+            // On demand, a run that failed leaves the supervisor sleeping
+            // again, with the failure as its reason (an idle stop's is
+            // `idle`): the restart failed.
+            if let Outcome::Sleeping(_) = out
+                && let Some(s) = reg.defined(Some(project.key()))?.pop().and_then(|d| d.state)
+                && let Some(why) = s.reason.filter(|r| r != "idle")
+            {
+                return Ok(Outcome::Failed {
+                    code: SERVER_FAILED,
+                    message: format!("`{}` failed to restart: {why}", project.display()),
+                    hint: format!("see its log: `portd logs {}`", project.display()),
+                });
+            }
+            return Ok(out);
         }
         std::thread::sleep(Duration::from_millis(25));
     }

@@ -154,6 +154,8 @@ struct Serve<'r> {
     /// for another reason (idle, health, a leftover to wait for): acted
     /// on next.
     pending: Option<Told>,
+    /// [`Activity::asked`] when the last run started.
+    asked_seen: u64,
     backoff: Backoff,
 }
 
@@ -167,6 +169,8 @@ struct Activity {
     /// Until then (ms since the epoch) connections are the supervisor's
     /// own health checks, not activity.
     probe_until_ms: AtomicU64,
+    /// Connections that found no server behind the relay and asked for one.
+    asked: AtomicU64,
 }
 
 /// After a health check, its connection may wait this long to be accepted.
@@ -232,6 +236,7 @@ pub fn run(reg: &Registry, key: &str, exe: &Path, move_port: bool, report: Optio
         hint: None,
         woke: false,
         pending: None,
+        asked_seen: 0,
     };
     s.state.since_ms = now_ms();
     s.state.supervisor = Some(me);
@@ -451,6 +456,7 @@ impl Serve<'_> {
                             return After::End;
                         }
                         Ok(Some(r)) if told(r) == Told::Restart => return After::Restart,
+                        Ok(Some(r)) if told(r) == Told::Report => self.write_stats(),
                         Ok(_) => {}
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
@@ -469,6 +475,10 @@ impl Serve<'_> {
 
     /// [`Serve::run_once`], while the relay may join connections to it.
     fn run_server(&mut self) -> Result<Option<Ended>, Error> {
+        self.asked_seen = self.activity.asked.load(Ordering::SeqCst);
+        // A start attempt (even one whose command cannot run) is newer
+        // than a `restart` that asked for it.
+        self.state.started_ms = Some(now_ms());
         if !self.reload()? {
             // Removed meanwhile (`portd rm` stops it first; a `reset
             // --force` does not): nothing to run.
@@ -530,6 +540,7 @@ impl Serve<'_> {
                     let exit = self.stop_command(&mut fg);
                     return Ok(Some(Ended::Stopped { restart: true, exit }));
                 }
+                Polled::Signal(r) if told(r) == Told::Report => self.write_stats(),
                 Polled::Signal(_) | Polled::Timeout => {}
             }
             if Instant::now() >= deadline {
@@ -737,6 +748,7 @@ impl Serve<'_> {
             listeners,
             move || serving.load(Ordering::SeqCst).then_some(private),
             move || {
+                activity.asked.fetch_add(1, Ordering::SeqCst);
                 if activity.armed.swap(false, Ordering::SeqCst) {
                     let _ = sys::kill(pid, sys::SIGUSR2);
                 }
@@ -751,6 +763,9 @@ impl Serve<'_> {
     /// Stops the server: SIGTERM (and SIGCONT) to its group, SIGKILL after
     /// the kill grace; returns how it ended.
     fn stop_command(&mut self, fg: &mut Foreground) -> Exit {
+        // The relay holds new connections from now on (they wake the next
+        // start), rather than joining them to a server that is ending.
+        self.serving.store(false, Ordering::SeqCst);
         fg.signal_group(sys::SIGTERM);
         let grace = Duration::from_millis(self.def.kill_grace_ms);
         let until = Instant::now() + grace;
@@ -804,9 +819,11 @@ impl Serve<'_> {
         // A connection that arrived before the waker was armed is found by
         // it: poll(2) is level-triggered.
         self.activity.armed.store(true, Ordering::SeqCst);
-        // The relay asks once per connection; one that asked while the
-        // server was being stopped waits still.
-        if self.relay.as_ref().is_some_and(|r| r.stats().open_connections() > 0) {
+        // The relay asks once per connection; one that asked since the
+        // last run started (while it was being stopped) waits still. One
+        // held across a failed start asked before that run: it does not
+        // start another.
+        if self.relay.is_some() && self.activity.asked.load(Ordering::SeqCst) > self.asked_seen {
             self.activity.armed.store(false, Ordering::SeqCst);
             self.woke = true;
             return true;
@@ -880,7 +897,12 @@ impl Serve<'_> {
     fn healthy(&self, timeout: Duration) -> Result<(), String> {
         let quiet = |ms: u64| self.activity.probe_until_ms.store(ms, Ordering::SeqCst);
         quiet(now_ms() + timeout.as_millis() as u64 + PROBE_QUIET_MS);
-        let host = self.server_host().and_then(|h| h.parse().ok());
+        // Behind the relay, where the relay connects: 127.0.0.1.
+        let host = if self.def.on_demand && !self.def.fd {
+            Some(std::net::Ipv4Addr::LOCALHOST.into())
+        } else {
+            self.server_host().and_then(|h| h.parse().ok())
+        };
         let dir = Path::new(&self.def.dir);
         let mut r = health::check_on(&self.check, host, self.private, &self.env, dir, timeout);
         if r.is_ok() && self.def.fd && self.check == Check::Tcp {

@@ -101,7 +101,13 @@ pub fn add(ctx: &Ctx, a: &AddArgs) -> Result<(), Error> {
                 .is_some_and(|s| s.live_supervisor().is_some());
             if running {
                 let o = old.as_ref().expect("a changed definition had one");
-                let how = if (o.on_demand, o.fd, &o.host) != (def.on_demand, def.fd, &def.host) {
+                // How the port is held stays with the supervisor, and so
+                // does the relay's hold time.
+                let relayed = o.on_demand && !o.fd;
+                let held = |d: &ServerDef| {
+                    (d.on_demand, d.fd, d.host.clone(), relayed.then_some(d.start_timeout_ms))
+                };
+                let how = if held(o) != held(&def) {
                     format!("`portd stop {0} && portd start {0}` applies", project.display())
                 } else {
                     format!("`portd restart {}` applies", project.display())

@@ -190,3 +190,46 @@ fn behind_the_relay_host_is_the_relays_and_the_server_stays_on_loopback() {
         "the server listens on loopback"
     );
 }
+
+#[test]
+fn a_connection_held_across_a_failed_start_does_not_start_the_server_again_and_again() {
+    let env = servers_env(39180);
+    // Fails at once, every time.
+    env.add(
+        "broken",
+        &["--on-demand", "--restart", "no", "--start-timeout", "3s", "--", "sh", "-c", "exit 1"],
+    );
+    let port = env.run(&["start", "broken"]).stdout.trim().parse::<u16>().unwrap();
+    // One connection; it is held (the relay waits for a server) and then
+    // closed, unanswered.
+    let t = std::thread::spawn(move || http_get(port, "/"));
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = t.join();
+    let reg = portd_store::Registry::open(env.home(), portd_store::Config::default()).unwrap();
+    let starts = reg
+        .events_since(0)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == portd_store::events::EventKind::Started)
+        .count();
+    assert_eq!(starts, 1, "one start for one connection");
+    assert_eq!(env.server("broken").state, "sleeping");
+}
+
+#[test]
+fn restart_of_a_sleeping_relayed_server_whose_run_fails_exits_10() {
+    let env = servers_env(39200);
+    let script = env.root().join("srv.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n")
+        .unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    let port = env.add("api", &["--on-demand", "--restart", "no", "--", script.to_str().unwrap()]);
+    env.run(&["start", "api"]);
+    assert_eq!(http_get(port, "/").map(|(s, _)| s).ok(), Some(200));
+    std::process::Command::new("chmod").arg("-x").arg(&script).status().unwrap();
+    let t = Instant::now();
+    let out = env.run(&["restart", "api"]);
+    assert_eq!((out.code, out.stdout.as_str()), (10, ""), "{out:#?}");
+    assert!(out.stderr.starts_with("error: `api` failed to restart:"), "{out:#?}");
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+}
