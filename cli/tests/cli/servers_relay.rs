@@ -1,7 +1,7 @@
 //! On-demand servers without `--fd`: the supervisor relays connections to
 //! the server on a private port (the entry `NAME@relay`). Real servers:
 //! python's http.server and a real Vite (the fixture installed by `.ci/run`).
-//! Ports 39000–39099.
+//! Ports 39000–39099, 39180–39199 and 39260–39279.
 
 use crate::util::*;
 use std::path::Path;
@@ -218,7 +218,7 @@ fn a_connection_held_across_a_failed_start_does_not_start_the_server_again_and_a
 
 #[test]
 fn restart_of_a_sleeping_relayed_server_whose_run_fails_exits_10() {
-    let env = servers_env(39200);
+    let env = servers_env(39260);
     let script = env.root().join("srv.sh");
     std::fs::write(&script, "#!/bin/sh\nexec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n")
         .unwrap();
