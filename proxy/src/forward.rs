@@ -74,7 +74,7 @@ pub async fn dial(port: u16) -> std::io::Result<TcpStream> {
 pub enum Failure {
     /// Nothing accepted the connection (on either address). The request
     /// is given back when it had no body, so that it can be sent again.
-    Refused(Option<Request<Body>>),
+    Refused(Option<Box<Request<Body>>>),
     /// The upstream failed after accepting (a reset, a malformed answer).
     Broken(String),
 }
@@ -102,11 +102,8 @@ fn strip_hop_headers(h: &mut HeaderMap) -> Option<HeaderValue> {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    let upgrade = named
-        .iter()
-        .any(|n| n == header::UPGRADE)
-        .then(|| h.get(header::UPGRADE).cloned())
-        .flatten();
+    let upgrade =
+        named.contains(&header::UPGRADE).then(|| h.get(header::UPGRADE).cloned()).flatten();
     for n in named {
         h.remove(n);
     }
@@ -188,7 +185,7 @@ async fn send(
 ) -> Result<Response<Body>, Failure> {
     let mut resp = match state.client.request(out).await {
         Ok(r) => r,
-        Err(e) if e.is_connect() => return Err(Failure::Refused(retry)),
+        Err(e) if e.is_connect() => return Err(Failure::Refused(retry.map(Box::new))),
         Err(e) => return Err(Failure::Broken(error_chain(&e))),
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -97,7 +97,7 @@ pub async fn handle(req: Request<Incoming>, state: Arc<State>, peer: IpAddr) -> 
                 return pages::start_failed(&route, &message, &hint, &log, state.port, format);
             }
             match retry {
-                Some(r) => match forward::resend(&state, r).await {
+                Some(r) => match forward::resend(&state, *r).await {
                     Ok(r) => return r,
                     Err(f) => failure_text(&f),
                 },
