@@ -36,6 +36,9 @@ Environment:
   PORTD_IDLE_TTL      idle entries older than this are dropped (1m to 36500d)
   PORTD_SHARED        1 or true: a registry shared between users (0 or false: not)
   PORTD_BACKTRACE     set: print the full report of a crash (for bug reports)
+  PORTD_PROXY_PORT    the proxy's port (default 7780)
+  PORTD_PROXY_BIN     the `portd-proxy` binary (default: the one beside portd)
+  PORTD_BIN           the `portd` binary the proxy starts servers with (set by `portd proxy`)
 
 ",
     exit_codes!()
