@@ -359,7 +359,7 @@ does not become healthy exits 10 with the reason and the last lines of its log."
         #[arg(value_name = "NAME")]
         name: String,
     },
-    /// Serve http://NAME.localhost:P/ for every project (the proxy); start, stop or show it.
+    /// Serve NAME.localhost URLs for every project (the proxy); start, stop or show it.
     #[command(after_help = "\
 Examples:
   portd proxy                     in the foreground (Ctrl-C stops it)
