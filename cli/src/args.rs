@@ -36,6 +36,9 @@ Environment:
   PORTD_IDLE_TTL      idle entries older than this are dropped (1m to 36500d)
   PORTD_SHARED        1 or true: a registry shared between users (0 or false: not)
   PORTD_BACKTRACE     set: print the full report of a crash (for bug reports)
+  PORTD_PROXY_PORT    the proxy's port (default 7780)
+  PORTD_PROXY_BIN     the `portd-proxy` binary (default: the one beside portd)
+  PORTD_BIN           the `portd` binary the proxy starts servers with (set by `portd proxy`)
 
 ",
     exit_codes!()
@@ -356,6 +359,19 @@ does not become healthy exits 10 with the reason and the last lines of its log."
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Serve NAME.localhost URLs for every project (the proxy); start, stop or show it.
+    #[command(after_help = "\
+Examples:
+  portd proxy                     in the foreground (Ctrl-C stops it)
+  portd proxy start               in the background, one per registry; prints its port
+  portd proxy status
+  portd proxy stop
+
+The proxy listens on 127.0.0.1 and ::1 only (default port 7780, or PORTD_PROXY_PORT).
+http://NAME.localhost:P/ goes to project NAME's port (`myapp:api` is api.myapp.localhost);
+a defined server that does not run is started by its first request. It is the
+`portd-proxy` binary beside `portd` (or PORTD_PROXY_BIN).")]
+    Proxy(ProxyArgs),
     #[command(name = "__serve", hide = true)]
     Serve {
         key: String,
@@ -365,6 +381,33 @@ does not become healthy exits 10 with the reason and the last lines of its log."
     /// Prints the registry's project names for the completion scripts.
     #[command(name = "__complete-projects", hide = true)]
     CompleteProjects,
+}
+
+/// `portd proxy`'s arguments.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ProxyArgs {
+    /// Start, stop or show the background proxy (none: run it in the foreground).
+    #[command(subcommand)]
+    pub action: Option<ProxyAction>,
+    /// The port (default: PORTD_PROXY_PORT, else 7780).
+    #[arg(long, value_parser = parse_port)]
+    pub port: Option<u16>,
+}
+
+/// What `portd proxy` does.
+#[derive(Debug, Subcommand)]
+pub enum ProxyAction {
+    /// Start the proxy in the background (or find it running) and print its port.
+    Start {
+        /// The port (default: PORTD_PROXY_PORT, else 7780).
+        #[arg(long, value_parser = parse_port)]
+        port: Option<u16>,
+    },
+    /// Stop the background proxy (the servers it started keep running).
+    Stop,
+    /// Say whether the proxy runs: pid, port, URL, since when.
+    Status,
 }
 
 /// `portd add`'s arguments.

@@ -108,6 +108,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Command::Logs { name, follow, lines } => cmd::logs::logs(&ctx, &name, follow, lines),
         Command::Url { name } => cmd::url::url(&ctx, &name),
         Command::Open { name } => return cmd::url::open(&ctx, &name),
+        Command::Proxy(a) => return cmd::proxy::proxy(&ctx, &a),
         Command::Serve { key, move_port } => return Ok(cmd::serve::serve(&ctx, &key, move_port)),
         Command::Reset { yes, force } => cmd::maintain::reset(&ctx, yes, force),
         Command::Config => cmd::config::config(&ctx),

@@ -9,6 +9,7 @@ pub mod get;
 pub mod logs;
 pub mod ls;
 pub mod maintain;
+pub mod proxy;
 pub mod release;
 pub mod run;
 pub mod serve;

@@ -1,0 +1,521 @@
+//! The proxy (`portd proxy`, the `portd-proxy` binary beside `portd`):
+//! routing by Host to real servers (node, python), forwarded headers,
+//! upstream keep-alive, WebSocket passthrough, the error pages, starting
+//! defined servers on the first request, how soon a registry change is
+//! routed, the background proxy's start/stop/status, and systemd's socket
+//! handoff. Ports: the band 40000–40999 (ranges from 40100, proxies from
+//! 40900).
+
+use crate::util::{self, BIN, Env, Servers, servers_env, wait_for};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The proxy binary, which `cargo test --workspace` builds beside `portd`.
+fn proxy_bin() -> PathBuf {
+    let p = Path::new(BIN).with_file_name("portd-proxy");
+    assert!(
+        p.is_file(),
+        "`{}` is missing: build it (`cargo build -p portd-proxy`; `cargo test --workspace` does)",
+        p.display()
+    );
+    p
+}
+
+/// A child process killed (and reaped) when dropped, also on panic.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free port of the band for a proxy (`n`: which test).
+fn proxy_port(n: u16) -> u16 {
+    let bindable = |p: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && (!util::ipv6_available() || std::net::TcpListener::bind(("::1", p)).is_ok())
+    };
+    (40900 + n * 4..40904 + n * 4)
+        .find(|&p| bindable(p) && bindable(p + 1))
+        .unwrap_or_else(|| panic!("no free proxy port at {}", 40900 + n * 4))
+}
+
+/// `portd proxy --port PORT` in the foreground, once it accepts.
+fn run_proxy(env: &Env, port: u16) -> Proc {
+    proxy_bin();
+    let child = env
+        .command(["proxy", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    wait_for("the proxy to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    p
+}
+
+/// The node upstream of the fixtures on `port` (bound on `host`).
+fn node_upstream(port: u16, host: &str) -> Proc {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proxy/upstream.js");
+    let child = Command::new("node")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(host)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node is required");
+    let p = Proc(child);
+    let ip: std::net::IpAddr = host.parse().unwrap();
+    wait_for("node to listen", Duration::from_secs(10), || TcpStream::connect((ip, port)).is_ok());
+    p
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Resp {
+    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("bad JSON ({e}): {self:#?}"))
+    }
+}
+
+/// Parses one HTTP/1.1 response (content-length, chunked or until close).
+fn parse(raw: &[u8]) -> Resp {
+    let text = String::from_utf8_lossy(raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {text:?}"));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = if headers.get("transfer-encoding").is_some_and(|t| t == "chunked") {
+        let mut out = String::new();
+        let mut rest = rest;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        rest.to_owned()
+    };
+    Resp { status, headers, body }
+}
+
+/// `GET path` with `Host: host` (and `extra` header lines) on a new
+/// connection to 127.0.0.1:port, closed after the answer.
+fn get(port: u16, host: &str, path: &str, extra: &str) -> Resp {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    parse(&raw)
+}
+
+/// [`get`] asking for JSON.
+fn get_json(port: u16, host: &str) -> Resp {
+    get(port, host, "/", "Accept: application/json\r\n")
+}
+
+/// What the node upstream echoes.
+#[derive(Debug, Deserialize)]
+struct Echo {
+    url: String,
+    headers: HashMap<String, String>,
+    remote_port: u16,
+}
+
+/// A project in an error page's JSON.
+#[derive(Debug, Deserialize)]
+struct PageProject {
+    project: String,
+    port: u16,
+    state: String,
+    url: Option<String>,
+}
+
+/// The JSON of an error page.
+#[derive(Debug, Deserialize)]
+struct Page {
+    error: String,
+    status: u16,
+    #[serde(default)]
+    projects: Vec<PageProject>,
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    start_command: Option<String>,
+    #[serde(default)]
+    log: Vec<String>,
+}
+
+#[test]
+fn requests_are_routed_by_host_with_host_kept_and_forwarded_headers_added() {
+    let env = servers_env(40100);
+    let web = env.run(&["get", "web"]).port();
+    let api = env.run(&["get", "myapp:api"]).port();
+    let _web = node_upstream(web, "127.0.0.1");
+    // Only on ::1, as Vite on `localhost` is on some systems.
+    let _api = util::ipv6_available().then(|| node_upstream(api, "::1"));
+    let pp = proxy_port(0);
+    let _proxy = run_proxy(&env, pp);
+
+    // Case-insensitive, a trailing dot and the port ignored; Host kept.
+    let host = format!("WEB.LocalHost.:{pp}");
+    let r = get(pp, &host, "/a/b?c=1", "");
+    assert_eq!(r.status, 200, "{r:#?}");
+    let e: Echo = r.json();
+    assert_eq!(e.url, "/a/b?c=1");
+    assert_eq!(e.headers["host"], host);
+    assert_eq!(e.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(e.headers["x-forwarded-proto"], "http");
+    assert_eq!(e.headers["x-forwarded-host"], host);
+    assert!(!e.headers["x-portd-hop"].is_empty(), "{e:#?}");
+    // A `:` name's parts reversed, as subdomains; dialled on ::1.
+    if util::ipv6_available() {
+        let r = get(pp, &format!("api.myapp.localhost:{pp}"), "/", "");
+        assert_eq!(r.status, 200, "{r:#?}");
+        assert_eq!(r.json::<Echo>().headers["host"], format!("api.myapp.localhost:{pp}"));
+    } else {
+        util::skip("no IPv6 here: the ::1 upstream is not tested");
+    }
+    // `.` separates labels, `_` is kept: routed (502: nothing listens there).
+    let odd = env.run(&["get", "my_site.v2"]).port();
+    wait_for("the route of my_site.v2", Duration::from_secs(2), || {
+        get_json(pp, "my_site.v2.localhost").status == 502
+    });
+    let p: Page = get_json(pp, "my_site.v2.localhost").json();
+    assert_eq!((p.project.as_deref(), p.port), (Some("my_site.v2"), Some(odd)));
+    // Two names on one host name: refused, naming both.
+    env.run(&["get", "Dup"]).port();
+    env.run(&["get", "dup"]).port();
+    wait_for("the ambiguous route", Duration::from_secs(2), || {
+        get_json(pp, "dup.localhost").status == 409
+    });
+    let p: Page = get_json(pp, "dup.localhost").json();
+    let mut names: Vec<&str> = p.projects.iter().map(|p| p.project.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!((p.error.as_str(), names), ("Ambiguous host name", vec!["Dup", "dup"]));
+}
+
+#[test]
+fn upstream_connections_are_reused_across_requests() {
+    let env = servers_env(40120);
+    let web = env.run(&["get", "web"]).port();
+    let _web = node_upstream(web, "127.0.0.1");
+    let pp = proxy_port(1);
+    let _proxy = run_proxy(&env, pp);
+    let ports: Vec<u16> = (0..5)
+        .map(|_| {
+            let r = get(pp, "web.localhost", "/", "");
+            assert_eq!(r.status, 200, "{r:#?}");
+            r.json::<Echo>().remote_port
+        })
+        .collect();
+    // Five client connections, one upstream connection.
+    assert!(ports.iter().all(|&p| p == ports[0]), "{ports:?}");
+}
+
+#[test]
+fn a_websocket_echo_passes_through_the_proxy() {
+    let env = servers_env(40140);
+    let ws = env.run(&["get", "ws"]).port();
+    let _ws = node_upstream(ws, "127.0.0.1");
+    let pp = proxy_port(2);
+    let _proxy = run_proxy(&env, pp);
+    let mut s = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /chat HTTP/1.1\r\nHost: ws.localhost:{pp}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed during the handshake: {head:?}");
+        head.push(b[0]);
+    }
+    let r = parse(&head);
+    assert_eq!(r.status, 101, "{r:#?}");
+    // RFC 6455's own example key and accept value.
+    assert_eq!(r.headers["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    for msg in ["hello", "through the proxy"] {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | msg.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(msg.bytes().enumerate().map(|(i, c)| c ^ mask[i % 4]));
+        s.write_all(&frame).unwrap();
+        let mut hdr = [0u8; 2];
+        s.read_exact(&mut hdr).unwrap();
+        let mut data = vec![0u8; usize::from(hdr[1] & 0x7f)];
+        s.read_exact(&mut data).unwrap();
+        assert_eq!((hdr[0], String::from_utf8(data).unwrap()), (0x81, msg.to_owned()));
+    }
+}
+
+#[test]
+fn an_unknown_name_answers_404_listing_the_known_projects_as_links() {
+    let env = servers_env(40160);
+    let web = env.run(&["get", "web"]).port();
+    let pp = proxy_port(3);
+    let _proxy = run_proxy(&env, pp);
+    let r = get(pp, &format!("nope.localhost:{pp}"), "/", "");
+    assert_eq!(r.status, 404, "{r:#?}");
+    assert!(r.headers["content-type"].starts_with("text/html"), "{r:#?}");
+    assert!(r.body.contains("No project answers to <code>nope.localhost</code>"), "{}", r.body);
+    assert!(
+        r.body.contains(&format!("<a href=\"http://web.localhost:{pp}/\">web.localhost</a>")),
+        "{}",
+        r.body
+    );
+    let p: Page = get_json(pp, "nope.localhost").json();
+    assert_eq!((p.error.as_str(), p.status), ("Unknown project", 404));
+    let listed: Vec<(&str, u16, &str)> =
+        p.projects.iter().map(|p| (p.project.as_str(), p.port, p.state.as_str())).collect();
+    assert_eq!(listed, [("web", web, "idle")]);
+    assert_eq!(p.projects[0].url.as_deref(), Some(format!("http://web.localhost:{pp}/").as_str()));
+}
+
+#[test]
+fn a_project_that_does_not_answer_gets_502_with_its_port_state_and_start_command() {
+    let env = servers_env(40180);
+    let port = env.run(&["get", "quiet"]).port();
+    let pp = proxy_port(4);
+    let _proxy = run_proxy(&env, pp);
+    let p: Page = get_json(pp, "quiet.localhost").json();
+    assert_eq!((p.error.as_str(), p.status), ("Project not answering", 502));
+    assert_eq!(
+        (p.project.as_deref(), p.port, p.state.as_deref()),
+        (Some("quiet"), Some(port), Some("idle"))
+    );
+    assert_eq!(p.start_command.as_deref(), Some("portd run quiet -- COMMAND ARGS…"));
+    assert!(p.reason.as_deref().is_some_and(|r| r.contains("127.0.0.1 nor ::1")), "{p:#?}");
+    let r = get(pp, "quiet.localhost", "/", "");
+    assert_eq!(r.status, 502);
+    assert!(r.body.contains(&format!("does not answer on port {port}")), "{}", r.body);
+}
+
+#[test]
+fn a_request_that_comes_back_to_the_proxy_answers_508() {
+    let env = servers_env(40200);
+    // The proxy listens on the project's own port: forwarding loops.
+    let port = env.run(&["get", "loop"]).port();
+    let _proxy = run_proxy(&env, port);
+    let r = get(port, "loop.localhost", "/", "Accept: application/json\r\n");
+    assert_eq!(r.status, 508, "{r:#?}");
+    let p: Page = r.json();
+    assert_eq!((p.error.as_str(), p.project.as_deref()), ("Proxy loop", Some("loop")));
+}
+
+#[test]
+fn bad_and_foreign_host_headers_get_400_and_421() {
+    let env = servers_env(40220);
+    let pp = proxy_port(5);
+    let _proxy = run_proxy(&env, pp);
+    let mut s = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    assert_eq!(parse(&raw).status, 400);
+    assert_eq!(get(pp, "bad host!", "/", "").status, 400);
+    assert_eq!(get(pp, &format!("127.0.0.1:{pp}"), "/", "").status, 421);
+    assert_eq!(get(pp, "example.com", "/", "").status, 421);
+}
+
+#[test]
+fn the_first_request_starts_a_defined_on_demand_project_and_a_stopped_one() {
+    let env = servers_env(40240);
+    let lazy = env.add(
+        "lazy",
+        &["--on-demand", "--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
+    );
+    env.add("later", &["--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]);
+    let pp = proxy_port(6);
+    let _proxy = run_proxy(&env, pp);
+    let r = get(pp, "lazy.localhost", "/", "");
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert!(r.body.contains("Directory listing"), "{}", r.body);
+    assert_eq!(env.server("lazy").port, Some(lazy));
+    // Concurrent first requests for a stopped project share one start.
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> =
+            (0..4).map(|_| s.spawn(|| get(pp, "later.localhost", "/", "").status)).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(answers, [200; 4]);
+    assert_eq!(env.server("later").state, "running");
+    assert_eq!(env.matching("__serve later").len(), 1, "one supervisor");
+}
+
+#[test]
+fn a_failed_start_answers_502_with_the_reason_and_the_log_tail() {
+    let env = servers_env(40260);
+    env.add("broken", &["--", "sh", "-c", "echo broken-output-line; exit 3"]);
+    let pp = proxy_port(7);
+    let _proxy = run_proxy(&env, pp);
+    let p: Page = get_json(pp, "broken.localhost").json();
+    assert_eq!(
+        (p.error.as_str(), p.status, p.project.as_deref()),
+        ("Start failed", 502, Some("broken"))
+    );
+    assert!(!p.reason.as_deref().unwrap_or("").is_empty(), "{p:#?}");
+    assert!(p.log.iter().any(|l| l.contains("broken-output-line")), "{p:#?}");
+    let r = get(pp, "broken.localhost", "/", "");
+    assert!(
+        r.body.contains("broken-output-line") && r.body.contains("portd logs broken"),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn a_new_project_is_routed_within_200ms_of_get_and_add() {
+    let env = servers_env(40280);
+    let pp = proxy_port(8);
+    let _proxy = run_proxy(&env, pp);
+    let serve = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"];
+    let add: Vec<&str> = ["add", "added", "--"].into_iter().chain(serve).collect();
+    for (name, args) in [("fresh", vec!["get", "fresh"]), ("added", add)] {
+        assert_eq!(get_json(pp, &format!("{name}.localhost")).status, 404);
+        let out = env.run(&args);
+        assert_eq!(out.code, 0, "{out:#?}");
+        let t = Instant::now();
+        // The time the first request that found the route was sent (the
+        // answer itself may wait for a start).
+        let found = loop {
+            let sent = t.elapsed();
+            assert!(sent < Duration::from_millis(200), "`{name}` not routed after 200 ms");
+            if get_json(pp, &format!("{name}.localhost")).status != 404 {
+                break sent;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        assert!(found < Duration::from_millis(200), "{found:?}");
+    }
+}
+
+/// `proxy status --json`.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+struct StatusJson {
+    running: bool,
+    #[serde(default)]
+    pid: Option<u32>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+#[test]
+fn proxy_start_stop_status_and_a_second_start_that_says_where_the_first_is() {
+    let env = servers_env(40300);
+    proxy_bin();
+    let pp = proxy_port(9);
+    let st: StatusJson = env.run(&["proxy", "status", "--json"]).json();
+    assert_eq!(st, StatusJson { running: false, pid: None, port: None, url: None });
+    let out = env.run(&["proxy", "start", "--port", &pp.to_string()]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, format!("{pp}\n"));
+    let st: StatusJson = env.run(&["proxy", "status", "--json"]).json();
+    let pid = st.pid.unwrap();
+    assert_eq!(
+        st,
+        StatusJson {
+            running: true,
+            pid: Some(pid),
+            port: Some(pp),
+            url: Some(format!("http://localhost:{pp}/"))
+        }
+    );
+    assert_eq!(out.stderr, format!("proxy started (pid {pid}) on http://localhost:{pp}/\n"));
+    // A second start, on another port even: it says where the first is.
+    let again = env.run(&["proxy", "start", "--port", &(pp + 1).to_string()]);
+    assert_eq!(
+        (again.code, again.stdout.as_str(), again.stderr.as_str()),
+        (
+            0,
+            format!("{pp}\n").as_str(),
+            format!("proxy already running (pid {pid}) on http://localhost:{pp}/\n").as_str()
+        )
+    );
+    // A foreground proxy beside it is refused.
+    let fg = env.run(&["proxy", "--port", &(pp + 1).to_string()]);
+    assert!(fg.error(5).contains("a proxy already runs for the registry"), "{fg:#?}");
+    // Killed with SIGKILL: the next start is clean.
+    portd_core::sys::kill(pid as i32, portd_core::sys::SIGKILL).unwrap();
+    wait_for("the proxy to die", Duration::from_secs(5), || !util::alive(pid));
+    let out = env.run(&["proxy", "start", "--port", &pp.to_string()]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, format!("{pp}\n").as_str()), "{out:#?}");
+    let pid2 = env.run(&["proxy", "status", "--json"]).json::<StatusJson>().pid.unwrap();
+    assert_ne!(pid2, pid);
+    let out = env.run(&["proxy", "stop"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:#?}");
+    assert_eq!(out.stderr, format!("stopped the proxy (pid {pid2}) on http://localhost:{pp}/\n"));
+    assert!(!util::alive(pid2));
+    assert_eq!(env.run(&["proxy", "status"]).ok(), "not running\n");
+    assert!(TcpStream::connect(("127.0.0.1", pp)).is_err(), "still listening");
+}
+
+#[test]
+fn the_proxy_serves_a_socket_passed_the_way_systemd_does() {
+    let env: Servers = servers_env(40320);
+    let web = env.run(&["get", "web"]).port();
+    let _web = node_upstream(web, "127.0.0.1");
+    let pp = proxy_port(10);
+    // python binds, moves the socket to fd 3, sets LISTEN_FDS and
+    // LISTEN_PID (its own pid, kept by exec) and execs the proxy.
+    let script = "import os,socket,sys\n\
+        s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(64)\n\
+        fd=s.fileno(); fd != 3 and os.dup2(fd, 3); os.set_inheritable(3, True)\n\
+        os.environ['LISTEN_FDS']='1'; os.environ['LISTEN_PID']=str(os.getpid())\n\
+        os.execv(sys.argv[2], [sys.argv[2], '--home', sys.argv[3], '--port', '1'])\n";
+    let child = Command::new("python3")
+        .args(["-c", script, &pp.to_string()])
+        .arg(proxy_bin())
+        .arg(env.home())
+        .env("PORTD_HOME", env.home())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _proxy = Proc(child);
+    wait_for("proxy.json", Duration::from_secs(10), || env.home().join("proxy.json").is_file());
+    let r = get(pp, "web.localhost", "/", "");
+    assert_eq!(r.status, 200, "{r:#?}");
+    // It binds nothing itself: port 1 (asked for) stays untouched.
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.home().join("proxy.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["port"], pp);
+}

@@ -1,0 +1,142 @@
+//! One proxy per registry: the running proxy holds `proxy.lock` (flock)
+//! for its whole life and describes itself in `proxy.json`
+//! (`{"pid", "port", "token", "started"}`), both in the registry
+//! directory. The lock, not the file, says whether a proxy runs: a proxy
+//! killed with SIGKILL leaves its `proxy.json`, but the kernel releases
+//! its lock, and the next one starts cleanly.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The lock file's name in the registry directory.
+pub const LOCK_FILE: &str = "proxy.lock";
+/// The description's name in the registry directory.
+pub const INFO_FILE: &str = "proxy.json";
+
+/// What `proxy.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    /// The proxy's pid.
+    pub pid: u32,
+    /// The port it serves (the first, with systemd's sockets).
+    pub port: u16,
+    /// Its per-run token (the dashboard's state-changing requests carry it).
+    pub token: String,
+    /// When it started (RFC 3339, UTC).
+    pub started: String,
+}
+
+/// This process's claim on the registry's proxy: held until dropped
+/// (then `proxy.json` is removed).
+#[derive(Debug)]
+pub struct Instance {
+    _lock: File,
+    info: PathBuf,
+}
+
+/// Why [`claim`] failed.
+#[derive(Debug)]
+pub enum ClaimError {
+    /// Another proxy runs for this registry: its description, if readable.
+    Running(Option<Info>),
+    /// The lock file could not be opened.
+    Io(io::Error),
+}
+
+/// Takes `DIR/proxy.lock` without waiting.
+pub fn claim(dir: &Path) -> Result<Instance, ClaimError> {
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(LOCK_FILE))
+        .map_err(ClaimError::Io)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Instance { _lock: lock, info: dir.join(INFO_FILE) }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ClaimError::Running(read_info(dir))),
+        Err(std::fs::TryLockError::Error(e)) => Err(ClaimError::Io(e)),
+    }
+}
+
+impl Instance {
+    /// Writes `proxy.json` (a new file renamed into place: readers never
+    /// see half of it).
+    pub fn publish(&self, info: &Info) -> io::Result<()> {
+        let tmp = self.info.with_extension("json.tmp");
+        let text = serde_json::to_string(info).map_err(io::Error::other)? + "\n";
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.info)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.info);
+    }
+}
+
+/// `DIR/proxy.json`, if it is there and well formed.
+pub fn read_info(dir: &Path) -> Option<Info> {
+    let mut s = String::new();
+    File::open(dir.join(INFO_FILE)).ok()?.take(64 * 1024).read_to_string(&mut s).ok()?;
+    serde_json::from_str(&s).ok()
+}
+
+/// `n` random bytes from the kernel, in hex (for tokens).
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+        // No /dev/urandom: time and pid, which only need to differ per run.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = t ^ (u128::from(std::process::id()) << 64);
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (seed >> ((i % 16) * 8)) as u8;
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Milliseconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_claim_sees_the_first_and_a_released_lock_can_be_taken_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = claim(tmp.path()).unwrap();
+        let info = Info { pid: 42, port: 7780, token: random_hex(4), started: rfc3339(0) };
+        first.publish(&info).unwrap();
+        match claim(tmp.path()) {
+            Err(ClaimError::Running(Some(i))) => assert_eq!(i, info),
+            other => panic!("{other:?}"),
+        }
+        drop(first);
+        assert!(read_info(tmp.path()).is_none());
+        assert!(claim(tmp.path()).is_ok());
+        assert_eq!(rfc3339(86_400_000), "1970-01-02T00:00:00Z");
+        assert_eq!(random_hex(8).len(), 16);
+    }
+}
