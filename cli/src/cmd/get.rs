@@ -1,6 +1,6 @@
 //! `portd get` and `portd env`: a project's port, allocated on first use.
 
-use super::ls::EntryJson;
+use portd_serve::json::EntryJson;
 use crate::Ctx;
 use crate::args::GetArgs;
 use portd_store::{Allocation, Entry, Error, GetOptions, Owner, Project};
