@@ -31,6 +31,9 @@ fn projects(port: u16) -> Vec<ProjectJson> {
     r.json()
 }
 
+/// Request headers as written.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 fn find<'a>(list: &'a [ProjectJson], key: &str) -> &'a ProjectJson {
     list.iter().find(|p| p.entry.key == key).unwrap_or_else(|| panic!("no `{key}` in {list:#?}"))
 }
@@ -129,7 +132,7 @@ fn start_stop_restart_need_same_origin_token_and_json() {
     let origin = format!("http://{host}");
     let json = ("Content-Type", "application/json");
     let path = "/api/projects/web/start";
-    let refused: [(&[(&str, &str)], u16, &str); 7] = [
+    let refused: [(Headers, u16, &str); 7] = [
         (&[("Host", &host), ("X-Portd-Token", &token), json], 403, "needs an `Origin` header"),
         (
             &[("Host", &host), ("Origin", "http://evil.example"), ("X-Portd-Token", &token), json],

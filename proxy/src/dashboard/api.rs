@@ -124,16 +124,12 @@ fn decode(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The named project of a path segment, or the answer that refuses it.
-fn project_of(segment: &str) -> Result<Project, Response<Body>> {
+/// The named project of a path segment.
+fn project_of(segment: &str) -> Result<Project, Error> {
     let Some(name) = decode(segment) else {
-        return Err(reply::error(
-            StatusCode::BAD_REQUEST,
-            format!("malformed project name `{segment}`"),
-            None,
-        ));
+        return Err(Error::new(ErrorKind::Usage, format!("malformed project name `{segment}`")));
     };
-    Project::name(&name).map_err(|e| error_response(&e))
+    Project::name(&name)
 }
 
 /// What `…/logs` answers.
@@ -151,7 +147,7 @@ pub struct LogsJson {
 pub async fn logs(dash: &Arc<Dashboard>, segment: &str, query: Option<&str>) -> Response<Body> {
     let project = match project_of(segment) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error_response(&e),
     };
     let mut n = LOG_LINES.0;
     for (k, v) in query.unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')) {
@@ -236,7 +232,7 @@ pub struct ActionJson {
 pub async fn act(dash: &Arc<Dashboard>, segment: &str, action: Action) -> Response<Body> {
     let project = match project_of(segment) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error_response(&e),
     };
     let d = Arc::clone(dash);
     let shown = project.display().to_owned();

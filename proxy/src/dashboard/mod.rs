@@ -106,10 +106,11 @@ pub async fn handle(
     };
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    if method != Method::GET && method != Method::HEAD {
-        if let Err(refusal) = guard::check_change(&req, &host, &state.token) {
-            return refusal.into_response();
-        }
+    if method != Method::GET
+        && method != Method::HEAD
+        && let Err(refusal) = guard::check_change(&req, &host, &state.token)
+    {
+        return refusal.into_response();
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method.as_str(), segments.as_slice()) {
