@@ -353,3 +353,42 @@ fn logs_answer_the_tail_of_a_servers_log() {
     let r = get(p, "/api/projects/plain/logs");
     assert_eq!((r.status, r.error()), (404, "`plain` is not a defined server".to_owned()));
 }
+
+#[test]
+fn a_watch_woken_by_the_dashboards_own_reads_does_not_loop() {
+    let world = World::new(41140);
+    world.run(&["get", "plain"]);
+    let dash = world.dashboard();
+    let served = common::Served::start(dash.clone(), 41907);
+    // A watch on the whole registry directory, as naive as can be: every
+    // wake-up (the lock file that each reader writes included) is a change.
+    let watch = portd_core::sys::Watch::new(&world.home()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (dash, stop) = (dash.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut wakes = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if watch.wait(Duration::from_millis(50)).unwrap() {
+                    wakes += 1;
+                    dash.notify_changed();
+                }
+            }
+            wakes
+        })
+    };
+    let mut events = Events::open(served.port);
+    assert!(events.next("projects", Duration::from_secs(5)).is_some());
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let wakes = watcher.join().unwrap();
+    // The first read, then one refresh every 2 s, each waking the watch a
+    // few times: a handful (8 measured), not a loop (321 measured when every
+    // wake-up made a read).
+    assert!(wakes <= 20, "the dashboard read the registry again on each of its own reads: {wakes} wake-ups in 3 s");
+    // A real change still gets through.
+    world.run(&["get", "second"]);
+    dash.notify_changed();
+    let got = events.next("projects", Duration::from_secs(2)).expect("no snapshot after a change");
+    assert!(got.contains("\"key\":\"second\""), "{got}");
+}

@@ -5,9 +5,11 @@
 //! changed ([`Dashboard::notify_changed`]) — and, while the page is open,
 //! every [`REFRESH`], because memory and connections change without the
 //! registry changing. A snapshot equal to the last one sent is not sent
-//! again. A registry that cannot be read sends an `problem` event
-//! (`{"error": …, "hint": …}`) and the stream goes on. Nothing runs once
-//! the page is closed: the task ends with its connection.
+//! again, and a change signal after which the registry file is as it was
+//! (a reader's lock, not a commit) reads nothing. A registry that cannot
+//! be read sends a `problem` event (`{"error": …, "hint": …}`) and the
+//! stream goes on. Nothing runs once the page is closed: the task ends
+//! with its connection.
 
 use super::Dashboard;
 use super::api;
@@ -52,6 +54,14 @@ impl hyper::body::Body for Stream {
     }
 }
 
+/// What tells one state of the registry file from another: its inode,
+/// size and modification time (every commit changes them; a read does not).
+fn stamp(dash: &Dashboard) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dash.registry_dir.join(portd_store::REGISTRY_FILE)).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
 /// One event in the wire format: `event: NAME`, the data on one line.
 pub fn event(name: &str, data: &str) -> Bytes {
     debug_assert!(!data.contains('\n'));
@@ -84,6 +94,7 @@ pub fn events(dash: Arc<Dashboard>) -> Response<Body> {
         let mut quiet = Duration::ZERO;
         loop {
             changed.mark_unchanged();
+            let seen = stamp(&dash);
             let msg = next(&dash).await;
             if msg != last {
                 if tx.send(msg.clone()).await.is_err() {
@@ -92,23 +103,34 @@ pub fn events(dash: Arc<Dashboard>) -> Response<Body> {
                 last = msg;
                 quiet = Duration::ZERO;
             }
-            tokio::select! {
-                r = changed.changed() => {
-                    if r.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(SETTLE).await;
-                }
-                () = tokio::time::sleep(REFRESH) => {
-                    quiet += REFRESH;
-                    if quiet >= KEEP_ALIVE {
-                        quiet = Duration::ZERO;
-                        if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+            let refresh = tokio::time::Instant::now() + REFRESH;
+            loop {
+                tokio::select! {
+                    r = changed.changed() => {
+                        if r.is_err() {
                             return;
                         }
+                        tokio::time::sleep(SETTLE).await;
+                        // Every reader writes `registry.lock`; a watch that
+                        // reports that too must not make readers read again
+                        // and again.
+                        if stamp(&dash) != seen {
+                            break;
+                        }
+                        changed.mark_unchanged();
                     }
+                    () = tokio::time::sleep_until(refresh) => {
+                        quiet += REFRESH;
+                        if quiet >= KEEP_ALIVE {
+                            quiet = Duration::ZERO;
+                            if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                                return;
+                            }
+                        }
+                        break;
+                    }
+                    () = tx.closed() => return,
                 }
-                () = tx.closed() => return,
             }
         }
     });
