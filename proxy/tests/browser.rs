@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 /// The first of `names` found on `PATH` (or as an absolute path).
 fn which(names: &[&str]) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    names.iter().find_map(|n| {
-        std::env::split_paths(&path).map(|d| d.join(n)).find(|p| p.is_file())
-    })
+    names.iter().find_map(|n| std::env::split_paths(&path).map(|d| d.join(n)).find(|p| p.is_file()))
 }
 
 /// chromedriver, killed (and waited for) on drop.
@@ -117,7 +115,9 @@ fn stop_and_start_from_the_page_change_the_row_without_reload() {
     let (Some(chromium), Some(chromedriver)) =
         (which(&["chromium", "chromium-browser"]), which(&["chromedriver"]))
     else {
-        return common::skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)");
+        return common::skip(
+            "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+        );
     };
     if !common::have_python() {
         return common::skip("python3 is not installed");
@@ -146,10 +146,13 @@ fn stop_and_start_from_the_page_change_the_row_without_reload() {
             .attr("href")
             .await
             .unwrap();
-        assert_eq!(link.as_deref(), Some(format!("http://web.localhost:{}/", served.port).as_str()));
+        assert_eq!(
+            link.as_deref(),
+            Some(format!("http://web.localhost:{}/", served.port).as_str())
+        );
         // No Start for a running server; no buttons for a plain entry.
-        let start = format!(r#"tr.project[data-key="web"] button[data-action="start"]"#);
-        let disabled = c.find(Locator::Css(&start)).await.unwrap().attr("disabled").await.unwrap();
+        let start = r#"tr.project[data-key="web"] button[data-action="start"]"#;
+        let disabled = c.find(Locator::Css(start)).await.unwrap().attr("disabled").await.unwrap();
         assert!(disabled.is_some(), "Start is enabled on a running server");
         assert!(c.find(Locator::Css(r#"tr.project[data-key="plain"] button"#)).await.is_err());
 
@@ -158,13 +161,19 @@ fn stop_and_start_from_the_page_change_the_row_without_reload() {
         let took = until_state(&c, "web", "stopped", Duration::from_secs(15)).await;
         eprintln!("Stop → row stopped: {took:?}");
         assert_eq!(marker(&c).await, "same page", "the page reloaded");
-        assert!(std::net::TcpStream::connect(("127.0.0.1", web_port)).is_err(), "web still listens");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", web_port)).is_err(),
+            "web still listens"
+        );
 
         click(&c, "web", "start").await;
         let took = until_state(&c, "web", "running", Duration::from_secs(15)).await;
         eprintln!("Start → row running: {took:?}");
         assert_eq!(marker(&c).await, "same page", "the page reloaded");
-        assert!(std::net::TcpStream::connect(("127.0.0.1", web_port)).is_ok(), "web does not listen");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", web_port)).is_ok(),
+            "web does not listen"
+        );
 
         // The log tail, open, for the picture.
         c.find(Locator::Css(r#"tr.project[data-key="web"] button.logs"#))
@@ -175,7 +184,9 @@ fn stop_and_start_from_the_page_change_the_row_without_reload() {
             .unwrap();
         c.wait()
             .at_most(Duration::from_secs(5))
-            .for_element(Locator::Css(r#"tr.logrow[data-key="web"] pre, tr.logrow[data-key="web"] .nolog"#))
+            .for_element(Locator::Css(
+                r#"tr.logrow[data-key="web"] pre, tr.logrow[data-key="web"] .nolog"#,
+            ))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;

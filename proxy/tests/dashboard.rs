@@ -67,7 +67,10 @@ fn page_loads_with_its_token_and_embedded_assets() {
         let a = get(served.port, path);
         assert_eq!((a.status, a.header("content-type")), (200, Some(ty)), "{path}");
         assert!(a.body.contains(has), "{path} lacks {has}");
-        assert!(!a.body.contains("http://") && !a.body.contains("https://"), "{path} loads from elsewhere");
+        assert!(
+            !a.body.contains("http://") && !a.body.contains("https://"),
+            "{path} loads from elsewhere"
+        );
     }
     let none = get(served.port, "/nothing");
     assert_eq!(none.status, 404);
@@ -90,7 +93,11 @@ fn api_projects_is_the_ls_json_schema_with_server_and_live_figures() {
     let ls: Vec<EntryJson> = serde_json::from_str(&world.run(&["ls", "--json"])).unwrap();
     let keys = |v: Vec<(String, u16, Option<String>)>| v;
     assert_eq!(
-        keys(list.iter().map(|p| (p.entry.key.clone(), p.entry.port, p.entry.state.clone())).collect()),
+        keys(
+            list.iter()
+                .map(|p| (p.entry.key.clone(), p.entry.port, p.entry.state.clone()))
+                .collect()
+        ),
         keys(ls.iter().map(|e| (e.key.clone(), e.port, e.state.clone())).collect()),
     );
     let web = find(&list, "web");
@@ -110,8 +117,20 @@ fn api_projects_is_the_ls_json_schema_with_server_and_live_figures() {
     assert!(!plain.defined && plain.entry.server.is_none());
     assert_eq!(plain.entry.state.as_deref(), Some("idle"));
     // The raw JSON has the entry's fields at the top level, as `ls` prints them.
-    let raw: serde_json::Value = serde_json::from_str(&get(served.port, "/api/projects").body).unwrap();
-    for field in ["project", "key", "port", "range", "state", "pid", "command", "last_used", "connections", "host"] {
+    let raw: serde_json::Value =
+        serde_json::from_str(&get(served.port, "/api/projects").body).unwrap();
+    for field in [
+        "project",
+        "key",
+        "port",
+        "range",
+        "state",
+        "pid",
+        "command",
+        "last_used",
+        "connections",
+        "host",
+    ] {
         assert!(raw[0].get(field).is_some(), "no `{field}` in {raw}");
     }
 }
@@ -151,7 +170,12 @@ fn start_stop_restart_need_same_origin_token_and_json() {
             "the body must be JSON",
         ),
         (
-            &[("Host", &host), ("Origin", &origin), ("X-Portd-Token", &token), ("Content-Type", "text/plain")],
+            &[
+                ("Host", &host),
+                ("Origin", &origin),
+                ("X-Portd-Token", &token),
+                ("Content-Type", "text/plain"),
+            ],
             403,
             "not `text/plain`",
         ),
@@ -179,7 +203,11 @@ fn start_stop_restart_need_same_origin_token_and_json() {
         &[("Host", &host), ("Origin", &origin), ("X-Portd-Token", &token), json],
         "{not json",
     );
-    assert_eq!((bad.status, bad.error().starts_with("the body is not JSON")), (400, true), "{bad:#?}");
+    assert_eq!(
+        (bad.status, bad.error().starts_with("the body is not JSON")),
+        (400, true),
+        "{bad:#?}"
+    );
     // None of those started anything.
     assert_eq!(server_state(find(&projects(p), "web")), "stopped");
     assert!(!answers(port), "something answers on {port}");
@@ -225,7 +253,14 @@ fn start_stop_restart_need_same_origin_token_and_json() {
 fn a_failed_start_answers_502_with_the_reason_and_log() {
     let world = World::new(41060);
     world.run(&[
-        "add", "broken", "--start-timeout", "3s", "--", "sh", "-c", "echo about to fail; exit 3",
+        "add",
+        "broken",
+        "--start-timeout",
+        "3s",
+        "--",
+        "sh",
+        "-c",
+        "echo about to fail; exit 3",
     ]);
     let dash = world.dashboard();
     let served = common::Served::start(dash.clone(), 41903);
@@ -248,9 +283,10 @@ fn events_send_a_snapshot_at_once_and_after_a_change() {
     let dash = world.dashboard();
     let served = common::Served::start(dash.clone(), 41904);
     let mut events = Events::open(served.port);
-    let first: Vec<ProjectJson> =
-        serde_json::from_str(&events.next("projects", Duration::from_secs(10)).expect("no snapshot"))
-            .unwrap();
+    let first: Vec<ProjectJson> = serde_json::from_str(
+        &events.next("projects", Duration::from_secs(10)).expect("no snapshot"),
+    )
+    .unwrap();
     assert_eq!(server_state(find(&first, "web")), "stopped");
 
     // A change by another process (`portd start` here), which the proxy's
@@ -385,7 +421,10 @@ fn a_watch_woken_by_the_dashboards_own_reads_does_not_loop() {
     // The first read, then one refresh every 2 s, each waking the watch a
     // few times: a handful (8 measured), not a loop (321 measured when every
     // wake-up made a read).
-    assert!(wakes <= 20, "the dashboard read the registry again on each of its own reads: {wakes} wake-ups in 3 s");
+    assert!(
+        wakes <= 20,
+        "the dashboard read the registry again on each of its own reads: {wakes} wake-ups in 3 s"
+    );
     // A real change still gets through.
     world.run(&["get", "second"]);
     dash.notify_changed();

@@ -166,7 +166,10 @@ pub fn entries(reg: &Registry) -> Result<Vec<EntryJson>, Error> {
     Ok(list
         .iter()
         .zip(&shown)
-        .map(|(l, s)| EntryJson { server: servers.remove(&l.entry.project), ..EntryJson::listed(l, s) })
+        .map(|(l, s)| EntryJson {
+            server: servers.remove(&l.entry.project),
+            ..EntryJson::listed(l, s)
+        })
         .collect())
 }
 

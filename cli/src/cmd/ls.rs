@@ -5,8 +5,8 @@ use super::{ago, rfc3339};
 use crate::Ctx;
 use crate::args::ProjectArg;
 use crate::printer::{self, table};
-use portd_store::{Error, Listed, State};
 use portd_serve::json::{EntryJson, ServerJson, servers};
+use portd_store::{Error, Listed, State};
 
 fn row(l: &Listed, shown: &str, server: Option<&ServerJson>) -> Vec<String> {
     let e = &l.entry;

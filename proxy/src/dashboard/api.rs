@@ -280,7 +280,10 @@ pub async fn act(dash: &Arc<Dashboard>, segment: &str, action: Action) -> Respon
             return reply::json(StatusCode::BAD_GATEWAY, &v);
         }
     };
-    reply::json(StatusCode::OK, &ActionJson { project: shown, outcome: word.into(), port: Some(port) })
+    reply::json(
+        StatusCode::OK,
+        &ActionJson { project: shown, outcome: word.into(), port: Some(port) },
+    )
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@
 //!   (`Content-Type: application/json`). Each failure is a 403 that says
 //!   which check failed.
 
-use super::reply::{self, Body};
 use super::TOKEN_HEADER;
+use super::reply::{self, Body};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -62,7 +62,9 @@ pub fn check_host<B>(req: &Request<B>) -> Result<String, Refusal> {
                 "the dashboard answers only to its own names (portd.localhost, localhost, 127.0.0.1, [::1]), not `{name}`"
             ),
         )),
-        None => Err(Refusal::new(StatusCode::BAD_REQUEST, format!("malformed `Host` header `{raw}`"))),
+        None => {
+            Err(Refusal::new(StatusCode::BAD_REQUEST, format!("malformed `Host` header `{raw}`")))
+        }
     }
 }
 
@@ -99,7 +101,8 @@ pub fn split_host(host: &str) -> Option<(&str, Option<u16>)> {
         }
         Some(_) => return None,
     };
-    let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':');
+    let ok =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':');
     if name.is_empty() || !name.bytes().all(ok) {
         return None;
     }
@@ -112,7 +115,10 @@ pub fn split_host(host: &str) -> Option<(&str, Option<u16>)> {
 pub fn check_change<B>(req: &Request<B>, host: &str, token: &str) -> Result<(), Refusal> {
     let h = req.headers();
     let origin = one(h, header::ORIGIN.as_str()).ok_or_else(|| {
-        Refusal::new(StatusCode::FORBIDDEN, "a request that changes something needs an `Origin` header")
+        Refusal::new(
+            StatusCode::FORBIDDEN,
+            "a request that changes something needs an `Origin` header",
+        )
     })?;
     let expected = format!("http://{host}");
     if !origin.eq_ignore_ascii_case(&expected) {

@@ -65,11 +65,8 @@ pub fn error(status: StatusCode, message: String, hint: Option<String>) -> Respo
 
 /// 405, naming the method the path takes.
 pub fn not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("this path takes `{allow}` only"),
-        None,
-    );
+    let mut r =
+        error(StatusCode::METHOD_NOT_ALLOWED, format!("this path takes `{allow}` only"), None);
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }

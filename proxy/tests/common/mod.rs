@@ -128,7 +128,15 @@ impl World {
     /// Defines `name` as `python3 -m http.server` on its port (loopback).
     pub fn add_python(&self, name: &str) {
         self.run(&[
-            "add", name, "--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1",
+            "add",
+            name,
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "{port}",
+            "--bind",
+            "127.0.0.1",
         ]);
     }
 
@@ -368,7 +376,12 @@ impl Events {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return None;
                 }
                 Err(e) => panic!("reading the events: {e}"),
