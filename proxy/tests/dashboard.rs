@@ -88,7 +88,9 @@ fn api_projects_is_the_ls_json_schema_with_server_and_live_figures() {
     world.run(&["get", "plain"]);
     world.run(&["start", "web"]);
     let served = common::Served::start(world.dashboard(), 41901);
+    let t = Instant::now();
     let list = projects(served.port);
+    eprintln!("GET /api/projects with {} entries: {:?}", list.len(), t.elapsed());
     // The same entries, in the same order and shape, as `portd ls --json`.
     let ls: Vec<EntryJson> = serde_json::from_str(&world.run(&["ls", "--json"])).unwrap();
     let keys = |v: Vec<(String, u16, Option<String>)>| v;
