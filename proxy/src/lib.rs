@@ -72,13 +72,17 @@ pub struct State {
     changes: tokio::sync::watch::Sender<u64>,
     pub(crate) client: forward::Client,
     pub(crate) starts: router::Starts,
+    /// The dashboard (its token is [`State::token`]).
+    pub dashboard: Arc<dashboard::Dashboard>,
 }
 
 impl State {
     /// A state with an empty route table (filled by
     /// [`routes::spawn_watcher`]).
     pub fn new(home: PathBuf, config: portd_store::Config, port: u16, portd_exe: PathBuf) -> State {
-        let token = instance::random_hex(16);
+        let dashboard =
+            Arc::new(dashboard::Dashboard::new(home.clone(), config.clone(), portd_exe.clone()));
+        let token = dashboard.token().to_owned();
         let hop_id = instance::random_hex(6);
         State {
             home,
@@ -91,6 +95,7 @@ impl State {
             changes: tokio::sync::watch::channel(0).0,
             client: forward::client(),
             starts: router::Starts::default(),
+            dashboard,
         }
     }
 
@@ -117,5 +122,6 @@ impl State {
     pub fn set_routes(&self, routes: Routes) {
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
         self.changes.send_modify(|g| *g += 1);
+        self.dashboard.notify_changed();
     }
 }

@@ -11,6 +11,7 @@ use crate::hosts::{self, Target};
 use crate::pages::{self, Format};
 use crate::routes::Route;
 use crate::{Body, State};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, header};
 use portd_serve::client::{self, Outcome};
@@ -57,7 +58,10 @@ pub async fn handle(req: Request<Incoming>, state: Arc<State>, peer: IpAddr) -> 
     };
     let label = match hosts::parse_host(&host) {
         None => return pages::bad_host(Some(&host), state.port, format),
-        Some(Target::Dashboard) => return crate::dashboard::handle(req, state).await,
+        Some(Target::Dashboard) => {
+            let r = crate::dashboard::handle(req, Arc::clone(&state.dashboard)).await;
+            return r.map(|b| b.map_err(|never| match never {}).boxed());
+        }
         Some(Target::Foreign(h)) => return pages::foreign(&h, state.port, format),
         Some(Target::Project(label)) => label,
     };

@@ -12,6 +12,7 @@ pub mod client;
 pub mod elsewhere;
 pub mod health;
 pub mod inject;
+pub mod json;
 pub mod logs;
 pub mod package_json;
 pub mod refs;

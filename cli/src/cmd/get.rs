@@ -1,8 +1,8 @@
 //! `portd get` and `portd env`: a project's port, allocated on first use.
 
-use super::ls::EntryJson;
 use crate::Ctx;
 use crate::args::GetArgs;
+use portd_serve::json::EntryJson;
 use portd_store::{Allocation, Entry, Error, GetOptions, Owner, Project};
 use serde::Serialize;
 

@@ -1,154 +1,12 @@
-//! `portd ls` and `portd show`, and the JSON shape of an entry.
+//! `portd ls` and `portd show` (the JSON shape of an entry is
+//! [`portd_serve::json`], shared with the dashboard).
 
 use super::{ago, rfc3339};
 use crate::Ctx;
 use crate::args::ProjectArg;
 use crate::printer::{self, table};
-use portd_store::{Entry, Error, Listed, State};
-use serde::Serialize;
-
-/// One entry in `--json` output (`get`, `ls`, `show`).
-#[derive(Debug, Serialize)]
-pub struct EntryJson {
-    /// Shown name: the name, or a directory's base name (in `ls`, with as
-    /// many parent directories as tell it apart from a project shown alike).
-    pub project: String,
-    /// The registry key: the name, or the directory's absolute path.
-    pub key: String,
-    pub port: u16,
-    pub range: String,
-    /// `active`, `idle`, `unknown`, or `released` (`ls --all` history rows).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<&'static str>,
-    /// The owner's pid, while the owner runs (`null` when idle: no owner,
-    /// or a dead one).
-    pub pid: Option<u32>,
-    /// The command started by `portd run` (or a library spawn), while its
-    /// owner runs.
-    pub child_pid: Option<u32>,
-    /// The process between the owner and the command (`portd run`'s
-    /// supervisor): the command's parent, when it is not the owner itself.
-    pub supervisor_pid: Option<u32>,
-    pub command: Option<Vec<String>>,
-    /// RFC 3339 UTC.
-    pub created: Option<String>,
-    /// RFC 3339 UTC.
-    pub last_used: Option<String>,
-    /// A defined server's state (`portd add`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub server: Option<ServerJson>,
-}
-
-/// A managed server in `--json` output (`ls`, `show`).
-#[derive(Debug, Serialize)]
-pub struct ServerJson {
-    /// `starting`, `running`, `unhealthy`, `sleeping`, `stopped`, `crash-looping`.
-    pub state: &'static str,
-    /// The server command's pid (its process group), while it runs.
-    pub pid: Option<u32>,
-    /// Its supervisor (`portd __serve`), while it lives.
-    pub supervisor_pid: Option<u32>,
-    /// When the command last started (RFC 3339 UTC).
-    pub started: Option<String>,
-    /// Restarts since the supervisor started.
-    pub restarts: u32,
-    /// Resident memory of the command's process group now (or when last
-    /// measured, if it is not running).
-    pub rss_bytes: Option<u64>,
-    /// How it last ended.
-    pub last_exit: Option<String>,
-    /// Why it is stopped, unhealthy or crash-looping.
-    pub reason: Option<String>,
-    /// The last recorded event.
-    pub last_event: Option<EventJson>,
-}
-
-/// One recorded event.
-#[derive(Debug, Serialize)]
-pub struct EventJson {
-    /// RFC 3339 UTC.
-    pub at: String,
-    /// `started`, `ready`, `stopped`, `crashed`, `restarted`, …
-    pub kind: &'static str,
-    /// In words.
-    pub text: String,
-}
-
-impl ServerJson {
-    pub fn new(d: &portd_store::Defined, last: Option<&portd_store::events::Event>) -> ServerJson {
-        use portd_store::server_state::Phase;
-        let s = d.state.as_ref().map(|s| s.effective());
-        let phase = s.as_ref().map_or(Phase::Stopped, |s| s.phase);
-        let pid = s.as_ref().and_then(|s| s.command_pid);
-        ServerJson {
-            state: phase.as_str(),
-            pid,
-            supervisor_pid: s.as_ref().and_then(|s| s.live_supervisor()).map(|o| o.pid),
-            started: s.as_ref().and_then(|s| s.started_ms).map(rfc3339),
-            restarts: s.as_ref().map_or(0, |s| s.restarts),
-            rss_bytes: pid.map(portd_core::sys::group_rss).or(s.as_ref().and_then(|s| s.last_rss)),
-            last_exit: s.as_ref().and_then(|s| s.last_exit.clone()),
-            reason: s.as_ref().and_then(|s| s.reason.clone()),
-            last_event: last.map(|e| EventJson {
-                at: rfc3339(e.at_ms),
-                kind: e.kind.name(),
-                text: e.to_string(),
-            }),
-        }
-    }
-}
-
-/// The defined servers by key, with their last events.
-pub fn servers(
-    reg: &portd_store::Registry,
-) -> Result<std::collections::HashMap<String, ServerJson>, Error> {
-    let defined = reg.defined(None)?;
-    if defined.is_empty() {
-        return Ok(Default::default());
-    }
-    let events = reg.events_since(0)?;
-    let mut last = std::collections::HashMap::new();
-    for e in &events {
-        last.insert(e.project.as_str(), e);
-    }
-    Ok(defined
-        .iter()
-        .map(|d| (d.key.clone(), ServerJson::new(d, last.get(d.key.as_str()).copied())))
-        .collect())
-}
-
-impl EntryJson {
-    /// `state`: as listed; `None` (for `get`) checks the owner here.
-    pub fn new(e: &Entry, state: Option<&'static str>) -> Self {
-        let idle = match state {
-            Some(s) => s == State::Idle.as_str(),
-            None => State::of(e) == State::Idle,
-        };
-        EntryJson {
-            project: e.display_name().to_owned(),
-            key: e.project.clone(),
-            port: e.port,
-            range: e.range.clone(),
-            state,
-            pid: e.owner.filter(|_| !idle).map(|o| o.pid),
-            child_pid: e.child_pid.filter(|_| !idle),
-            supervisor_pid: e
-                .child_pid
-                .filter(|_| !idle)
-                .and_then(|c| portd_core::sys::proc_stat(c).ok())
-                .map(|st| st.ppid)
-                .filter(|&p| p > 1 && e.owner.is_some_and(|o| o.pid != p)),
-            command: e.command.clone(),
-            created: Some(rfc3339(e.created_ms)),
-            last_used: Some(rfc3339(e.last_used_ms)),
-            server: None,
-        }
-    }
-
-    fn of(l: &Listed, shown: &str) -> Self {
-        EntryJson { project: shown.to_owned(), ..Self::new(&l.entry, Some(l.state.as_str())) }
-    }
-}
+use portd_serve::json::{EntryJson, ServerJson, servers};
+use portd_store::{Error, Listed, State};
 
 fn row(l: &Listed, shown: &str, server: Option<&ServerJson>) -> Vec<String> {
     let e = &l.entry;
@@ -194,7 +52,7 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
             .zip(shown)
             .map(|(l, s)| EntryJson {
                 server: servers.remove(&l.entry.project),
-                ..EntryJson::of(l, s)
+                ..EntryJson::listed(l, s)
             })
             .collect();
         rows.extend(history.iter().zip(shown_history).map(|((k, p), s)| EntryJson {
@@ -202,7 +60,7 @@ pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
             key: k.clone(),
             port: *p,
             range: range_of(*p),
-            state: Some("released"),
+            state: Some("released".into()),
             pid: None,
             child_pid: None,
             supervisor_pid: None,
@@ -250,7 +108,7 @@ pub fn show(ctx: &Ctx, project: &ProjectArg) -> Result<(), Error> {
     let def = reg.definition(&p)?;
     if ctx.out.json {
         let entry =
-            EntryJson { server: server.take(), ..EntryJson::of(&l, l.entry.display_name()) };
+            EntryJson { server: server.take(), ..EntryJson::listed(&l, l.entry.display_name()) };
         let mut v = serde_json::to_value(&entry).unwrap_or_default();
         if let (Some(d), Some(obj)) = (&def, v.as_object_mut()) {
             obj.insert("definition".into(), serde_json::to_value(d).unwrap_or_default());
