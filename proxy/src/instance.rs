@@ -68,7 +68,15 @@ impl Instance {
     pub fn publish(&self, info: &Info) -> io::Result<()> {
         let tmp = self.info.with_extension("json.tmp");
         let text = serde_json::to_string(info).map_err(io::Error::other)? + "\n";
-        std::fs::write(&tmp, text)?;
+        // 0600: it holds the dashboard's token.
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::remove_file(&tmp);
+            let mut f =
+                std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+        }
         std::fs::rename(&tmp, &self.info)
     }
 }

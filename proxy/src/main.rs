@@ -198,9 +198,13 @@ fn run(args: Args) -> Result<(), Error> {
         .enable_time()
         .build()
         .map_err(|e| Error::new(ErrorKind::Other, format!("cannot start the runtime: {e}")))?;
-    rt.block_on(serve(state, listeners))?;
+    let served = rt.block_on(serve(state, listeners));
+    // The listeners and tasks go first (a start under way is not waited
+    // for long); only then is the instance released, so that a new proxy
+    // never finds the port still taken.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     drop(claim);
-    Ok(())
+    served
 }
 
 /// Accepts on every listener until SIGTERM or SIGINT.

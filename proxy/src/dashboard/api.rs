@@ -34,14 +34,16 @@ pub struct ProjectJson {
 /// The default and largest number of log lines `…/logs?n=` answers.
 pub const LOG_LINES: (usize, usize) = (50, 1000);
 
-/// The host name of the project shown as `shown`: lowercase, `_` as `-`,
-/// and the parts of a `:`-name innermost first (`myapp:api` →
-/// `api.myapp.localhost`), as the proxy routes it.
-pub fn host_of(shown: &str) -> String {
-    let lower = shown.to_ascii_lowercase().replace('_', "-");
-    let mut parts: Vec<&str> = lower.split(':').collect();
-    parts.reverse();
-    format!("{}.localhost", parts.join("."))
+/// The host name the proxy routes the project with registry key `key` at
+/// (`crate::hosts`: a name's label, or a directory's, with its branch in a
+/// linked worktree); empty when it has none.
+pub fn host_of(key: &str) -> String {
+    let label = if key.starts_with('/') {
+        crate::hosts::dir_label(std::path::Path::new(key))
+    } else {
+        crate::hosts::name_label(key)
+    };
+    label.map(|l| format!("{l}.localhost")).unwrap_or_default()
 }
 
 /// Every project now: the snapshot `GET /api/projects` answers and each
@@ -64,7 +66,7 @@ fn project(entry: EntryJson) -> ProjectJson {
     ProjectJson {
         connections: if running { portd_core::sys::established(entry.port).ok() } else { None },
         rss_bytes,
-        host: host_of(&entry.project),
+        host: host_of(&entry.key),
         defined: entry.server.is_some(),
         entry,
     }
@@ -129,6 +131,8 @@ fn project_of(segment: &str) -> Result<Project, Error> {
     let Some(name) = decode(segment) else {
         return Err(Error::new(ErrorKind::Usage, format!("malformed project name `{segment}`")));
     };
+    // Names only: managed servers are named projects (`portd add NAME`),
+    // and a log's path is built from the name.
     Project::name(&name)
 }
 
@@ -292,7 +296,7 @@ mod tests {
     fn host_names_follow_the_routing() {
         assert_eq!(super::host_of("api"), "api.localhost");
         assert_eq!(super::host_of("MyApp:API"), "api.myapp.localhost");
-        assert_eq!(super::host_of("my_app"), "my-app.localhost");
+        assert_eq!(super::host_of("my_app"), "my_app.localhost", "as the router keeps `_`");
     }
 
     #[test]
