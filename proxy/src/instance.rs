@@ -55,10 +55,22 @@ pub fn claim(dir: &Path) -> Result<Instance, ClaimError> {
         .mode(0o600)
         .open(dir.join(LOCK_FILE))
         .map_err(ClaimError::Io)?;
-    match lock.try_lock() {
-        Ok(()) => Ok(Instance { _lock: lock, info: dir.join(INFO_FILE) }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ClaimError::Running(read_info(dir))),
-        Err(std::fs::TryLockError::Error(e)) => Err(ClaimError::Io(e)),
+    // `portd proxy status` (and `start`) look with a `try_lock` of their
+    // own, held for a moment: a few tries before another proxy is said to
+    // run.
+    let mut tries = 0;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(Instance { _lock: lock, info: dir.join(INFO_FILE) }),
+            Err(std::fs::TryLockError::WouldBlock) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ClaimError::Running(read_info(dir)));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(ClaimError::Io(e)),
+        }
     }
 }
 

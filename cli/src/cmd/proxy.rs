@@ -82,8 +82,11 @@ fn running(home: &Path) -> Option<Option<Info>> {
     match lock.try_lock() {
         Ok(()) => None,
         Err(std::fs::TryLockError::WouldBlock) => {
+            // A `proxy.json` left by a proxy that was killed describes
+            // another process: only a live one's counts.
             let text = std::fs::read_to_string(home.join("proxy.json")).ok();
-            Some(text.and_then(|t| serde_json::from_str(&t).ok()))
+            let info: Option<Info> = text.and_then(|t| serde_json::from_str(&t).ok());
+            Some(info.filter(|i| portd_core::sys::kill(i.pid as i32, 0).is_ok()))
         }
         Err(std::fs::TryLockError::Error(_)) => None,
     }
