@@ -43,6 +43,8 @@ mod os_truth;
 mod ownership;
 #[path = "cli/pins.rs"]
 mod pins;
+#[path = "cli/pty.rs"]
+mod pty;
 #[path = "cli/run.rs"]
 mod run;
 #[path = "cli/semantics.rs"]
