@@ -104,7 +104,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
         let w = Watch::new(&dir).unwrap();
-        let t = Instant::now();
+        let t = std::time::Instant::now();
         assert!(!w.wait(Duration::from_millis(50)).unwrap());
         assert!(t.elapsed() >= Duration::from_millis(50));
         std::fs::write(dir.join("f"), b"x").unwrap();
