@@ -13,7 +13,7 @@ mod printer;
 
 use args::{Cli, Command};
 use clap::Parser;
-use portd_store::{Config, Error, ErrorKind, Registry, Source};
+use portd_store::{Config, Error, Registry, Source};
 use printer::Printer;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,11 +33,6 @@ impl Ctx {
         self.out.detail(&format!("registry: {}", self.home.display()));
         Registry::open(&self.home, self.config.clone())
     }
-}
-
-/// The exit code of each error kind (the table in `--help` and the README).
-pub fn exit_code(kind: ErrorKind) -> u8 {
-    kind.exit_code()
 }
 
 fn context(cli: &Cli, out: Printer) -> Result<Ctx, Error> {
@@ -174,7 +169,7 @@ fn main() -> ExitCode {
         Ok(Err(e)) => {
             failed();
             out.error(e.message(), e.hint());
-            ExitCode::from(exit_code(e.kind()))
+            ExitCode::from(e.exit_code())
         }
         Err(p) => {
             failed();

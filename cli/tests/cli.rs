@@ -45,6 +45,8 @@ mod ownership;
 mod pins;
 #[path = "cli/proxy.rs"]
 mod proxy;
+#[path = "cli/pty.rs"]
+mod pty;
 #[path = "cli/run.rs"]
 mod run;
 #[path = "cli/semantics.rs"]

@@ -10,7 +10,7 @@
 use crate::serve::{SERVER_FAILED, log_path};
 use portd_core::{Liveness, sys};
 use portd_store::server_state::Phase;
-use portd_store::{Error, ErrorKind, Project, Registry};
+use portd_store::{Error, ErrorKind, Project, Registry, now_ms};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -221,12 +221,6 @@ pub fn wait(reg: &Registry, project: &Project, limit: Duration) -> Result<Outcom
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn secs(d: Duration) -> String {

@@ -106,12 +106,13 @@ impl ServerJson {
 }
 
 /// The defined servers by key, with their last events.
-pub fn servers(reg: &Registry) -> Result<HashMap<String, ServerJson>, Error> {
+pub fn servers(reg: &Registry, with_events: bool) -> Result<HashMap<String, ServerJson>, Error> {
     let defined = reg.defined(None)?;
     if defined.is_empty() {
         return Ok(Default::default());
     }
-    let events = reg.events_since(0)?;
+    // The last events only where they are shown (`--json`, the dashboard).
+    let events = if with_events { reg.events_since(0)? } else { Vec::new() };
     let mut last = HashMap::new();
     for e in &events {
         last.insert(e.project.as_str(), e);
@@ -160,7 +161,7 @@ impl EntryJson {
 /// defined server's state in its `server` object.
 pub fn entries(reg: &Registry) -> Result<Vec<EntryJson>, Error> {
     let list = reg.list()?;
-    let mut servers = servers(reg)?;
+    let mut servers = servers(reg, true)?;
     let keys: Vec<&str> = list.iter().map(|l| l.entry.project.as_str()).collect();
     let shown = portd_store::shown_names(&keys);
     Ok(list

@@ -663,7 +663,18 @@ mod tests {
         assert_eq!(s.requests_per_minute(), 5);
         assert_eq!(s.requests(), 5);
         // Seconds more than a minute ago are not counted.
-        let Some(epoch) = Instant::now().checked_sub(Duration::from_secs(200)) else { return };
+        let Some(epoch) = Instant::now().checked_sub(Duration::from_secs(200)) else {
+            // The monotonic clock starts at boot: within 200 s of it there
+            // is no such past.
+            let why = "the machine has been up for less than 200 s";
+            let _ =
+                std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("SKIP: {why}\n"));
+            assert!(
+                std::env::var_os(concat!("PORTD", "_NO_SKIP")).is_none(),
+                "SKIP not allowed here: {why}"
+            );
+            return;
+        };
         let old = Stats { epoch, ..Stats::default() };
         old.per_second.add(120, 9);
         old.per_second.add(190, 4);

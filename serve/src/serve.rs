@@ -33,7 +33,7 @@ use portd_store::definition::{RestartPolicy, ServerDef};
 use portd_store::events::{Event, EventKind, StopWhy};
 use portd_store::server_state::{Phase, ServerState};
 use portd_store::supervisor::{self, Exit, Foreground, Launch, Polled, StartError};
-use portd_store::{Error, ErrorKind, GetOptions, Project, Registry, ServerLease};
+use portd_store::{Error, ErrorKind, GetOptions, Project, Registry, ServerLease, now_ms};
 use std::fs::File;
 use std::io::Write;
 use std::net::TcpListener;
@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The exit code of a server that failed to become healthy (`portd start`
 /// exits with it).
@@ -58,10 +58,6 @@ pub fn log_path(registry_dir: &Path, key: &str) -> PathBuf {
 /// (SIGUSR1): `DIR/run/NAME.stats.json` beside the registry.
 pub fn stats_path(registry_dir: &Path, key: &str) -> PathBuf {
     registry_dir.join("run").join(format!("{key}.stats.json"))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How the server ended, in words (`exit 1`, `signal 9`).

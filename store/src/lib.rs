@@ -121,7 +121,7 @@ pub use portd_core::sys::Holder;
 pub use portd_core::{Excluded, Liveness, Owner, PortRange, Ranges};
 pub use project::{Matches, Project};
 pub use record::{Entry, RELAY_SUFFIX, display_name, shown_names};
-pub use registry::Registry;
+pub use registry::{Registry, now_ms};
 pub use reset::RESET_BACKUPS_KEPT;
 pub use servers::{Defined, ServerLease};
 pub use spawn::{CommandLease, LeasedChild, with_port};

@@ -53,7 +53,9 @@ const _: fn() = || {
     assert_send_sync::<Registry>();
 };
 
-pub(crate) fn now_ms() -> u64 {
+/// Now, in milliseconds since the Unix epoch: how the registry records
+/// times (entries, server states, events).
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 

@@ -73,6 +73,19 @@ fn read_keyed<V>(
     Ok(out)
 }
 
+/// The row of `key` in a project-keyed table of a read transaction,
+/// decoded (`None`: no such row, or no such table yet).
+fn read_one<V>(
+    rtx: &redb::ReadTransaction,
+    table: redb::TableDefinition<&'static str, &'static [u8]>,
+    key: &str,
+    decode: impl Fn(&str, &[u8]) -> std::result::Result<V, crate::record::DecodeError>,
+) -> Result<Option<V>> {
+    let Some(t) = read_table(rtx, table)? else { return Ok(None) };
+    let v = t.get(key).map_err(db_err)?;
+    v.map(|v| decode(key, v.value()).map_err(decode_err)).transpose()
+}
+
 pub(crate) fn read_definitions(rtx: &redb::ReadTransaction) -> Result<Vec<(String, ServerDef)>> {
     read_keyed(rtx, SERVERS, definition::decode)
 }
@@ -99,7 +112,8 @@ impl Tx<'_> {
     pub(crate) fn is_defined(&mut self, key: &str) -> Result<bool> {
         if self.defined.is_none() {
             let mut keys = std::collections::HashSet::new();
-            let exists = self.wtx.list_tables().map_err(db_err)?.any(|t| t.name() == "servers");
+            let exists =
+                self.wtx.list_tables().map_err(db_err)?.any(|t| t.name() == SERVERS.name());
             if exists {
                 let t = self.wtx.open_table(SERVERS).map_err(db_err)?;
                 for row in t.iter().map_err(db_err)? {
@@ -246,7 +260,7 @@ impl Registry {
             let relay = project.relay();
             for k in [key, relay.key()] {
                 if let Some(e) = tx.entry(k)?
-                    && crate::policy::in_use(&e).is_none()
+                    && crate::listing::State::of(&e) == crate::listing::State::Idle
                     && crate::policy::guard(&e, "release").is_ok()
                 {
                     tx.remove(&e)?;
@@ -266,20 +280,27 @@ impl Registry {
     /// port.
     pub fn defined(&self, key: Option<&str>) -> Result<Vec<Defined>> {
         self.read(|rtx| {
-            let defs = read_definitions(rtx)?;
-            let states: std::collections::HashMap<_, _> = read_states(rtx)?.into_iter().collect();
             let entries = rtx.open_table(crate::db::ENTRIES).map_err(db_err)?;
-            let mut out = Vec::new();
-            for (k, def) in defs {
-                if key.is_some_and(|want| want != k) {
-                    continue;
-                }
-                let port = entries
-                    .get(k.as_str())
+            let port_of = |k: &str| -> Result<Option<u16>> {
+                entries
+                    .get(k)
                     .map_err(db_err)?
-                    .map(|v| crate::record::decode(&k, v.value()).map(|e| e.port))
+                    .map(|v| crate::record::decode(k, v.value()).map(|e| e.port))
                     .transpose()
-                    .map_err(decode_err)?;
+                    .map_err(decode_err)
+            };
+            // One project: its three rows, looked up by key.
+            if let Some(k) = key {
+                let Some(def) = read_one(rtx, SERVERS, k, definition::decode)? else {
+                    return Ok(Vec::new());
+                };
+                let state = read_one(rtx, SERVER_STATE, k, server_state::decode)?;
+                return Ok(vec![Defined { state, key: k.to_owned(), def, port: port_of(k)? }]);
+            }
+            let states: std::collections::HashMap<_, _> = read_states(rtx)?.into_iter().collect();
+            let mut out = Vec::new();
+            for (k, def) in read_definitions(rtx)? {
+                let port = port_of(&k)?;
                 out.push(Defined { state: states.get(&k).cloned(), key: k, def, port });
             }
             Ok(out)
@@ -379,8 +400,7 @@ impl Registry {
         })
     }
 
-    /// Records events alone (e.g. a start that failed before any
-    /// supervisor ran).
+    /// Records events alone, in one write transaction.
     pub fn record_events(&self, evs: &[Event]) -> Result<()> {
         self.write(|tx| tx.append_events(evs))
     }

@@ -101,7 +101,7 @@ pub fn doctor(cli: &Cli, out: Printer, repair: bool) -> Result<u8, Error> {
             "nothing to repair: the registry file is not damaged"
         });
     }
-    Ok(left.map_or(0, crate::exit_code))
+    Ok(left.map_or(0, portd_store::ErrorKind::exit_code))
 }
 
 fn render(report: &Report) -> String {

@@ -34,7 +34,7 @@ fn truncate(s: &str, n: usize) -> String {
 pub fn ls(ctx: &Ctx, all: bool) -> Result<(), Error> {
     let reg = ctx.registry()?;
     let list = reg.list()?;
-    let mut servers = servers(&reg)?;
+    let mut servers = servers(&reg, ctx.out.json)?;
     let history = if all { reg.history()? } else { Vec::new() };
     let keys: Vec<&str> = list
         .iter()
@@ -104,8 +104,17 @@ pub fn show(ctx: &Ctx, project: &ProjectArg) -> Result<(), Error> {
         _ => super::project(project)?,
     };
     let l = reg.show(&p)?;
-    let mut server = servers(&reg)?.remove(p.key());
-    let def = reg.definition(&p)?;
+    // One read of the project's definition, state and port.
+    let defined = reg.defined(Some(p.key()))?.pop();
+    let mut server = match &defined {
+        Some(d) => {
+            let events = reg.events_since(0)?;
+            let last = events.iter().rev().find(|e| e.project == d.key);
+            Some(ServerJson::new(d, last))
+        }
+        None => None,
+    };
+    let def = defined.map(|d| d.def);
     if ctx.out.json {
         let entry =
             EntryJson { server: server.take(), ..EntryJson::listed(&l, l.entry.display_name()) };

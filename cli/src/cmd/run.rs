@@ -45,8 +45,7 @@ pub fn run(ctx: &Ctx, a: &RunArgs) -> Result<u8, Error> {
     // A command that cannot start must not touch the registry (nor make
     // its directory): checked before it is opened, and by the lease again.
     supervisor::resolve_program(&a.command[0]).map_err(Error::from)?;
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::new(ErrorKind::Other, format!("cannot find the portd binary: {e}")))?;
+    let exe = super::start::exe()?;
     let reg = ctx.registry()?;
     let opts = GetOptions {
         range: a.range.clone(),

@@ -21,7 +21,8 @@ pub fn named(reg: &Registry, names: &[String], all: bool) -> Result<Vec<Project>
     Ok(projects)
 }
 
-fn exe() -> Result<std::path::PathBuf, Error> {
+/// The running `portd` binary (it starts supervisors and is their command).
+pub(crate) fn exe() -> Result<std::path::PathBuf, Error> {
     std::env::current_exe()
         .map_err(|e| Error::new(ErrorKind::Other, format!("cannot find the portd binary: {e}")))
 }

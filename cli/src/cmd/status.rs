@@ -9,7 +9,7 @@ use crate::printer::table;
 use portd_core::sys;
 use portd_store::events::{EventKind, StopWhy};
 use portd_store::server_state::Phase;
-use portd_store::{Error, age};
+use portd_store::{Error, age, now_ms};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -73,23 +73,16 @@ pub fn detailed(ctx: &Ctx) -> Result<(), Error> {
     let reg = ctx.registry()?;
     let defined = reg.defined(None)?;
     let now = now_ms();
-    let events = reg.events_since(now.saturating_sub(DAY_MS))?;
+    // One read of the events: the last of each project, and the last
+    // 24 hours' for the figures.
+    let all = reg.events_since(0)?;
     let mut last: HashMap<&str, &portd_store::events::Event> = HashMap::new();
-    for e in &events {
+    for e in &all {
         last.insert(e.project.as_str(), e);
     }
-    let older;
-    if defined.iter().any(|d| !last.contains_key(d.key.as_str())) {
-        older = reg.events_since(0)?;
-        for e in &older {
-            last.entry(e.project.as_str()).or_insert(e);
-            if let Some(l) = last.get_mut(e.project.as_str())
-                && l.at_ms <= e.at_ms
-            {
-                *l = e;
-            }
-        }
-    }
+    let day_from = now.saturating_sub(DAY_MS);
+    let events: Vec<&portd_store::events::Event> =
+        all.iter().filter(|e| e.at_ms >= day_from).collect();
     let startups: Vec<u64> = events
         .iter()
         .filter_map(|e| match e.kind {
@@ -237,10 +230,4 @@ fn relay_rpm(dir: &std::path::Path, key: &str, pid: u32) -> Option<u64> {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     None
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -2,7 +2,7 @@
 
 use crate::Ctx;
 use portd_serve::client::{self, Outcome};
-use portd_store::{Error, ErrorKind, Project};
+use portd_store::{Error, Project};
 
 fn url_of(port: u16) -> String {
     format!("http://localhost:{port}/")
@@ -29,9 +29,7 @@ pub fn open(ctx: &Ctx, name: &str) -> Result<u8, Error> {
     let project = Project::name(name)?;
     let reg = ctx.registry()?;
     let port = if reg.definition(&project)?.is_some() {
-        let exe = std::env::current_exe().map_err(|e| {
-            Error::new(ErrorKind::Other, format!("cannot find the portd binary: {e}"))
-        })?;
+        let exe = super::start::exe()?;
         match client::start(&reg, &exe, &project, false)? {
             Outcome::Ready(p) | Outcome::Sleeping(p) => p,
             Outcome::Failed { code, message, hint } => {

@@ -5,11 +5,6 @@ use crate::util::*;
 use std::path::Path;
 use std::process::Command;
 
-/// Whether `program` can be run here.
-fn have(program: &str) -> bool {
-    Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
 /// An environment whose registry holds `alpha` and `beta:api`, and the
 /// completion script for `shell` written to a file.
 fn setup(shell: &str) -> (Env, std::path::PathBuf) {

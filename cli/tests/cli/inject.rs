@@ -10,28 +10,10 @@ use crate::util::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The text of the fixture's `index.html` that proves Vite served it.
-const MARKER: &str = "portd-vite-fixture-marker";
-
-/// The fixture project, if Vite and node are installed for it.
-fn fixture() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vite-app");
-    let vite = dir.join("node_modules/.bin/vite");
-    let node = std::process::Command::new("node").arg("--version").output();
-    if !vite.exists() || !node.is_ok_and(|o| o.status.success()) {
-        skip(&format!(
-            "Vite is not installed for the fixture (`npm ci --prefix {}`)",
-            dir.display()
-        ));
-        return None;
-    }
-    Some(dir)
-}
 
 /// A `portd run` in the background whose stdout and stderr are collected
 /// as they come. Dropping it (also on a failed assertion) ends it: SIGTERM,
@@ -194,13 +176,13 @@ fn ended_by_sigterm(code: i32, stderr: &str) {
 
 #[test]
 fn npm_run_dev_of_a_vite_script_serves_on_the_leased_port() {
-    let Some(dir) = fixture() else { return };
+    let Some(dir) = vite_fixture() else { return };
     let env = private_range(30500, 100);
     let mut run = Running::start(&env, &dir, &["run", "inject-web", "--", "npm", "run", "dev"]);
     let port = leased(&env, &mut run, "inject-web");
     let body = served(&mut run, port);
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    assert!(body.contains(MARKER), "{body}");
+    assert!(body.contains(VITE_MARKER), "{body}");
     let (code, stdout, stderr) = run.stop();
     ended_by_sigterm(code, &stderr);
     // The one line about the flags, printed before the command starts.
@@ -219,11 +201,11 @@ fn npm_run_dev_of_a_vite_script_serves_on_the_leased_port() {
 
 #[test]
 fn npx_vite_gets_the_flags_and_quiet_hides_the_line() {
-    let Some(dir) = fixture() else { return };
+    let Some(dir) = vite_fixture() else { return };
     let env = private_range(30600, 100);
     let mut run = Running::start(&env, &dir, &["run", "inject-npx", "--", "npx", "vite"]);
     let port = leased(&env, &mut run, "inject-npx");
-    assert!(served(&mut run, port).contains(MARKER));
+    assert!(served(&mut run, port).contains(VITE_MARKER));
     let (code, stdout, stderr) = run.stop();
     ended_by_sigterm(code, &stderr);
     assert_eq!(stderr.lines().next(), Some(added_line(port).as_str()), "{stderr}");
@@ -234,7 +216,7 @@ fn npx_vite_gets_the_flags_and_quiet_hides_the_line() {
     let mut run = Running::start(&env, &dir, &["-q", "run", "inject-npx", "--", "npx", "vite"]);
     let again = leased(&env, &mut run, "inject-npx");
     assert_eq!(again, port, "the same project, the same port");
-    assert!(served(&mut run, port).contains(MARKER));
+    assert!(served(&mut run, port).contains(VITE_MARKER));
     let (code, _, stderr) = run.stop();
     ended_by_sigterm(code, &stderr);
     assert!(portd_lines(&stderr).is_empty(), "{stderr}");
@@ -242,7 +224,7 @@ fn npx_vite_gets_the_flags_and_quiet_hides_the_line() {
 
 #[test]
 fn no_inject_leaves_vite_on_its_own_port() {
-    let Some(dir) = fixture() else { return };
+    let Some(dir) = vite_fixture() else { return };
     let env = private_range(30700, 100);
     let mut run =
         Running::start(&env, &dir, &["run", "inject-off", "--no-inject", "--", "npx", "vite"]);
@@ -269,7 +251,7 @@ fn no_inject_leaves_vite_on_its_own_port() {
 
 #[test]
 fn a_script_with_shell_operators_gets_a_note_and_nothing_added() {
-    let Some(dir) = fixture() else { return };
+    let Some(dir) = vite_fixture() else { return };
     let env = private_range(30800, 100);
     let mut run = Running::start(&env, &dir, &["run", "inject-both", "--", "npm", "run", "both"]);
     leased(&env, &mut run, "inject-both");
@@ -290,12 +272,12 @@ fn a_script_with_shell_operators_gets_a_note_and_nothing_added() {
 
 #[test]
 fn a_port_the_user_gave_is_not_given_twice() {
-    let Some(dir) = fixture() else { return };
+    let Some(dir) = vite_fixture() else { return };
     let env = private_range(30900, 100);
     let args = ["run", "inject-own", "--", "npx", "vite", "--port", "{port}", "--strictPort"];
     let mut run = Running::start(&env, &dir, &args);
     let port = leased(&env, &mut run, "inject-own");
-    assert!(served(&mut run, port).contains(MARKER));
+    assert!(served(&mut run, port).contains(VITE_MARKER));
     let (code, stdout, stderr) = run.stop();
     ended_by_sigterm(code, &stderr);
     assert!(portd_lines(&stderr).is_empty(), "nothing added, nothing said: {stderr}");

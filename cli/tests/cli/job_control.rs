@@ -2,105 +2,10 @@
 //! pseudo-terminal (Ctrl-Z, `jobs`, `bg`, `fg`, Ctrl-C), and without a
 //! terminal (a stopped command still dies when `portd run` is terminated).
 
+use crate::pty::Pty;
 use crate::util::*;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
-
-/// Drives `bash --norc --noprofile -i` on a pty. Reads steps from stdin,
-/// one per line: `send HEX` (the bytes to type, hex-encoded), `expect REGEX` (prints
-/// `MATCHED <text up to the match>`), `sleep SECONDS`. Exits 3 when an
-/// expected text does not come within 15 s, printing what came instead.
-const DRIVER: &str = r#"
-import os, pty, re, select, sys, time
-pid, fd = pty.fork()
-if pid == 0:
-    os.environ['PS1'] = 'PROMPT$ '
-    os.execvp('bash', ['bash', '--norc', '--noprofile', '-i'])
-buf = b''
-def expect(pat):
-    global buf
-    end = time.time() + 15
-    while True:
-        m = re.search(pat.encode(), buf)
-        if m:
-            out, buf = buf[:m.end()], buf[m.end():]
-            return out.decode(errors='replace')
-        r, _, _ = select.select([fd], [], [], max(0, end - time.time()))
-        data = b''
-        if r:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                pass
-        if not data:
-            print('TIMEOUT waiting for %r; got %r' % (pat, buf), flush=True)
-            os.kill(pid, 9)
-            sys.exit(3)
-        buf += data
-for line in sys.stdin:
-    verb, _, arg = line.rstrip('\n').partition(' ')
-    if verb == 'send':
-        os.write(fd, bytes.fromhex(arg))
-    elif verb == 'expect':
-        print('MATCHED ' + repr(expect(arg)), flush=True)
-    elif verb == 'sleep':
-        time.sleep(float(arg))
-os.kill(pid, 9)
-"#;
-
-struct Pty {
-    child: std::process::Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Pty {
-    fn start(env: &Env) -> Pty {
-        let mut child = Command::new("python3")
-            .args(["-c", DRIVER])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", env.root())
-            .env("XDG_CONFIG_HOME", env.root())
-            .env("PORTD_HOME", env.home())
-            .env("TERM", "dumb")
-            .current_dir(env.root())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Pty { child, out }
-    }
-
-    fn step(&mut self, line: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn send(&mut self, text: &str) {
-        let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
-        self.step(&format!("send {hex}"));
-    }
-
-    /// Waits for `regex` on the terminal; returns the text up to it.
-    #[track_caller]
-    fn expect(&mut self, regex: &str) -> String {
-        self.step(&format!("expect {regex}"));
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        assert!(line.starts_with("MATCHED "), "on the terminal: {line}");
-        line
-    }
-}
-
-impl Drop for Pty {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn state_of(pid: u32) -> Option<char> {
     portd_core::sys::proc_stat(pid).ok().map(|s| s.state)

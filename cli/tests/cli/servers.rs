@@ -9,10 +9,6 @@
 use crate::util::*;
 use std::time::{Duration, Instant};
 
-/// `python3 -m http.server` on the project's port, loopback only.
-const HTTP_SERVER: &[&str] =
-    &["--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"];
-
 /// `ARGS -- node server.js`.
 fn node(args: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -22,23 +18,6 @@ fn node(args: &[&str]) -> Vec<String> {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-/// Waits until `name`'s state in `status --detailed` is `state`; returns
-/// that line.
-#[track_caller]
-fn wait_state(env: &Env, name: &str, state: &str, limit: Duration) -> ServerLineJson {
-    let mut last = None;
-    let end = Instant::now() + limit;
-    loop {
-        let s = env.server(name);
-        if s.state == state {
-            return s;
-        }
-        assert!(Instant::now() < end, "`{name}` never became {state}; last: {last:#?}");
-        last = Some(s);
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

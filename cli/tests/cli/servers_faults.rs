@@ -10,10 +10,6 @@ use crate::util::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// `python3 -m http.server` on the project's port, loopback only.
-const HTTP_SERVER: &[&str] =
-    &["--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"];
-
 /// Waits until `cond` holds for `name`'s line in `status --detailed`;
 /// returns that line.
 #[track_caller]

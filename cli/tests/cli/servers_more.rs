@@ -12,32 +12,10 @@
 use crate::util::*;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// `python3 -m http.server` on the project's port, loopback only.
-const HTTP_SERVER: &[&str] =
-    &["--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"];
-
-/// The text of the Vite fixture's `index.html`.
-const MARKER: &str = "portd-vite-fixture-marker";
-
-/// The Vite fixture project, if Vite and node are installed for it.
-fn vite_fixture() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vite-app");
-    let vite = dir.join("node_modules/.bin/vite");
-    let node = std::process::Command::new("node").arg("--version").output();
-    if !vite.exists() || !node.is_ok_and(|o| o.status.success()) {
-        skip(&format!(
-            "Vite is not installed for the fixture (`npm ci --prefix {}`)",
-            dir.display()
-        ));
-        return None;
-    }
-    Some(dir)
-}
 
 /// `pid`'s command line, joined by spaces (empty once it is gone).
 fn cmd_of(pid: u32) -> String {
@@ -66,7 +44,7 @@ fn npm_run_dev_of_vite_gets_the_port_flags_serves_the_page_and_stop_ends_every_p
     );
     let (status, body) = http_get(port, "/").expect("Vite answers once `start` returned");
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains(MARKER), "the fixture's page: {body}");
+    assert!(body.contains(VITE_MARKER), "the fixture's page: {body}");
 
     // npm echoes the script it runs, with the flags.
     let logs = env.run(&["logs", "web", "-n", "50"]);

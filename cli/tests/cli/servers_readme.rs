@@ -89,11 +89,3 @@ fn the_readmes_projects_that_talk_to_each_other_run_as_written() {
     assert_eq!((status, body.as_str()), (200, format!("web uses http://localhost:{api}").as_str()));
     assert_eq!(http_get(api, "/").expect("api answers").1, "api");
 }
-
-fn have(program: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}

@@ -4,21 +4,7 @@
 //! Ports 39000–39099, 39180–39199 and 39260–39279.
 
 use crate::util::*;
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-#[track_caller]
-fn wait_state(env: &Env, name: &str, state: &str, limit: Duration) {
-    let end = Instant::now() + limit;
-    loop {
-        let s = env.server(name);
-        if s.state == state {
-            return;
-        }
-        assert!(Instant::now() < end, "`{name}` never became {state}: {s:#?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The private port of `name`'s relay, from `ls --json`.
 fn relay_port(env: &Env, name: &str) -> u16 {
@@ -106,10 +92,7 @@ fn twenty_first_requests_at_once_are_all_answered_by_one_server() {
 
 #[test]
 fn real_vite_on_demand_gets_its_private_port_injected_and_serves_through_the_relay() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vite-app");
-    if !dir.join("node_modules/.bin/vite").exists() {
-        return skip("Vite is not installed for the fixture (`.ci/run` installs it)");
-    }
+    let Some(dir) = vite_fixture() else { return };
     let env = servers_env(39040);
     let port = env.add(
         "web",
@@ -134,7 +117,7 @@ fn real_vite_on_demand_gets_its_private_port_injected_and_serves_through_the_rel
     );
     let (status, body) = http_get(port, "/").expect("the first request is answered");
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("portd-vite-fixture-marker"), "{body}");
+    assert!(body.contains(VITE_MARKER), "{body}");
     wait_state(&env, "web", "running", Duration::from_secs(10));
     let out = env.run(&["stop", "web"]);
     assert_eq!(out.code, 0, "{out:#?}");

@@ -803,3 +803,53 @@ impl Env {
         self.run(&["start", name]).port()
     }
 }
+
+/// `python3 -m http.server` on the project's port, loopback only: the
+/// arguments of `portd add NAME` after the name.
+pub const HTTP_SERVER: &[&str] =
+    &["--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"];
+
+/// The text of the Vite fixture's `index.html` that proves Vite served it.
+pub const VITE_MARKER: &str = "portd-vite-fixture-marker";
+
+/// The Vite fixture project (`tests/fixtures/vite-app`), if Vite and node
+/// are installed for it; otherwise [`skip`] says why (CI installs both).
+pub fn vite_fixture() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vite-app");
+    let vite = dir.join("node_modules/.bin/vite");
+    let node = Command::new("node").arg("--version").output();
+    if !vite.exists() || !node.is_ok_and(|o| o.status.success()) {
+        skip(&format!(
+            "Vite is not installed for the fixture (`npm ci --prefix {}`)",
+            dir.display()
+        ));
+        return None;
+    }
+    Some(dir)
+}
+
+/// Whether `program` is on `PATH`.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Waits until `name`'s state in `status --detailed` is `state`; returns
+/// that line.
+#[track_caller]
+pub fn wait_state(env: &Env, name: &str, state: &str, limit: Duration) -> ServerLineJson {
+    let mut last = None;
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let s = env.server(name);
+        if s.state == state {
+            return s;
+        }
+        assert!(std::time::Instant::now() < end, "`{name}` never became {state}; last: {last:#?}");
+        last = Some(s);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A watch on one directory: [`Watch::wait`] returns when a file in it is
 /// written, created, moved, removed, truncated or closed after writing, or
@@ -52,29 +52,12 @@ impl Watch {
     ///
     /// [poll(2)]: https://man7.org/linux/man-pages/man2/poll.2.html
     pub fn wait(&self, timeout: Duration) -> io::Result<bool> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            // Rounded up, so that a wait never ends early and spins.
-            let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
-            let mut pfd =
-                libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: `pfd` is one valid pollfd that outlives the call, and
-            // the count says one.
-            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if r == -1 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if r == 0 {
-                return Ok(false);
-            }
-            self.drain()?;
-            return Ok(true);
+        use std::os::fd::AsFd;
+        if !super::wait_readable(self.fd.as_fd(), Some(timeout))? {
+            return Ok(false);
         }
+        self.drain()?;
+        Ok(true)
     }
 
     /// Reads every queued event (their content does not matter).
@@ -121,7 +104,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
         let w = Watch::new(&dir).unwrap();
-        let t = Instant::now();
+        let t = std::time::Instant::now();
         assert!(!w.wait(Duration::from_millis(50)).unwrap());
         assert!(t.elapsed() >= Duration::from_millis(50));
         std::fs::write(dir.join("f"), b"x").unwrap();
