@@ -87,22 +87,44 @@ impl Driver {
         d
     }
 
-    /// The processes of the driver's group that are still there.
-    fn group(&self) -> Vec<u32> {
-        let pgrp = self.child.id();
-        portd_core::sys::process_table()
-            .into_iter()
-            .filter(|p| p.pgrp == pgrp && p.state != 'Z')
-            .map(|p| p.pid)
-            .collect()
+    /// Ends the driver and its browsers, and checks that nothing of them
+    /// is left.
+    fn finish(self) {
+        let (pgrp, profile) = (self.child.id(), self.profile.path().to_owned());
+        drop(self);
+        assert_eq!(leftovers(pgrp, &profile), Vec::<u32>::new(), "chromedriver or Chromium left");
     }
+}
+
+/// What is left of a driver and its browsers: its process group `pgrp`,
+/// and the processes that name its `profile` directory (Chromium's crash
+/// handlers leave the group: they run in sessions of their own).
+fn leftovers(pgrp: u32, profile: &Path) -> Vec<u32> {
+    let profile = profile.to_string_lossy();
+    portd_core::sys::process_table()
+        .into_iter()
+        .filter(|p| p.state != 'Z')
+        .filter(|p| {
+            p.pgrp == pgrp
+                || portd_core::sys::cmdline(p.pid)
+                    .is_some_and(|args| args.iter().any(|a| a.contains(&*profile)))
+        })
+        .map(|p| p.pid)
+        .collect()
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = portd_core::sys::kill(-(self.child.id() as i32), portd_core::sys::SIGKILL);
+        let pgrp = self.child.id();
+        let _ = portd_core::sys::kill(-(pgrp as i32), portd_core::sys::SIGKILL);
         let _ = self.child.wait();
-        common::eventually(Duration::from_secs(10), || self.group().is_empty());
+        common::eventually(Duration::from_secs(10), || {
+            let left = leftovers(pgrp, self.profile.path());
+            for &pid in &left {
+                let _ = portd_core::sys::kill(pid as i32, portd_core::sys::SIGKILL);
+            }
+            left.is_empty()
+        });
     }
 }
 
@@ -357,6 +379,7 @@ fn stop_and_start_from_the_page_change_the_row_without_reload() {
         screenshot(&d, "dashboard-dark.png").await;
         d.close().await.unwrap();
     });
+    driver.finish();
 }
 
 /// A directory with an `index.html` whose `<h1 id="hello">` says `hello`.
@@ -447,6 +470,7 @@ fn a_defined_project_that_is_not_running_opens_by_name_and_stops_from_the_dashbo
         screenshot(&c, "proxy-dashboard-stopped.png").await;
         c.close().await.unwrap();
     });
+    driver.finish();
 }
 
 #[test]
@@ -479,6 +503,7 @@ fn a_websocket_echo_from_the_page_passes_through_the_proxy() {
         screenshot(&c, "websocket-echo.png").await;
         c.close().await.unwrap();
     });
+    driver.finish();
 }
 
 /// The real Vite of the CLI tests' fixture (`cli/tests/fixtures/vite-app`,
@@ -561,7 +586,10 @@ fn a_vite_dev_server_behind_the_proxy_hot_reloads_through_it() {
         })
         .await;
         let through = format!("ws://hmr.localhost:{}/", proxy.port);
-        assert!(sockets.iter().all(|u| u.starts_with(&through)), "{sockets:?} (Vite on {vite_port})");
+        assert!(
+            sockets.iter().all(|u| u.starts_with(&through)),
+            "{sockets:?} (Vite on {vite_port})"
+        );
         set_marker(&c).await;
         screenshot(&c, "vite-before-edit.png").await;
 
@@ -573,12 +601,12 @@ fn a_vite_dev_server_behind_the_proxy_hot_reloads_through_it() {
         .await;
         eprintln!("edit → page updated through the proxy in {:?}", t.elapsed());
         assert_eq!(marker(&c).await, "same page", "the page reloaded instead of a hot update");
-        let after: Vec<String> = serde_json::from_value(
-            c.execute("return window.__sockets;", vec![]).await.unwrap(),
-        )
-        .unwrap();
+        let after: Vec<String> =
+            serde_json::from_value(c.execute("return window.__sockets;", vec![]).await.unwrap())
+                .unwrap();
         assert_eq!(after, sockets, "the page opened another socket");
         screenshot(&c, "vite-after-edit.png").await;
         c.close().await.unwrap();
     });
+    driver.finish();
 }
