@@ -451,6 +451,21 @@ fn a_defined_project_that_is_not_running_opens_by_name_and_stops_from_the_dashbo
             .await
             .unwrap();
         assert_eq!(link, Some(proxy.url("site")));
+        // Every name links to its `NAME.localhost` URL or to nothing (the
+        // on-demand server's relay entry has no host name).
+        let links = c
+            .execute(
+                "return [...document.querySelectorAll('tr.project td.name a')].map(a => a.href);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let links: Vec<String> = serde_json::from_value(links).unwrap();
+        let mut want = vec![proxy.url("site"), proxy.url("lazy")];
+        want.sort();
+        let mut got = links.clone();
+        got.sort();
+        assert_eq!(got, want, "{links:?}");
         screenshot(&c, "proxy-dashboard-running.png").await;
 
         // … and its Stop button stops it: the row turns stopped without a

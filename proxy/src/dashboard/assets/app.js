@@ -92,7 +92,9 @@ function row(p) {
   const up = uptime(p);
   const ev = p.server && p.server.last_event;
   const name = el("td", { class: "name" },
-    el("a", { href: urlOf(p), target: "_blank", rel: "noopener" }, p.project),
+    // No host name (e.g. a relay's own entry): no link to nowhere.
+    p.host ? el("a", { href: urlOf(p), target: "_blank", rel: "noopener" }, p.project)
+      : el("span", { class: "plain" }, p.project),
     p.key !== p.project ? el("span", { class: "key", title: p.key }, p.key) : null);
   return el("tr", { class: "project", "data-key": p.key, "data-state": st },
     name,
