@@ -49,6 +49,8 @@ fn run_proxy(env: &Servers, port: u16, extra: &[(&str, &str)]) -> Proc {
 /// - `/reset`: 200 with `Content-Length: 100000`, 1000 bytes of it, then
 ///   a reset (`SO_LINGER` 0) instead of the rest;
 /// - `/reset-chunked`: the same with a chunked body;
+/// - `/reset-early`, `/close-early`: a reset, or a close, before any
+///   answer; `/not-http`: an answer that is not HTTP;
 /// - any request asking for an `Upgrade`: 404 "no websocket here", kept
 ///   alive (no upgrade);
 /// - `/loop`: sent on to the proxy (second argument) with its headers, as
@@ -82,6 +84,13 @@ class H(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'x' * 1000)
             self.reset()
+        elif self.path == '/reset-early':
+            self.reset()
+        elif self.path == '/close-early':
+            self.close_connection = True
+        elif self.path == '/not-http':
+            self.wfile.write(b'SSH-2.0-OpenSSH_9.2\r\n')
+            self.close_connection = True
         elif self.path == '/reset-chunked':
             self.send_response(200)
             self.send_header('Transfer-Encoding', 'chunked')
@@ -337,6 +346,19 @@ fn an_upstream_reset_mid_answer_aborts_the_clients_connection_and_the_proxy_serv
     assert!(!body.ends_with("0\r\n\r\n"), "the body was presented as complete: {body:?}");
     assert!(body.len() < 1100, "{body:?}");
     eprintln!("connection ends seen: reset={}", cut.reset);
+    // Ended before any answer, or answered in another protocol: the
+    // proxy answers, saying so.
+    for (path, why) in [
+        ("/reset-early", "it reset the connection before answering"),
+        ("/close-early", "it closed the connection before answering"),
+        ("/not-http", "its answer is not HTTP/1.1 ("),
+    ] {
+        let r = get(pp, "flaky.localhost", path, "");
+        assert_eq!(r.status, 502, "{r:#?}");
+        let line = format!("Project <code>flaky</code> does not answer on port {port}: {why}");
+        assert!(r.body.contains(&line), "{line} missing: {}", r.body);
+        assert!(r.body.contains("<code>portd run flaky -- COMMAND ARGS…</code>"), "{}", r.body);
+    }
     // The next requests are served, on new connections and on the
     // upstream's next connection.
     for i in 0..3 {
