@@ -45,6 +45,8 @@ mod ownership;
 mod pins;
 #[path = "cli/proxy.rs"]
 mod proxy;
+#[path = "cli/proxy_faults.rs"]
+mod proxy_faults;
 #[path = "cli/pty.rs"]
 mod pty;
 #[path = "cli/run.rs"]

@@ -186,7 +186,7 @@ async fn send(
     let mut resp = match state.client.request(out).await {
         Ok(r) => r,
         Err(e) if e.is_connect() => return Err(Failure::Refused(retry.map(Box::new))),
-        Err(e) => return Err(Failure::Broken(error_chain(&e))),
+        Err(e) => return Err(Failure::Broken(broken(&e))),
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
@@ -208,6 +208,29 @@ async fn send(
     // browser's connection HTTP/1.0: hyper frames the body either way.
     parts.version = hyper::Version::HTTP_11;
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// What went wrong with an upstream that accepted the connection, in the
+/// words of an error page ("… does not answer on port P: {this}").
+fn broken(e: &hyper_util::client::legacy::Error) -> String {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                return "it closed the connection before answering".to_owned();
+            }
+            if h.is_parse() {
+                return format!("its answer is not HTTP/1.1 ({h})");
+            }
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionReset
+        {
+            return "it reset the connection before answering".to_owned();
+        }
+        cur = c.source();
+    }
+    error_chain(e)
 }
 
 /// An error and its causes on one line.

@@ -13,7 +13,7 @@
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use portd_proxy::instance::{self, ClaimError, Info};
 use portd_proxy::{DEFAULT_PORT, State, listen, router, routes};
 use portd_store::{Config, Error, ErrorKind};
@@ -227,6 +227,14 @@ async fn serve(state: Arc<State>, listeners: Vec<std::net::TcpListener>) -> Resu
     }
 }
 
+/// How long a client may take to send a request's head. A client that
+/// never finishes its headers is disconnected then, instead of holding a
+/// connection (and its task) for ever. hyper's timer runs whenever a
+/// connection waits for a request head, so an idle keep-alive connection
+/// is closed after this long too (the browser opens a new one): one timer
+/// per open connection, and none once the connections are closed.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn accept_loop(l: tokio::net::TcpListener, state: Arc<State>) {
     loop {
         let (s, peer) = match l.accept().await {
@@ -244,8 +252,12 @@ async fn accept_loop(l: tokio::net::TcpListener, state: Arc<State>) {
                 let st = st.clone();
                 async move { Ok::<_, Infallible>(router::handle(req, st, peer.ip()).await) }
             });
-            let _ =
-                http1::Builder::new().serve_connection(TokioIo::new(s), svc).with_upgrades().await;
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(s), svc)
+                .with_upgrades()
+                .await;
         });
     }
 }

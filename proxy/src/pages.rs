@@ -140,7 +140,8 @@ pub fn unknown(routes: &Routes, host: &str, port: u16, format: Format) -> Respon
 fn registry_note(routes: &Routes) -> String {
     match &routes.error {
         Some(e) => format!(
-            "<p class=muted>The registry could not be read at the last change ({}); these are the routes from before.</p>",
+            "<p><strong>The registry could not be read at its last change</strong>: {}. \
+             The proxy routes by the table it read before.</p>",
             esc(e)
         ),
         None => String::new(),
@@ -173,16 +174,84 @@ pub fn ambiguous(host: &str, routes: &[&Route], port: u16, format: Format) -> Re
     )
 }
 
-/// 400: no usable `Host` header.
+/// 400: no usable `Host` header (missing, as in an HTTP/1.0 request
+/// without one, or not a host name: the page says what is wrong with it).
 pub fn bad_host(host: Option<&str>, port: u16, format: Format) -> Response<Body> {
-    let html = format!(
-        "<p>The request's <code>Host</code> {} is not a host name. Use <code>http://NAME.localhost:{port}/</code>.</p>",
-        match host {
-            Some(h) => format!("header <code>{}</code>", esc(h)),
-            None => "header is missing, so it".to_owned(),
+    let why = match host {
+        Some(h) => what_is_wrong(h),
+        None => "it is missing".to_owned(),
+    };
+    let what = match host {
+        Some(h) => format!(
+            "The request's <code>Host</code> header <code>{}</code> is not a host name: {}.",
+            esc(h),
+            code_spans(&why)
+        ),
+        None => {
+            "The request's <code>Host</code> header is missing, so it names no project.".to_owned()
         }
+    };
+    let html = format!(
+        "<p>{what}</p><p>Use <code>http://NAME.localhost:{port}/</code>, \
+         or <code>http://localhost:{port}/</code> for the dashboard.</p>"
     );
-    page(StatusCode::BAD_REQUEST, format, "Bad Host header", &html, json!({"host": host}))
+    page(
+        StatusCode::BAD_REQUEST,
+        format,
+        "Bad Host header",
+        &html,
+        json!({"host": host, "reason": why}),
+    )
+}
+
+/// `text` escaped for HTML, its `backticked` parts as `<code>`.
+fn code_spans(text: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in text.split('`').enumerate() {
+        if i % 2 == 1 {
+            out.push_str(&format!("<code>{}</code>", esc(part)));
+        } else {
+            out.push_str(&esc(part));
+        }
+    }
+    out
+}
+
+/// What makes `host` (a `Host` header that is not `NAME[:PORT]`) unusable,
+/// in a few words.
+fn what_is_wrong(host: &str) -> String {
+    let host = host.trim();
+    if host.is_empty() {
+        return "it is empty".to_owned();
+    }
+    if let Some(c) = host.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return match c {
+            ' ' => "it holds a space".to_owned(),
+            c => format!("it holds the control character U+{:04X}", u32::from(c)),
+        };
+    }
+    let name = match host.rsplit_once(':') {
+        Some((n, p)) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+        Some((_, p)) => return format!("`{p}` after the `:` is not a port"),
+        None => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if let Some(c) =
+        name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return format!("`{c}` cannot be part of a host name");
+    }
+    if name.len() > 253 {
+        return format!("it is {} characters long (at most 253)", name.len());
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.iter().any(|l| l.is_empty()) {
+        return "it has an empty label (`..`, or a dot at the start)".to_owned();
+    }
+    if let Some(l) = labels.iter().find(|l| l.len() > 63) {
+        return format!("a label of it is {} characters long (at most 63)", l.len());
+    }
+    "it is not a host name".to_owned()
 }
 
 /// 421: a host that is not a `.localhost` name.
@@ -231,8 +300,11 @@ fn log_html(log: &[String]) -> String {
     format!("<p>Last lines of its log:</p><pre>{}</pre>", esc(&log.join("\n")))
 }
 
-/// 502: the project's port does not answer.
+/// 502: the project's port does not answer. `routes` is the table the
+/// route came from (its error, when the registry could not be read, is
+/// shown: the route may be out of date).
 pub fn not_answering(
+    routes: &Routes,
     route: &Route,
     why: &str,
     log: &[String],
@@ -245,15 +317,17 @@ pub fn not_answering(
     };
     let html = format!(
         "<p>Project <code>{n}</code> does not answer on port {p}: {why}.</p>\
-         <dl><dt>state</dt><dd>{st}</dd><dt>start it</dt><dd><code>{cmd}</code></dd></dl>{log}",
+         <dl><dt>state</dt><dd>{st}</dd><dt>start it</dt><dd><code>{cmd}</code></dd></dl>{log}{reg}",
         n = esc(&route.name),
         p = route.port,
         why = esc(why),
         st = esc(&state),
         cmd = esc(&route.start_command()),
         log = log_html(log),
+        reg = registry_note(routes),
     );
     let mut j = project_json(route, port);
+    j["registry_error"] = json!(routes.error);
     j["reason"] = json!(why);
     j["state_reason"] = json!(route.reason);
     j["start_command"] = json!(route.start_command());
@@ -261,7 +335,10 @@ pub fn not_answering(
     page(StatusCode::BAD_GATEWAY, format, "Project not answering", &html, j)
 }
 
-/// 502: starting the project failed.
+/// 502: starting the project failed (the command exited, or never became
+/// healthy). 502, not 503: the proxy, a gateway, got no answer from the
+/// server behind it, and asking again does not help until the command is
+/// fixed, while 503 tells browsers and HTTP clients to try again later.
 pub fn start_failed(
     route: &Route,
     message: &str,

@@ -111,7 +111,7 @@ pub async fn handle(req: Request<Incoming>, state: Arc<State>, peer: IpAddr) -> 
         Err(f) => failure_text(&f),
     };
     let log = log_tail(&state, &route).await;
-    pages::not_answering(&route, &why, &log, state.port, format)
+    pages::not_answering(&routes, &route, &why, &log, state.port, format)
 }
 
 fn failure_text(f: &Failure) -> String {

@@ -211,48 +211,68 @@ fn stamp(dir: &Path) -> Option<Stamp> {
 
 /// Starts the thread that keeps `state`'s table current. The first table
 /// is built before this returns (so that the first request finds it).
+///
+/// The thread sleeps in the watch until the directory changes, and
+/// rebuilds only when `registry.redb` is not as it was at the last
+/// attempt. A registry that cannot be read keeps the last good table
+/// (with [`Routes::error`] saying why):
+/// - damaged (or of a newer portd): nothing is retried until the file
+///   changes (`portd doctor --repair` replaces it), so a damaged file
+///   costs nothing while it stays so;
+/// - locked past `lock_timeout`: the build is tried again at once (the
+///   store's lock wait, with its backoff), so that the table is current
+///   as soon as the holder lets go. Only while someone holds the lock.
 pub fn spawn_watcher(state: Arc<crate::State>) -> std::io::Result<()> {
     let reg = state.registry().map_err(|e| std::io::Error::other(e.to_string()))?;
     let watch = portd_core::sys::Watch::new(&state.home)?;
     let mut last = stamp(&state.home);
-    rebuild(&state, &reg);
+    let busy = Err(portd_store::ErrorKind::RegistryBusy);
+    // A registry locked at start-up is read as soon as it is let go.
+    let mut again = rebuild(&state, &reg) == busy;
     std::thread::Builder::new().name("routes".into()).spawn(move || {
-        let mut failing = false;
         loop {
-            // No timer while nothing changes (a day is only a bound); while
-            // the registry is busy or damaged, retry every 200 ms.
-            let wait =
-                if failing { Duration::from_millis(200) } else { Duration::from_secs(86_400) };
-            match watch.wait(wait) {
-                Ok(true) => {}
-                Ok(false) if failing => {}
-                Ok(false) => continue,
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            if !again {
+                // No timer while nothing changes (a day is only a bound).
+                match watch.wait(Duration::from_secs(86_400)) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    // Not seen in practice (a read of the inotify
+                    // descriptor failing): do not spin on it.
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+                while let Ok(true) = watch.wait(DEBOUNCE) {}
+                // Our own reads write our pid into `registry.lock` (an
+                // event): the file itself tells whether there is anything new.
+                let now = stamp(&state.home);
+                if now == last {
+                    continue;
+                }
+                // The file as this build (or failed build) sees it, at the
+                // latest: a commit after it is a change again.
+                last = now;
             }
-            while let Ok(true) = watch.wait(DEBOUNCE) {}
-            let now = stamp(&state.home);
-            if now == last && !failing {
-                continue;
-            }
-            last = now;
-            failing = !rebuild(&state, &reg);
+            again = rebuild(&state, &reg) == busy;
         }
     })?;
     Ok(())
 }
 
-/// Rebuilds the table into `state`; says whether the registry answered.
-fn rebuild(state: &crate::State, reg: &Registry) -> bool {
+/// Rebuilds the table into `state`; on failure keeps the last good routes,
+/// with the error, and says what kind of failure it was.
+fn rebuild(state: &crate::State, reg: &Registry) -> Result<(), portd_store::ErrorKind> {
     match Routes::build(reg) {
         Ok(r) => {
             state.set_routes(r);
-            true
+            Ok(())
         }
         Err(e) => {
             let mut old = (*state.routes()).clone();
-            old.error = Some(e.to_string());
-            state.set_routes(old);
-            false
+            let error = Some(e.to_string());
+            if old.error != error {
+                old.error = error;
+                state.set_routes(old);
+            }
+            Err(e.kind())
         }
     }
 }

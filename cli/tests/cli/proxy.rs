@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The proxy binary, which `cargo test --workspace` builds beside `portd`.
-fn proxy_bin() -> PathBuf {
+pub(crate) fn proxy_bin() -> PathBuf {
     let p = Path::new(BIN).with_file_name("portd-proxy");
     assert!(
         p.is_file(),
@@ -27,7 +27,7 @@ fn proxy_bin() -> PathBuf {
 }
 
 /// A child process killed (and reaped) when dropped, also on panic.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -82,20 +82,20 @@ fn node_upstream(port: u16, host: &str) -> Proc {
 
 /// An HTTP answer.
 #[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: String,
 }
 
 impl Resp {
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> T {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("bad JSON ({e}): {self:#?}"))
     }
 }
 
 /// Parses one HTTP/1.1 response (content-length, chunked or until close).
-fn parse(raw: &[u8]) -> Resp {
+pub(crate) fn parse(raw: &[u8]) -> Resp {
     let text = String::from_utf8_lossy(raw);
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {text:?}"));
     let mut lines = head.lines();
@@ -125,7 +125,7 @@ fn parse(raw: &[u8]) -> Resp {
 
 /// `GET path` with `Host: host` (and `extra` header lines) on a new
 /// connection to 127.0.0.1:port, closed after the answer.
-fn get(port: u16, host: &str, path: &str, extra: &str) -> Resp {
+pub(crate) fn get(port: u16, host: &str, path: &str, extra: &str) -> Resp {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n").unwrap();
@@ -135,7 +135,7 @@ fn get(port: u16, host: &str, path: &str, extra: &str) -> Resp {
 }
 
 /// [`get`] asking for JSON.
-fn get_json(port: u16, host: &str) -> Resp {
+pub(crate) fn get_json(port: u16, host: &str) -> Resp {
     get(port, host, "/", "Accept: application/json\r\n")
 }
 
