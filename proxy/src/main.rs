@@ -131,10 +131,12 @@ fn run(args: Args) -> Result<(), Error> {
     portd_store::Registry::open(&home, config.clone())?;
     let claim = match instance::claim(&home) {
         Ok(c) => c,
-        Err(ClaimError::Running(info)) => {
-            let at = info.map_or(String::new(), |i| {
-                format!(" (pid {}, http://localhost:{}/)", i.pid, i.port)
-            });
+        Err(ClaimError::Running { pid, info }) => {
+            let at = match (info, pid) {
+                (Some(i), _) => format!(" (pid {}, http://localhost:{}/)", i.pid, i.port),
+                (None, Some(pid)) => format!(" (pid {pid}, starting)"),
+                (None, None) => String::new(),
+            };
             return Err(Error::new(
                 ErrorKind::PortBusy,
                 format!("a proxy already runs for the registry `{}`{at}", home.display()),

@@ -4,7 +4,7 @@
 //! defined servers on the first request, how soon a registry change is
 //! routed, the background proxy's start/stop/status, and systemd's socket
 //! handoff. Ports: the band 40000–40999 (ranges from 40100, proxies from
-//! 40900).
+//! 40900) and 42000–42499.
 
 use crate::util::{self, BIN, Env, Servers, servers_env, wait_for};
 use serde::Deserialize;
@@ -36,6 +36,16 @@ impl Drop for Proc {
     }
 }
 
+/// A Python server on `{port}` that keeps connections open (HTTP/1.1):
+/// the side that closes a connection first keeps its port in TIME_WAIT
+/// for a minute, and portd's allocator rightly counts a port in TIME_WAIT
+/// as taken. Python's default HTTP/1.0 closes after every answer, so each
+/// run of these tests would take the next ports of its band for a minute,
+/// and a few runs in a row would find the band full. With HTTP/1.1 the
+/// proxy, the client, closes first, on a port of the kernel's choosing.
+const PY_SERVER: &[&str] =
+    &["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1", "--protocol", "HTTP/1.1"];
+
 /// A free port of the band for a proxy (`n`: which test).
 fn proxy_port(n: u16) -> u16 {
     let bindable = |p: u16| {
@@ -47,20 +57,42 @@ fn proxy_port(n: u16) -> u16 {
         .unwrap_or_else(|| panic!("no free proxy port at {}", 40900 + n * 4))
 }
 
-/// `portd proxy --port PORT` in the foreground, once it accepts.
+/// `portd proxy --port PORT` in the foreground, once it has started: it
+/// listens and has written `proxy.json` naming itself. (A connection
+/// alone proves less: a proxy that binds 127.0.0.1 and then fails on ::1
+/// accepts for a moment before it ends.) If it ends instead, the test
+/// fails with its error.
 fn run_proxy(env: &Env, port: u16) -> Proc {
     proxy_bin();
+    let log = env.root().join(format!("proxy-{port}.log"));
     let child = env
         .command(["proxy", "--port", &port.to_string()])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let p = Proc(child);
-    wait_for("the proxy to listen", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    let mut p = Proc(child);
+    let pid = p.0.id();
+    wait_for("the proxy to start", Duration::from_secs(10), || {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            panic!("the proxy ended ({st}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        proxy_json(env).is_some_and(|i| i.pid == pid)
     });
     p
+}
+
+/// What `proxy.json` says.
+#[derive(Debug, Deserialize)]
+struct ProxyJson {
+    pid: u32,
+    port: u16,
+}
+
+/// The registry's `proxy.json`, if there.
+fn proxy_json(env: &Env) -> Option<ProxyJson> {
+    let text = std::fs::read_to_string(env.home().join("proxy.json")).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// The node upstream of the fixtures on `port` (bound on `host`).
@@ -328,13 +360,49 @@ fn a_project_that_does_not_answer_gets_502_with_its_port_state_and_start_command
 #[test]
 fn a_request_that_comes_back_to_the_proxy_answers_508() {
     let env = servers_env(40200);
-    // The proxy listens on the project's own port: forwarding loops.
+    // The project's port forwards to the proxy (a dev server's own proxy
+    // pointed at the wrong place): forwarding loops.
     let port = env.run(&["get", "loop"]).port();
-    let _proxy = run_proxy(&env, port);
-    let r = get(port, "loop.localhost", "/", "Accept: application/json\r\n");
+    let pp = proxy_port(11);
+    let proxy = run_proxy(&env, pp);
+    let relay = tcp_relay(port, pp);
+    let r = get(pp, "loop.localhost", "/", "Accept: application/json\r\n");
     assert_eq!(r.status, 508, "{r:#?}");
     let p: Page = r.json();
     assert_eq!((p.error.as_str(), p.project.as_deref()), ("Proxy loop", Some("loop")));
+    drop(proxy);
+    drop(relay);
+}
+
+/// A TCP relay from 127.0.0.1:`from` to 127.0.0.1:`to` (Python). It never
+/// closes a connection it accepted first: the side that closes first keeps
+/// the port in TIME_WAIT for a minute, where the allocator (rightly) sees
+/// it taken, and `from` is a port of the test's band. Start it after the
+/// proxy (it connects to `to` for each connection) and drop it after.
+fn tcp_relay(from: u16, to: u16) -> Proc {
+    let script = "import socket,sys,threading\n\
+        l=socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        l.bind(('127.0.0.1', int(sys.argv[1]))); l.listen(64)\n\
+        def pipe(a, b, last):\n\
+        \x20 try:\n\
+        \x20   while (d := a.recv(65536)): b.sendall(d)\n\
+        \x20 except OSError: pass\n\
+        \x20 if last: a.close(); b.close()\n\
+        while True:\n\
+        \x20 c, _ = l.accept(); u = socket.create_connection(('127.0.0.1', int(sys.argv[2])))\n\
+        \x20 threading.Thread(target=pipe, args=(c, u, True), daemon=True).start()\n\
+        \x20 threading.Thread(target=pipe, args=(u, c, False), daemon=True).start()\n";
+    let child = Command::new("python3")
+        .args(["-c", script, &from.to_string(), &to.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    wait_for("the relay to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", from)).is_ok()
+    });
+    p
 }
 
 #[test]
@@ -354,12 +422,12 @@ fn bad_and_foreign_host_headers_get_400_and_421() {
 
 #[test]
 fn the_first_request_starts_a_defined_on_demand_project_and_a_stopped_one() {
-    let env = servers_env(40240);
-    let lazy = env.add(
-        "lazy",
-        &["--on-demand", "--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
-    );
-    env.add("later", &["--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]);
+    // A wide band (42000–42099): the supervisors' health checks and relays
+    // can leave a used port in TIME_WAIT, which the allocator counts as
+    // taken for a minute, and test runs in a row must not run out.
+    let env = util::servers_env_n(42000, 100);
+    let lazy = env.add("lazy", &[&["--on-demand", "--"], PY_SERVER].concat());
+    env.add("later", &[&["--"], PY_SERVER].concat());
     let pp = proxy_port(6);
     let _proxy = run_proxy(&env, pp);
     let r = get(pp, "lazy.localhost", "/", "");
@@ -403,8 +471,8 @@ fn a_new_project_is_routed_within_200ms_of_get_and_add() {
     let env = servers_env(40280);
     let pp = proxy_port(8);
     let _proxy = run_proxy(&env, pp);
-    let serve = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"];
-    let add: Vec<&str> = ["add", "added", "--"].into_iter().chain(serve).collect();
+    let add: Vec<&str> =
+        ["add", "added", "--"].into_iter().chain(PY_SERVER.iter().copied()).collect();
     for (name, args) in [("fresh", vec!["get", "fresh"]), ("added", add)] {
         assert_eq!(get_json(pp, &format!("{name}.localhost")).status, 404);
         let out = env.run(&args);
@@ -447,7 +515,8 @@ fn proxy_start_stop_status_and_a_second_start_that_says_where_the_first_is() {
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(out.stdout, format!("{pp}\n"));
     let st: StatusJson = env.run(&["proxy", "status", "--json"]).json();
-    let pid = st.pid.unwrap();
+    let log = || std::fs::read_to_string(env.home().join("logs/proxy.log")).unwrap_or_default();
+    let pid = st.pid.unwrap_or_else(|| panic!("{st:?} {out:#?} {}", log()));
     assert_eq!(
         st,
         StatusJson {
@@ -478,6 +547,7 @@ fn proxy_start_stop_status_and_a_second_start_that_says_where_the_first_is() {
     assert_eq!((out.code, out.stdout.as_str()), (0, format!("{pp}\n").as_str()), "{out:#?}");
     let pid2 = env.run(&["proxy", "status", "--json"]).json::<StatusJson>().pid.unwrap();
     assert_ne!(pid2, pid);
+    assert_eq!(out.stderr, format!("proxy started (pid {pid2}) on http://localhost:{pp}/\n"));
     let out = env.run(&["proxy", "stop"]);
     assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:#?}");
     assert_eq!(out.stderr, format!("stopped the proxy (pid {pid2}) on http://localhost:{pp}/\n"));
@@ -514,8 +584,5 @@ fn the_proxy_serves_a_socket_passed_the_way_systemd_does() {
     let r = get(pp, "web.localhost", "/", "");
     assert_eq!(r.status, 200, "{r:#?}");
     // It binds nothing itself: port 1 (asked for) stays untouched.
-    let info: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(env.home().join("proxy.json")).unwrap())
-            .unwrap();
-    assert_eq!(info["port"], pp);
+    assert_eq!(proxy_json(&env).unwrap().port, pp);
 }
