@@ -35,7 +35,11 @@ const WAIT: Duration = Duration::from_secs(10);
 pub fn proxy(ctx: &Ctx, args: &ProxyArgs) -> Result<u8, Error> {
     match &args.action {
         None => foreground(ctx, args.port),
-        Some(ProxyAction::Start { port }) => start(ctx, port.or(args.port)),
+        Some(ProxyAction::Start) => start(ctx, args.port),
+        Some(ProxyAction::Stop | ProxyAction::Status) if args.port.is_some() => {
+            Err(Error::usage("`--port` goes with `portd proxy` and `portd proxy start`")
+                .with_hint("`portd proxy stop` and `status` find the proxy by its registry"))
+        }
         Some(ProxyAction::Stop) => stop(ctx),
         Some(ProxyAction::Status) => status(ctx),
     }
@@ -149,11 +153,20 @@ fn foreground(ctx: &Ctx, port: Option<u16>) -> Result<u8, Error> {
     Err(Error::new(ErrorKind::Other, format!("cannot run the proxy: {e}")))
 }
 
+/// Checks a `--port` the way the proxy will, before it is started.
+fn check_port(ctx: &Ctx, port: Option<u16>) -> Result<(), Error> {
+    match port {
+        Some(p) => ctx.config.clone().set_proxy_port(p, "--port"),
+        None => ctx.config.check_proxy_port(),
+    }
+}
+
 fn start(ctx: &Ctx, port: Option<u16>) -> Result<u8, Error> {
     ctx.registry()?;
     if let Some(r) = running_described(&ctx.home) {
         return Ok(already(ctx, &r));
     }
+    check_port(ctx, port)?;
     let log_dir = ctx.home.join("logs");
     let io = |what: String, e: std::io::Error| Error::new(ErrorKind::Other, format!("{what}: {e}"));
     std::fs::create_dir_all(&log_dir)

@@ -6,7 +6,7 @@
 //! handoff. Ports: the band 40000–40999 (ranges from 40100, proxies from
 //! 40900) and 42000–42499.
 
-use crate::util::{self, BIN, Env, Servers, servers_env, wait_for};
+use crate::util::{self, BIN, ConfigJson, Env, Servers, servers_env, wait_for};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -585,4 +585,119 @@ fn the_proxy_serves_a_socket_passed_the_way_systemd_does() {
     assert_eq!(r.status, 200, "{r:#?}");
     // It binds nothing itself: port 1 (asked for) stays untouched.
     assert_eq!(proxy_json(&env).unwrap().port, pp);
+}
+
+#[test]
+fn the_port_comes_from_the_flag_before_or_after_start_then_the_environment_then_the_config() {
+    let env = servers_env(40340);
+    proxy_bin();
+    let (file, from_env, flag) = (proxy_port(12), proxy_port(13), proxy_port(14));
+    env.write_config(format!(
+        "proxy_port = {file}\n[[range]]\nname = \"test\"\nstart = 40340\nend = 40359\n"
+    ));
+    let cfg: ConfigJson = env.run(&["config", "--json"]).json();
+    // (Output shows the test's directory as `[ROOT]`.)
+    let src = "file [ROOT]/portd/config.toml".to_owned();
+    assert_eq!((cfg.proxy_port.value, cfg.proxy_port.source), (file, src));
+    let e = [("PORTD_PROXY_PORT", from_env.to_string())];
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cfg: ConfigJson = env.run_env(&["config", "--json"], &e).json();
+    assert_eq!(
+        (cfg.proxy_port.value, cfg.proxy_port.source.as_str()),
+        (from_env, "env PORTD_PROXY_PORT")
+    );
+    let start_stop = |args: &[&str], env_vars: &[(&str, &str)], want: u16| {
+        let out = env.run_env(args, env_vars);
+        assert_eq!((out.code, out.stdout.clone()), (0, format!("{want}\n")), "{out:#?}");
+        assert!(out.stderr.ends_with(&format!(" on http://localhost:{want}/\n")), "{out:#?}");
+        let st: StatusJson = env.run(&["proxy", "status", "--json"]).json();
+        assert_eq!(st.port, Some(want));
+        let out = env.run(&["proxy", "stop"]);
+        assert_eq!(out.code, 0, "{out:#?}");
+    };
+    start_stop(&["proxy", "start"], &[], file);
+    start_stop(&["proxy", "start"], &e, from_env);
+    start_stop(&["proxy", "--port", &flag.to_string(), "start"], &e, flag);
+    start_stop(&["proxy", "start", "--port", &flag.to_string()], &e, flag);
+    // `--port` means nothing to stop and status.
+    let out = env.run(&["proxy", "status", "--port", &flag.to_string()]);
+    assert_eq!(
+        out.error(2),
+        "error: `--port` goes with `portd proxy` and `portd proxy start`\n\
+         hint: `portd proxy stop` and `status` find the proxy by its registry\n"
+    );
+}
+
+#[test]
+fn an_invalid_proxy_port_is_a_configuration_error_with_a_hint() {
+    let env = servers_env(40360);
+    proxy_bin();
+    let hint = "hint: give a port above 1023 and outside every range, such as the default 7780\n";
+    let range = "[[range]]\nname = \"test\"\nstart = 40360\nend = 40379\n";
+    let path = "[ROOT]/portd/config.toml";
+    let cases = [
+        (
+            "proxy_port = 40365\n",
+            format!(
+                "error: invalid proxy port 40365 (in `{}`: `proxy_port`): it is inside range `test` \
+                 (40360-40379), whose ports go to projects\n",
+                path
+            ),
+        ),
+        (
+            "proxy_port = \"x\"\n",
+            format!(
+                "error: invalid configuration in `{}` line 1: `proxy_port`: expected a port number\n",
+                path
+            ),
+        ),
+        (
+            "proxy_port = 70000\n",
+            format!(
+                "error: invalid configuration in `{}` line 1: `proxy_port`: port 70000 is outside 1-65535\n",
+                path
+            ),
+        ),
+        (
+            "proxy_port = 6000\n",
+            format!(
+                "error: invalid proxy port 6000 (in `{}`: `proxy_port`): browsers refuse to connect to it\n",
+                path
+            ),
+        ),
+    ];
+    for (text, want) in cases {
+        env.write_config(format!("{text}{range}"));
+        // Every command reads the configuration.
+        for args in [&["proxy", "start"][..], &["get", "x"], &["config"]] {
+            let out = env.run(args);
+            assert_eq!(out.error(8), format!("{want}{hint}"), "{text}");
+        }
+    }
+    env.write_config(range);
+    let out = env.run_env(&["proxy", "start"], &[("PORTD_PROXY_PORT", "80")]);
+    assert_eq!(
+        out.error(8),
+        format!(
+            "error: invalid proxy port 80 (environment variable `PORTD_PROXY_PORT`): ports below 1024 \
+             need root (port 80 without root: socket activation, see the README)\n{hint}"
+        )
+    );
+    let out = env.run_env(&["proxy", "start"], &[("PORTD_PROXY_PORT", "abc")]);
+    assert_eq!(
+        out.error(8),
+        format!(
+            "error: invalid environment variable `PORTD_PROXY_PORT`: `abc` is not a port number\n{hint}"
+        )
+    );
+    let out = env.run(&["proxy", "start", "--port", "40370"]);
+    assert_eq!(
+        out.error(8),
+        format!(
+            "error: invalid proxy port 40370 (`--port`): it is inside range `test` (40360-40379), \
+             whose ports go to projects\n{hint}"
+        )
+    );
+    // Nothing was started.
+    assert_eq!(env.run(&["proxy", "status"]).ok(), "not running\n");
 }
