@@ -701,3 +701,76 @@ fn an_invalid_proxy_port_is_a_configuration_error_with_a_hint() {
     // Nothing was started.
     assert_eq!(env.run(&["proxy", "status"]).ok(), "not running\n");
 }
+
+/// `url --json`.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+struct UrlJson {
+    project: String,
+    port: u16,
+    url: String,
+    direct_url: String,
+    proxy_url: Option<String>,
+}
+
+#[test]
+fn url_names_the_proxy_url_while_the_proxy_runs_and_the_port_otherwise() {
+    let env = servers_env(40380);
+    proxy_bin();
+    let web = env.run(&["get", "web"]).port();
+    let api = env.run(&["get", "myapp:api"]).port();
+    env.run(&["get", "Dup"]).port();
+    env.run(&["get", "dup"]).port();
+    let direct = |p: u16| format!("http://localhost:{p}/");
+    assert_eq!(env.run(&["url", "web"]).ok(), format!("{}\n", direct(web)));
+    let j: UrlJson = env.run(&["url", "web", "--json"]).json();
+    assert_eq!(
+        j,
+        UrlJson {
+            project: "web".into(),
+            port: web,
+            url: direct(web),
+            direct_url: direct(web),
+            proxy_url: None
+        }
+    );
+
+    let pp = proxy_port(15);
+    let out = env.run(&["proxy", "start", "--port", &pp.to_string()]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let named = format!("http://web.localhost:{pp}/");
+    let out = env.run(&["url", "web"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (0, format!("{named}\n").as_str(), "")
+    );
+    let j: UrlJson = env.run(&["url", "web", "--json"]).json();
+    assert_eq!(
+        j,
+        UrlJson {
+            project: "web".into(),
+            port: web,
+            url: named.clone(),
+            direct_url: direct(web),
+            proxy_url: Some(named)
+        }
+    );
+    assert_eq!(env.run(&["url", "myapp:api"]).ok(), format!("http://api.myapp.localhost:{pp}/\n"));
+    // The proxy routes that very name to the project (502: nothing listens).
+    let p: Page = get_json(pp, &format!("api.myapp.localhost:{pp}")).json();
+    assert_eq!((p.project.as_deref(), p.port), (Some("myapp:api"), Some(api)));
+    // A host name two projects share is routed for neither: the port's URL.
+    let out = env.run(&["url", "dup"]);
+    let dup = env.run(&["get", "dup"]).port();
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (
+            0,
+            format!("{}\n", direct(dup)).as_str(),
+            "warning: the proxy runs, but `dup.localhost` is also the host name of `Dup`, so the \
+             proxy routes neither: the port's own URL instead\n"
+        )
+    );
+    let out = env.run(&["proxy", "stop"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(env.run(&["url", "web"]).ok(), format!("{}\n", direct(web)));
+}
