@@ -17,7 +17,9 @@
 //! - Two projects with the same label (`MyApp` and `myapp`; `app:my` and
 //!   `my.app`) are ambiguous: that host answers 409 naming both, and
 //!   neither is routed until one is renamed. `portd` is the dashboard's.
-//! - `localhost` and `portd.localhost` are the dashboard's.
+//! - `localhost`, `portd.localhost` and the loopback addresses `127.0.0.1`
+//!   and `[::1]` are the dashboard's (an address typed in the browser's bar
+//!   cannot be a rebinding attack: that needs a name the attacker owns).
 //!
 //! This module knows no registry and no HTTP: only strings. It lives here,
 //! not in the proxy, so that `portd url` (which links no async code) names
@@ -31,11 +33,12 @@ pub const DASHBOARD_LABEL: &str = "portd";
 /// What a request's `Host` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// `localhost` or `portd.localhost`.
+    /// `localhost`, `portd.localhost`, `127.0.0.1` or `[::1]`.
     Dashboard,
     /// `LABEL.localhost`: this label (lower case, no trailing dot).
     Project(String),
-    /// A host that is not a `.localhost` name (an IP address, a domain).
+    /// A host that is not a `.localhost` name (another IP address, a
+    /// domain).
     Foreign(String),
 }
 
@@ -50,7 +53,12 @@ pub fn parse_host(host: &str) -> Option<Target> {
         if !(after.is_empty() || after.strip_prefix(':').is_some_and(valid_port)) {
             return None;
         }
-        return Some(Target::Foreign(format!("[{}]", addr.to_ascii_lowercase())));
+        // `[::1]`, as browsers write it (not `[0:0:0:0:0:0:0:1]`).
+        let addr = addr.to_ascii_lowercase();
+        if addr == "::1" {
+            return Some(Target::Dashboard);
+        }
+        return Some(Target::Foreign(format!("[{addr}]")));
     } else {
         match host.rsplit_once(':') {
             Some((n, p)) if valid_port(p) => n,
@@ -62,7 +70,7 @@ pub fn parse_host(host: &str) -> Option<Target> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
         return None;
     }
-    if name == "localhost" {
+    if name == "localhost" || name == "127.0.0.1" {
         return Some(Target::Dashboard);
     }
     match name.strip_suffix(".localhost") {
@@ -171,8 +179,13 @@ mod tests {
         assert_eq!(p("my_app.localhost"), Some(Target::Project("my_app".into())));
         assert_eq!(p("localhost:7780"), Some(Target::Dashboard));
         assert_eq!(p("PORTD.localhost"), Some(Target::Dashboard));
-        assert_eq!(p("127.0.0.1:7780"), Some(Target::Foreign("127.0.0.1".into())));
-        assert_eq!(p("[::1]:7780"), Some(Target::Foreign("[::1]".into())));
+        assert_eq!(p("127.0.0.1:7780"), Some(Target::Dashboard));
+        assert_eq!(p("127.0.0.1"), Some(Target::Dashboard));
+        assert_eq!(p("[::1]:7780"), Some(Target::Dashboard));
+        assert_eq!(p("[::1]"), Some(Target::Dashboard));
+        assert_eq!(p("127.0.0.2:7780"), Some(Target::Foreign("127.0.0.2".into())));
+        assert_eq!(p("[::2]:7780"), Some(Target::Foreign("[::2]".into())));
+        assert_eq!(p("192.168.1.5"), Some(Target::Foreign("192.168.1.5".into())));
         assert_eq!(p("example.com"), Some(Target::Foreign("example.com".into())));
         for bad in ["", " ", "a b.localhost", "x.localhost:port", "..localhost", "a..b.localhost"] {
             assert_eq!(p(bad), None, "{bad:?}");

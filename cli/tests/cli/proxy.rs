@@ -416,8 +416,66 @@ fn bad_and_foreign_host_headers_get_400_and_421() {
     s.read_to_end(&mut raw).unwrap();
     assert_eq!(parse(&raw).status, 400);
     assert_eq!(get(pp, "bad host!", "/", "").status, 400);
-    assert_eq!(get(pp, &format!("127.0.0.1:{pp}"), "/", "").status, 421);
     assert_eq!(get(pp, "example.com", "/", "").status, 421);
+    assert_eq!(get(pp, &format!("127.0.0.2:{pp}"), "/", "").status, 421);
+}
+
+#[test]
+fn the_dashboard_answers_on_localhost_and_the_loopback_addresses_alike() {
+    let env = servers_env(40400);
+    env.run(&["get", "web"]).port();
+    let pp = proxy_port(16);
+    let _proxy = run_proxy(&env, pp);
+    let v6 = util::ipv6_available();
+    if !v6 {
+        util::skip("no IPv6 here: `[::1]` is asked for over 127.0.0.1 only");
+    }
+    for host in ["portd.localhost", "localhost", "127.0.0.1", "[::1]"] {
+        let host = format!("{host}:{pp}");
+        // The page, and the API behind it (same answer whichever name).
+        let r = get(pp, &host, "/", "");
+        assert_eq!(r.status, 200, "{host}: {r:#?}");
+        assert!(r.body.contains("<title>portd</title>"), "{host}: {}", r.body);
+        let r = get(pp, &host, "/api/projects", "");
+        assert_eq!(r.status, 200, "{host}: {r:#?}");
+        let projects: Vec<serde_json::Value> = r.json();
+        assert_eq!(projects.iter().filter(|p| p["project"] == "web").count(), 1, "{host}: {r:#?}");
+    }
+    if v6 {
+        // Over ::1 itself, with the address the browser puts in Host.
+        let mut s = TcpStream::connect(("::1", pp)).unwrap();
+        write!(s, "GET / HTTP/1.1\r\nHost: [::1]:{pp}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        assert_eq!(parse(&raw).status, 200);
+    }
+}
+
+#[test]
+fn options_star_is_answered_by_the_proxy_itself() {
+    let env = servers_env(40420);
+    // A project that does not answer: the request is not forwarded to it.
+    env.run(&["get", "quiet"]).port();
+    let pp = proxy_port(17);
+    let _proxy = run_proxy(&env, pp);
+    for host in ["quiet.localhost", "nope.localhost", "localhost", "127.0.0.1"] {
+        let mut s = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+        write!(s, "OPTIONS * HTTP/1.1\r\nHost: {host}:{pp}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let r = parse(&raw);
+        assert_eq!(
+            (r.status, r.headers.get("allow").map(String::as_str), r.body.as_str()),
+            (200, Some("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"), ""),
+            "{host}: {r:#?}"
+        );
+    }
+    // A foreign or missing Host is refused first, as for any method.
+    let mut s = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    assert_eq!(parse(&raw).status, 421);
 }
 
 #[test]
