@@ -832,3 +832,43 @@ fn url_names_the_proxy_url_while_the_proxy_runs_and_the_port_otherwise() {
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(env.run(&["url", "web"]).ok(), format!("{}\n", direct(web)));
 }
+
+#[test]
+fn servers_started_by_a_proxy_killed_with_sigkill_run_on_and_a_new_proxy_reaches_them() {
+    let env = servers_env(40440);
+    proxy_bin();
+    let port = env.add("lazy", &[&["--on-demand", "--"], PY_SERVER].concat());
+    let pp = proxy_port(18);
+    let out = env.run(&["proxy", "start", "--port", &pp.to_string()]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let proxy = env.run(&["proxy", "status", "--json"]).json::<StatusJson>().pid.unwrap();
+    // The first request through the proxy starts the server.
+    let r = get(pp, "lazy.localhost", "/", "");
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(env.server("lazy").state, "running");
+    let supervisors = env.matching("__serve lazy");
+    assert_eq!(supervisors.len(), 1, "one supervisor");
+
+    portd_core::sys::kill(proxy as i32, portd_core::sys::SIGKILL).unwrap();
+    wait_for("the proxy to die", Duration::from_secs(5), || !util::alive(proxy));
+    assert_eq!(env.run(&["proxy", "status"]).ok(), "not running\n");
+    // The server and its supervisor run on, on the project's own port.
+    let (status, body) = util::http_get(port, "/").unwrap();
+    assert!(status == 200 && body.contains("Directory listing"), "{status} {body}");
+    let line = env.server("lazy");
+    assert_eq!((line.state.as_str(), line.port), ("running", Some(port)));
+    assert_eq!(env.matching("__serve lazy"), supervisors);
+
+    // A new proxy starts cleanly and reaches the same server.
+    let out = env.run(&["proxy", "start", "--port", &pp.to_string()]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let again = env.run(&["proxy", "status", "--json"]).json::<StatusJson>().pid.unwrap();
+    assert_ne!(again, proxy);
+    assert_eq!(out.stderr, format!("proxy started (pid {again}) on http://localhost:{pp}/\n"));
+    let r = get(pp, "lazy.localhost", "/", "");
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert!(r.body.contains("Directory listing"), "{}", r.body);
+    assert_eq!(env.matching("__serve lazy"), supervisors, "the same supervisor");
+    let out = env.run(&["proxy", "stop"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+}
