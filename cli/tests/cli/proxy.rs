@@ -166,6 +166,28 @@ fn get(port: u16, host: &str, path: &str, extra: &str) -> Resp {
     parse(&raw)
 }
 
+/// `GET path` on a kept-alive connection to 127.0.0.1:port, which this
+/// side closes once the answer (with its `Content-Length`) is in: a
+/// server's port is then left out of TIME_WAIT (see [`PY_SERVER`]).
+fn get_first_closing(port: u16, host: &str, path: &str) -> Resp {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the answer: {:?}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = parse(&raw[..end + 4]);
+        let len: usize = head.headers["content-length"].parse().unwrap();
+        if raw.len() >= end + 4 + len {
+            return parse(&raw);
+        }
+    }
+}
+
 /// [`get`] asking for JSON.
 fn get_json(port: u16, host: &str) -> Resp {
     get(port, host, "/", "Accept: application/json\r\n")
@@ -614,35 +636,106 @@ fn proxy_start_stop_status_and_a_second_start_that_says_where_the_first_is() {
     assert!(TcpStream::connect(("127.0.0.1", pp)).is_err(), "still listening");
 }
 
+/// The `ini` block of the README that starts with `# /etc/systemd/system/NAME`.
+fn readme_unit(name: &str) -> String {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(&readme).unwrap();
+    let start = format!("```ini\n# /etc/systemd/system/{name}\n");
+    let at = text.find(&start).unwrap_or_else(|| panic!("no `{name}` unit in the README"));
+    let body = &text[at + start.len()..];
+    body[..body.find("```").unwrap()].to_owned()
+}
+
+/// The values of `KEY=` lines in a unit.
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    let prefix = format!("{key}=");
+    unit.lines().filter_map(|l| l.trim().strip_prefix(&prefix)).map(str::to_owned).collect()
+}
+
 #[test]
-fn the_proxy_serves_a_socket_passed_the_way_systemd_does() {
+fn the_proxy_serves_the_readme_systemd_sockets() {
     let env: Servers = servers_env(40320);
     let web = env.run(&["get", "web"]).port();
     let _web = node_upstream(web, "127.0.0.1");
+    // The README's units: the sockets it listens on, and a service that
+    // runs `portd-proxy` with no arguments.
+    let socket = readme_unit("portd-proxy.socket");
+    let service = readme_unit("portd-proxy.service");
+    let listen = unit_values(&socket, "ListenStream");
+    assert_eq!(listen, ["127.0.0.1:80", "[::1]:80"], "{socket}");
+    let exec = unit_values(&service, "ExecStart");
+    let argv: Vec<&str> = exec[0].split_whitespace().collect();
+    assert!(argv.len() == 1 && argv[0].ends_with("/portd-proxy"), "{service}");
+    assert_eq!(unit_values(&service, "Requires"), ["portd-proxy.socket"]);
+    // The same addresses on a free port instead of 80 (IPv6 where the
+    // host has it).
     let pp = proxy_port(10);
-    // python binds, moves the socket to fd 3, sets LISTEN_FDS and
-    // LISTEN_PID (its own pid, kept by exec) and execs the proxy.
-    let script = "import os,socket,sys\n\
-        s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-        s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(64)\n\
-        fd=s.fileno(); fd != 3 and os.dup2(fd, 3); os.set_inheritable(3, True)\n\
-        os.environ['LISTEN_FDS']='1'; os.environ['LISTEN_PID']=str(os.getpid())\n\
-        os.execv(sys.argv[2], [sys.argv[2], '--home', sys.argv[3], '--port', '1'])\n";
+    let v6 = util::ipv6_available();
+    if !v6 {
+        util::skip("no IPv6 here: the README's `[::1]` socket is left out, as it says");
+    }
+    let addrs: Vec<String> = listen
+        .iter()
+        .map(|a| a.strip_suffix(":80").unwrap().trim_matches(['[', ']']).to_owned())
+        .filter(|a| v6 || !a.contains(':'))
+        .collect();
+    // The proxy's own port, which it must not bind: systemd's sockets
+    // replace it.
+    let own = proxy_port(19);
+    // Python does what systemd does: binds each socket, puts them on
+    // descriptors 3, 4, …, sets LISTEN_FDS, LISTEN_PID (its own pid, which
+    // exec keeps) and LISTEN_FDNAMES, and execs the unit's command line.
+    let script = "import fcntl,os,socket,sys\n\
+        port, exe, addrs = int(sys.argv[1]), sys.argv[2], sys.argv[3:]\n\
+        high = []\n\
+        for a in addrs:\n\
+        \x20 s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET)\n\
+        \x20 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        \x20 s.bind((a, port)); s.listen(64)\n\
+        \x20 high.append(fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 100)); s.close()\n\
+        for i, fd in enumerate(high):\n\
+        \x20 os.dup2(fd, 3 + i); os.set_inheritable(3 + i, True); os.close(fd)\n\
+        os.environ['LISTEN_FDS'] = str(len(high))\n\
+        os.environ['LISTEN_PID'] = str(os.getpid())\n\
+        os.environ['LISTEN_FDNAMES'] = ':'.join(['portd-proxy.socket'] * len(high))\n\
+        os.execv(exe, [exe])\n";
+    let log = env.root().join("systemd-proxy.log");
     let child = Command::new("python3")
         .args(["-c", script, &pp.to_string()])
         .arg(proxy_bin())
-        .arg(env.home())
+        .args(&addrs)
         .env("PORTD_HOME", env.home())
+        .env("XDG_CONFIG_HOME", env.root())
+        .env("PORTD_PROXY_PORT", own.to_string())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let _proxy = Proc(child);
-    wait_for("proxy.json", Duration::from_secs(10), || env.home().join("proxy.json").is_file());
-    let r = get(pp, "web.localhost", "/", "");
-    assert_eq!(r.status, 200, "{r:#?}");
-    // It binds nothing itself: port 1 (asked for) stays untouched.
+    let mut proxy = Proc(child);
+    let pid = proxy.0.id();
+    wait_for("the proxy to start", Duration::from_secs(10), || {
+        if let Some(st) = proxy.0.try_wait().unwrap() {
+            panic!("the proxy ended ({st}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        proxy_json(&env).is_some_and(|i| i.pid == pid)
+    });
     assert_eq!(proxy_json(&env).unwrap().port, pp);
+    // Each socket serves.
+    for a in &addrs {
+        let ip: std::net::IpAddr = a.parse().unwrap();
+        let mut s = TcpStream::connect((ip, pp)).unwrap();
+        write!(s, "GET / HTTP/1.1\r\nHost: web.localhost:{pp}\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let r = parse(&raw);
+        assert_eq!(r.status, 200, "{a}: {r:#?}");
+        assert_eq!(r.json::<Echo>().headers["host"], format!("web.localhost:{pp}"));
+    }
+    // It bound nothing itself, and says where it is like any proxy.
+    assert!(TcpStream::connect(("127.0.0.1", own)).is_err(), "it listens on its own port");
+    let st: StatusJson = env.run(&["proxy", "status", "--json"]).json();
+    assert_eq!((st.running, st.pid, st.port), (true, Some(pid), Some(pp)));
 }
 
 #[test]
@@ -853,8 +946,8 @@ fn servers_started_by_a_proxy_killed_with_sigkill_run_on_and_a_new_proxy_reaches
     wait_for("the proxy to die", Duration::from_secs(5), || !util::alive(proxy));
     assert_eq!(env.run(&["proxy", "status"]).ok(), "not running\n");
     // The server and its supervisor run on, on the project's own port.
-    let (status, body) = util::http_get(port, "/").unwrap();
-    assert!(status == 200 && body.contains("Directory listing"), "{status} {body}");
+    let r = get_first_closing(port, "lazy.localhost", "/");
+    assert!(r.status == 200 && r.body.contains("Directory listing"), "{r:#?}");
     let line = env.server("lazy");
     assert_eq!((line.state.as_str(), line.port), ("running", Some(port)));
     assert_eq!(env.matching("__serve lazy"), supervisors);
