@@ -347,8 +347,8 @@ does not become healthy exits 10 with the reason and the last lines of its log."
         #[arg(short = 'n', long, value_name = "N", default_value_t = 20)]
         lines: usize,
     },
-    /// Print a project's URL: through the registry's proxy while it runs
-    /// (http://NAME.localhost:P/), else http://localhost:PORT/.
+    /// Print a project's URL: `http://NAME.localhost:P/` while the
+    /// registry's proxy runs, else `http://localhost:PORT/`.
     Url {
         /// A project.
         #[arg(value_name = "NAME")]
