@@ -347,7 +347,8 @@ does not become healthy exits 10 with the reason and the last lines of its log."
         #[arg(short = 'n', long, value_name = "N", default_value_t = 20)]
         lines: usize,
     },
-    /// Print a project's URL: http://localhost:PORT/.
+    /// Print a project's URL: `http://NAME.localhost:P/` while the
+    /// registry's proxy runs, else `http://localhost:PORT/`.
     Url {
         /// A project.
         #[arg(value_name = "NAME")]
@@ -385,13 +386,13 @@ a defined server that does not run is started by its first request. It is the
 
 /// `portd proxy`'s arguments.
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct ProxyArgs {
     /// Start, stop or show the background proxy (none: run it in the foreground).
     #[command(subcommand)]
     pub action: Option<ProxyAction>,
-    /// The port (default: PORTD_PROXY_PORT, else 7780).
-    #[arg(long, value_parser = parse_port)]
+    /// The port, before or after `start` (default: PORTD_PROXY_PORT, else
+    /// the config's `proxy_port`, else 7780).
+    #[arg(long, global = true, value_parser = parse_port)]
     pub port: Option<u16>,
 }
 
@@ -399,11 +400,7 @@ pub struct ProxyArgs {
 #[derive(Debug, Subcommand)]
 pub enum ProxyAction {
     /// Start the proxy in the background (or find it running) and print its port.
-    Start {
-        /// The port (default: PORTD_PROXY_PORT, else 7780).
-        #[arg(long, value_parser = parse_port)]
-        port: Option<u16>,
-    },
+    Start,
     /// Stop the background proxy (the servers it started keep running).
     Stop,
     /// Say whether the proxy runs: pid, port, URL, since when.

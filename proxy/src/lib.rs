@@ -44,11 +44,11 @@ pub fn empty() -> Body {
     http_body_util::Empty::new().map_err(|never| match never {}).boxed()
 }
 
-/// The port the proxy listens on by default: above 1023, outside portd's
-/// default ranges (4000–4999, 10000–19999) and the kernel's ephemeral
-/// range, not on the browsers' list of refused ports, and the default of
-/// no common dev server.
-pub const DEFAULT_PORT: u16 = 7780;
+/// The port the proxy listens on by default (the config key `proxy_port`
+/// changes it): above 1023, outside portd's default ranges (4000–4999,
+/// 10000–19999) and the kernel's ephemeral range, not on the browsers' list
+/// of refused ports, and the default of no common dev server.
+pub const DEFAULT_PORT: u16 = portd_store::DEFAULT_PROXY_PORT;
 
 /// What every request shares: the route table, the registry's place, the
 /// upstream client, the starts under way.

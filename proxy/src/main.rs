@@ -5,8 +5,9 @@
 //! ```text
 //! portd-proxy [--port P] [--home DIR]
 //! ```
-//! The port: `--port`, else `PORTD_PROXY_PORT`, else 7780. With sockets
-//! from systemd (`LISTEN_FDS`) it binds nothing itself. It ends at SIGTERM
+//! The port: `--port`, else `PORTD_PROXY_PORT`, else the config file's
+//! `proxy_port`, else 7780. With sockets from systemd (`LISTEN_FDS`) it
+//! binds nothing itself. It ends at SIGTERM
 //! or SIGINT; the servers it started run on under their supervisors.
 
 #![forbid(unsafe_code)]
@@ -15,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use portd_proxy::instance::{self, ClaimError, Info};
-use portd_proxy::{DEFAULT_PORT, State, listen, router, routes};
+use portd_proxy::{State, listen, router, routes};
 use portd_store::{Config, Error, ErrorKind};
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -29,7 +30,8 @@ Serves http://NAME.localhost:P/ for every project of the registry on
 127.0.0.1 and ::1, starting defined servers on their first request.
 
 Options:
-  --port P     the port (default: PORTD_PROXY_PORT, else 7780)
+  --port P     the port (default: PORTD_PROXY_PORT, else the config's
+               proxy_port, else 7780)
   --home DIR   the registry directory (default: PORTD_HOME, else the usual one)
 
 Sockets passed by systemd (LISTEN_FDS, LISTEN_PID) are used instead of --port.
@@ -116,25 +118,32 @@ fn main() -> ExitCode {
 #[allow(clippy::print_stderr)]
 fn run(args: Args) -> Result<(), Error> {
     let env = |k: &str| std::env::var(k).ok();
-    let config = Config::load(&env)?;
+    let mut config = Config::load(&env)?;
     let home = match args.home {
         Some(h) => std::path::absolute(&h).unwrap_or(h),
         None => portd_store::default_home(&env)?,
     };
-    let port = match (args.port, env("PORTD_PROXY_PORT").filter(|p| !p.is_empty())) {
-        (Some(p), _) => p,
-        (None, Some(p)) => parse_port(&p)?,
-        (None, None) => DEFAULT_PORT,
-    };
+    // The port: `--port`, else `PORTD_PROXY_PORT`, else `proxy_port`,
+    // else the default; unused when systemd passes sockets.
+    let systemd = listen::from_systemd();
+    if systemd.is_none() {
+        match args.port {
+            Some(p) => config.set_proxy_port(p, "--port")?,
+            None => config.check_proxy_port()?,
+        }
+    }
+    let port = config.proxy_port;
     // Opening the registry creates its directory (0700) or refuses an
     // unsafe one, before anything is written there.
     portd_store::Registry::open(&home, config.clone())?;
     let claim = match instance::claim(&home) {
         Ok(c) => c,
-        Err(ClaimError::Running(info)) => {
-            let at = info.map_or(String::new(), |i| {
-                format!(" (pid {}, http://localhost:{}/)", i.pid, i.port)
-            });
+        Err(ClaimError::Running { pid, info }) => {
+            let at = match (info, pid) {
+                (Some(i), _) => format!(" (pid {}, http://localhost:{}/)", i.pid, i.port),
+                (None, Some(pid)) => format!(" (pid {pid}, starting)"),
+                (None, None) => String::new(),
+            };
             return Err(Error::new(
                 ErrorKind::PortBusy,
                 format!("a proxy already runs for the registry `{}`{at}", home.display()),
@@ -148,7 +157,7 @@ fn run(args: Args) -> Result<(), Error> {
             ));
         }
     };
-    let listeners = match listen::from_systemd() {
+    let listeners = match systemd {
         Some(l) => {
             l.map_err(|e| Error::new(ErrorKind::Other, format!("systemd's sockets: {e}")))?
         }

@@ -58,11 +58,13 @@ pub async fn handle(req: Request<Incoming>, state: Arc<State>, peer: IpAddr) -> 
     };
     let label = match hosts::parse_host(&host) {
         None => return pages::bad_host(Some(&host), state.port, format),
+        Some(Target::Dashboard) if is_options_star(&req) => return options_star(),
         Some(Target::Dashboard) => {
             let r = crate::dashboard::handle(req, Arc::clone(&state.dashboard)).await;
             return r.map(|b| b.map_err(|never| match never {}).boxed());
         }
         Some(Target::Foreign(h)) => return pages::foreign(&h, state.port, format),
+        _ if is_options_star(&req) => return options_star(),
         Some(Target::Project(label)) => label,
     };
     let shown = format!("{label}.localhost");
@@ -112,6 +114,22 @@ pub async fn handle(req: Request<Incoming>, state: Arc<State>, peer: IpAddr) -> 
     };
     let log = log_tail(&state, &route).await;
     pages::not_answering(&routes, &route, &why, &log, state.port, format)
+}
+
+/// `OPTIONS *` (RFC 9110 §9.3.7): a question about the server itself, not
+/// a resource of a project, so the proxy answers it, whatever the Host.
+fn is_options_star<B>(req: &Request<B>) -> bool {
+    req.method() == hyper::Method::OPTIONS && req.uri() == "*"
+}
+
+/// The answer to `OPTIONS *`: 200 with the methods the proxy forwards.
+fn options_star() -> Response<Body> {
+    Response::builder()
+        .status(hyper::StatusCode::OK)
+        .header(header::ALLOW, "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")
+        .header(header::CONTENT_LENGTH, "0")
+        .body(crate::empty())
+        .unwrap_or_else(|_| Response::new(crate::empty()))
 }
 
 fn failure_text(f: &Failure) -> String {

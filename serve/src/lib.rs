@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod client;
 pub mod elsewhere;
 pub mod health;
+pub mod hosts;
 pub mod inject;
 pub mod json;
 pub mod logs;

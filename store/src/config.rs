@@ -69,6 +69,10 @@ pub struct Config {
     /// Whether ranges may reach below port 1024 (`allow_privileged = true`):
     /// only root can bind there, and the machine's own services live there.
     pub allow_privileged: bool,
+    /// The port `portd proxy` listens on (`proxy_port`,
+    /// `PORTD_PROXY_PORT`; `--port` on its command line beats both):
+    /// checked by [`Config::check_proxy_port`] once everything is applied.
+    pub proxy_port: u16,
     /// Where each key came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -84,6 +88,7 @@ impl Default for Config {
             "port",
             "shared",
             "allow_privileged",
+            "proxy_port",
         ]
         .into_iter()
         .map(|k| (k, Source::Default))
@@ -98,6 +103,7 @@ impl Default for Config {
             pinned_for: None,
             shared: false,
             allow_privileged: false,
+            proxy_port: DEFAULT_PROXY_PORT,
             sources,
         }
     }
@@ -138,6 +144,14 @@ pub const IDLE_TTL_BOUNDS: (Duration, Duration) =
 /// unnamed for too long.
 pub const LOCK_TIMEOUT_BOUNDS: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(600));
+/// The proxy's port when none is configured: above 1023, outside the
+/// default ranges (4000–4999, 10000–19999) and the kernel's ephemeral
+/// range, not a port browsers refuse, and the default of no common dev
+/// server.
+pub const DEFAULT_PROXY_PORT: u16 = 7780;
+/// The hint of every invalid proxy port.
+const PROXY_PORT_HINT: &str =
+    "give a port above 1023 and outside every range, such as the default 7780";
 /// The largest config file portd reads.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Ports below this can only be bound by root (or with a capability).
@@ -220,6 +234,7 @@ struct RawFile {
     range: Option<Vec<toml::Spanned<RawRange>>>,
     shared: Option<bool>,
     allow_privileged: Option<bool>,
+    proxy_port: Option<toml::Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -280,7 +295,7 @@ fn explain(key: &str, msg: &str) -> String {
         "exclude" => "a list of ports and spans, such as [4100, \"4200-4210\"]",
         "range" => "[[range]] tables with name, start and end",
         "name" => "a string",
-        "start" | "end" => "a port number",
+        "start" | "end" | "proxy_port" => "a port number",
         "fallback" | "shared" | "allow_privileged" => "true or false",
         _ => return msg.to_owned(),
     };
@@ -309,6 +324,9 @@ impl Config {
             let start = e.span().map_or(0, |s| s.start);
             let msg = e.message().trim().replace('\n', " ");
             match key_at(text, start).filter(|_| syntax.is_none()) {
+                Some(key @ "proxy_port") => {
+                    at(start..start, key, &explain(key, &msg)).with_hint(PROXY_PORT_HINT)
+                }
                 Some(key) => at(start..start, key, &explain(key, &msg)),
                 None => {
                     let what = if syntax.is_some() { "TOML syntax error: " } else { "" };
@@ -338,6 +356,11 @@ impl Config {
         if let Some(v) = raw.allow_privileged {
             self.allow_privileged = v;
             self.sources.insert("allow_privileged", src.clone());
+        }
+        if let Some(v) = &raw.proxy_port {
+            self.proxy_port = parse_port(&v.get_ref().to_string())
+                .map_err(|m| at(v.span(), "proxy_port", &m).with_hint(PROXY_PORT_HINT))?;
+            self.sources.insert("proxy_port", src.clone());
         }
         if let Some(list) = raw.exclude {
             let mut out = Vec::new();
@@ -419,6 +442,11 @@ impl Config {
             self.shared = parse_bool(&v).map_err(|m| bad("PORTD_SHARED", m))?;
             self.sources.insert("shared", Source::Env("PORTD_SHARED"));
         }
+        if let Some(v) = get("PORTD_PROXY_PORT").filter(|v| !v.is_empty()) {
+            self.proxy_port = parse_port(&v)
+                .map_err(|m| bad("PORTD_PROXY_PORT", m).with_hint(PROXY_PORT_HINT))?;
+            self.sources.insert("proxy_port", Source::Env("PORTD_PROXY_PORT"));
+        }
         if let Some(v) = get("PORTD_PORT") {
             self.pinned_port = Some(parse_port(&v).map_err(|m| bad("PORTD_PORT", m))?);
             self.pinned_for = get("PORTD_PROJECT_KEY")
@@ -485,7 +513,55 @@ impl Config {
             cfg.apply_file(&path, &text)?;
         }
         cfg.apply_env(get)?;
+        // A configured proxy port is checked by every command, like any
+        // key; the default is checked only by the proxy, so that a range
+        // over 7780 breaks nothing for those who never run it.
+        if cfg.sources.get("proxy_port").is_some_and(|s| *s != Source::Default) {
+            cfg.check_proxy_port()?;
+        }
         Ok(cfg)
+    }
+
+    /// Sets the proxy's port from a command-line flag (checked again).
+    pub fn set_proxy_port(&mut self, port: u16, flag: &'static str) -> Result<()> {
+        self.proxy_port = port;
+        self.sources.insert("proxy_port", Source::Flag(flag));
+        self.check_proxy_port()
+    }
+
+    /// Checks [`Config::proxy_port`] against the rest: not below 1024
+    /// unless `allow_privileged` (systemd's sockets serve ports 80 and 443
+    /// without it), not inside an allocation range (a project could be
+    /// given it), not a port browsers refuse to connect to.
+    pub fn check_proxy_port(&self) -> Result<()> {
+        let p = self.proxy_port;
+        let src = self.sources.get("proxy_port").cloned().unwrap_or(Source::Default);
+        let where_ = match &src {
+            Source::File(path) => format!("in `{}`: `proxy_port`", path.display()),
+            Source::Env(v) => format!("environment variable `{v}`"),
+            Source::Flag(f) => format!("`{f}`"),
+            Source::Default => "`proxy_port`".to_owned(),
+        };
+        let fail = |why: String| {
+            Err(Error::config(format!("invalid proxy port {p} ({where_}): {why}"))
+                .with_hint(PROXY_PORT_HINT))
+        };
+        if p < FIRST_UNPRIVILEGED_PORT && !self.allow_privileged {
+            return fail(format!(
+                "ports below {FIRST_UNPRIVILEGED_PORT} need root (port 80 without root: \
+                     socket activation, see the README)"
+            ));
+        }
+        if let Some(r) = self.ranges.iter().find(|r| (r.start..=r.end).contains(&p)) {
+            return fail(format!(
+                "it is inside range `{}` ({}-{}), whose ports go to projects",
+                r.name, r.start, r.end
+            ));
+        }
+        if portd_core::BROWSER_BAD_PORTS.binary_search(&p).is_ok() {
+            return fail("browsers refuse to connect to it".to_owned());
+        }
+        Ok(())
     }
 }
 
@@ -625,5 +701,29 @@ mod tests {
         assert!(Config::load(&bad).unwrap_err().message().contains("PORTD_RANGE"));
         let missing = |k: &str| (k == "PORTD_CONFIG").then(|| "/nonexistent/portd.toml".to_owned());
         assert_eq!(Config::load(&missing).unwrap_err().kind(), crate::ErrorKind::Config);
+    }
+
+    #[test]
+    fn the_proxy_port_comes_from_flag_then_env_then_file_and_is_checked() {
+        let mut c = file("proxy_port = 8080\n").unwrap();
+        assert_eq!(
+            (c.proxy_port, &c.sources["proxy_port"]),
+            (8080, &Source::File("/c.toml".into()))
+        );
+        c.apply_env(&|k: &str| (k == "PORTD_PROXY_PORT").then(|| "8081".to_owned())).unwrap();
+        assert_eq!(
+            (c.proxy_port, &c.sources["proxy_port"]),
+            (8081, &Source::Env("PORTD_PROXY_PORT"))
+        );
+        c.set_proxy_port(8082, "--port").unwrap();
+        assert_eq!((c.proxy_port, &c.sources["proxy_port"]), (8082, &Source::Flag("--port")));
+        // Inside a default range, below 1024, a port browsers refuse.
+        for p in [4500, 80, 6000] {
+            let e = c.set_proxy_port(p, "--port").unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Config, "{e}");
+            assert!(e.hint().is_some_and(|h| h.contains("7780")), "{e}");
+        }
+        assert_eq!(Config::default().proxy_port, DEFAULT_PROXY_PORT);
+        assert!(Config::default().check_proxy_port().is_ok());
     }
 }

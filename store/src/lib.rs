@@ -130,6 +130,6 @@ pub use touch::TOUCH_FILE;
 // What the checks behind the fuzz targets (the `portd-testkit` crate)
 // reach below the API: not a stable API.
 #[doc(hidden)]
-pub use config::{IDLE_TTL_BOUNDS, LOCK_TIMEOUT_BOUNDS};
+pub use config::{DEFAULT_PROXY_PORT, IDLE_TTL_BOUNDS, LOCK_TIMEOUT_BOUNDS};
 #[doc(hidden)]
 pub use record::{decode as decode_record, encode as encode_record, valid_key};

@@ -55,6 +55,7 @@ pub fn config(ctx: &Ctx) -> Result<(), Error> {
             "port": { "value": c.pinned_port, "source": src("port").to_string() },
             "shared": { "value": c.shared, "source": src("shared").to_string() },
             "allow_privileged": { "value": c.allow_privileged, "source": src("allow_privileged").to_string() },
+            "proxy_port": { "value": c.proxy_port, "source": src("proxy_port").to_string() },
         });
         ctx.out.json(&v);
         return Ok(());
@@ -87,6 +88,7 @@ pub fn config(ctx: &Ctx) -> Result<(), Error> {
             c.allow_privileged.to_string(),
             src("allow_privileged").to_string(),
         ],
+        vec!["proxy_port".into(), c.proxy_port.to_string(), src("proxy_port").to_string()],
     ];
     ctx.out.data(&table(&["KEY", "VALUE", "SOURCE"], &rows));
     Ok(())

@@ -18,11 +18,14 @@ use std::time::{Duration, Instant};
 
 /// What `proxy.json` holds (written by `portd-proxy`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
-struct Info {
-    pid: u32,
-    port: u16,
+pub(crate) struct Info {
+    /// The proxy's pid.
+    pub pid: u32,
+    /// The port it serves.
+    pub port: u16,
+    /// When it started (RFC 3339).
     #[serde(default)]
-    started: String,
+    pub started: String,
 }
 
 /// How long `start` waits for the proxy to listen, and `stop` for it to end.
@@ -32,7 +35,11 @@ const WAIT: Duration = Duration::from_secs(10);
 pub fn proxy(ctx: &Ctx, args: &ProxyArgs) -> Result<u8, Error> {
     match &args.action {
         None => foreground(ctx, args.port),
-        Some(ProxyAction::Start { port }) => start(ctx, port.or(args.port)),
+        Some(ProxyAction::Start) => start(ctx, args.port),
+        Some(ProxyAction::Stop | ProxyAction::Status) if args.port.is_some() => {
+            Err(Error::usage("`--port` goes with `portd proxy` and `portd proxy start`")
+                .with_hint("`portd proxy stop` and `status` find the proxy by its registry"))
+        }
         Some(ProxyAction::Stop) => stop(ctx),
         Some(ProxyAction::Status) => status(ctx),
     }
@@ -75,20 +82,62 @@ fn command(ctx: &Ctx, port: Option<u16>) -> Result<Command, Error> {
     Ok(cmd)
 }
 
-/// The running proxy of the registry at `home`, if one runs: its lock is
-/// held. Its description, if readable.
-fn running(home: &Path) -> Option<Option<Info>> {
-    let lock = std::fs::File::open(home.join("proxy.lock")).ok()?;
-    match lock.try_lock() {
-        Ok(()) => None,
-        Err(std::fs::TryLockError::WouldBlock) => {
-            // A `proxy.json` left by a proxy that was killed describes
-            // another process: only a live one's counts.
-            let text = std::fs::read_to_string(home.join("proxy.json")).ok();
-            let info: Option<Info> = text.and_then(|t| serde_json::from_str(&t).ok());
-            Some(info.filter(|i| portd_core::sys::kill(i.pid as i32, 0).is_ok()))
+/// A proxy that runs for a registry.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    /// The pid holding `proxy.lock` (unknown only where the platform
+    /// cannot say who holds a lock).
+    pub pid: Option<u32>,
+    /// Its `proxy.json`, once it has written it (it does so once it
+    /// listens). `None` while it starts.
+    pub info: Option<Info>,
+}
+
+/// The proxy of the registry at `home`, if one runs: a live process holds
+/// `proxy.lock`. `proxy.json` alone proves nothing (a proxy killed with
+/// SIGKILL leaves it): it counts only when it names the holder. The lock
+/// is not taken, so that a probe never gets in the way of a proxy's claim.
+pub(crate) fn running(home: &Path) -> Option<Running> {
+    let lock = home.join("proxy.lock");
+    match portd_core::sys::flock_holders(&lock) {
+        Ok(pids) => {
+            let pid = *pids.first()?;
+            let info = read_info(home).filter(|i| i.pid == pid);
+            Some(Running { pid: Some(pid), info })
         }
-        Err(std::fs::TryLockError::Error(_)) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // No `/proc/locks` here: is the lock free? (The proxy's claim
+        // allows for such a probe's moment.)
+        Err(_) => {
+            let file = std::fs::File::open(&lock).ok()?;
+            match file.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let info =
+                        read_info(home).filter(|i| portd_core::sys::kill(i.pid as i32, 0).is_ok());
+                    Some(Running { pid: info.as_ref().map(|i| i.pid), info })
+                }
+                Ok(()) | Err(std::fs::TryLockError::Error(_)) => None,
+            }
+        }
+    }
+}
+
+/// `proxy.json` of the registry at `home`, if readable.
+fn read_info(home: &Path) -> Option<Info> {
+    let text = std::fs::read_to_string(home.join("proxy.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// [`running`], waiting (up to [`WAIT`]) for a proxy that is starting to
+/// describe itself.
+fn running_described(home: &Path) -> Option<Running> {
+    let end = Instant::now() + WAIT;
+    loop {
+        match running(home) {
+            Some(r) if r.info.is_none() && r.pid.is_some() && Instant::now() < end => {}
+            other => return other,
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -104,11 +153,20 @@ fn foreground(ctx: &Ctx, port: Option<u16>) -> Result<u8, Error> {
     Err(Error::new(ErrorKind::Other, format!("cannot run the proxy: {e}")))
 }
 
+/// Checks a `--port` the way the proxy will, before it is started.
+fn check_port(ctx: &Ctx, port: Option<u16>) -> Result<(), Error> {
+    match port {
+        Some(p) => ctx.config.clone().set_proxy_port(p, "--port"),
+        None => ctx.config.check_proxy_port(),
+    }
+}
+
 fn start(ctx: &Ctx, port: Option<u16>) -> Result<u8, Error> {
     ctx.registry()?;
-    if let Some(info) = running(&ctx.home) {
-        return Ok(already(ctx, info.as_ref()));
+    if let Some(r) = running_described(&ctx.home) {
+        return Ok(already(ctx, &r));
     }
+    check_port(ctx, port)?;
     let log_dir = ctx.home.join("logs");
     let io = |what: String, e: std::io::Error| Error::new(ErrorKind::Other, format!("{what}: {e}"));
     std::fs::create_dir_all(&log_dir)
@@ -134,9 +192,9 @@ fn start(ctx: &Ctx, port: Option<u16>) -> Result<u8, Error> {
             let err = text.lines().rev().find(|l| l.starts_with("error: "));
             let hint = text.lines().rev().find(|l| l.starts_with("hint: "));
             if err.is_some_and(|e| e.contains("a proxy already runs"))
-                && let Some(info) = running(&ctx.home)
+                && let Some(r) = running_described(&ctx.home)
             {
-                return Ok(already(ctx, info.as_ref()));
+                return Ok(already(ctx, &r));
             }
             let msg = err.map_or_else(
                 || format!("the proxy ended at once ({st})"),
@@ -149,7 +207,8 @@ fn start(ctx: &Ctx, port: Option<u16>) -> Result<u8, Error> {
                 .filter(|&c| c != 0)
                 .unwrap_or(1));
         }
-        if let Some(Some(info)) = running(&ctx.home)
+        // It holds the lock and has described itself: it listens.
+        if let Some(Running { info: Some(info), .. }) = running(&ctx.home)
             && info.pid == child.id()
         {
             report(ctx, &info, "started");
@@ -169,10 +228,13 @@ fn start(ctx: &Ctx, port: Option<u16>) -> Result<u8, Error> {
 }
 
 /// A second start: says where the first one is, and succeeds.
-fn already(ctx: &Ctx, info: Option<&Info>) -> u8 {
-    match info {
-        Some(i) => report(ctx, i, "already running"),
-        None => ctx.out.info("the proxy already runs (its `proxy.json` is unreadable)"),
+fn already(ctx: &Ctx, r: &Running) -> u8 {
+    match (&r.info, r.pid) {
+        (Some(i), _) => report(ctx, i, "already running"),
+        (None, Some(pid)) => ctx.out.info(&format!(
+            "the proxy already runs (pid {pid}), but has not said where (no `proxy.json`)"
+        )),
+        (None, None) => ctx.out.info("the proxy already runs (its `proxy.json` is unreadable)"),
     }
     0
 }
@@ -190,7 +252,7 @@ fn report(ctx: &Ctx, info: &Info, what: &str) {
 }
 
 fn stop(ctx: &Ctx) -> Result<u8, Error> {
-    let Some(info) = running(&ctx.home) else {
+    let Some(r) = running(&ctx.home) else {
         if ctx.out.json {
             ctx.out.json(&serde_json::json!({"running": false, "stopped": false}));
         } else {
@@ -198,7 +260,7 @@ fn stop(ctx: &Ctx) -> Result<u8, Error> {
         }
         return Ok(0);
     };
-    let Some(info) = info else {
+    let Some(pid) = r.pid else {
         return Err(Error::new(
             ErrorKind::Other,
             "the proxy runs, but its `proxy.json` is unreadable",
@@ -208,12 +270,11 @@ fn stop(ctx: &Ctx) -> Result<u8, Error> {
             ctx.home.join("proxy.lock").display()
         )));
     };
-    let pid = info.pid as i32;
-    let _ = portd_core::sys::kill(pid, portd_core::sys::SIGTERM);
+    let _ = portd_core::sys::kill(pid as i32, portd_core::sys::SIGTERM);
     let end = Instant::now() + WAIT;
-    while running(&ctx.home).is_some() {
+    while running(&ctx.home).is_some_and(|r| r.pid == Some(pid)) {
         if Instant::now() >= end {
-            let _ = portd_core::sys::kill(pid, portd_core::sys::SIGKILL);
+            let _ = portd_core::sys::kill(pid as i32, portd_core::sys::SIGKILL);
         }
         if Instant::now() >= end + Duration::from_secs(2) {
             return Err(Error::new(
@@ -223,44 +284,47 @@ fn stop(ctx: &Ctx) -> Result<u8, Error> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let port = r.info.as_ref().map(|i| i.port);
     if ctx.out.json {
-        ctx.out.json(&serde_json::json!({"running": false, "stopped": true, "pid": info.pid, "port": info.port}));
+        ctx.out.json(
+            &serde_json::json!({"running": false, "stopped": true, "pid": pid, "port": port}),
+        );
     } else {
-        ctx.out.info(&format!("stopped the proxy (pid {}) on {}", info.pid, url(info.port)));
+        let at = port.map_or(String::new(), |p| format!(" on {}", url(p)));
+        ctx.out.info(&format!("stopped the proxy (pid {pid}){at}"));
     }
     Ok(0)
 }
 
 fn status(ctx: &Ctx) -> Result<u8, Error> {
-    match running(&ctx.home) {
-        None => {
-            if ctx.out.json {
-                ctx.out.json(&serde_json::json!({"running": false}));
-            } else {
-                ctx.out.data("not running");
-            }
+    let Some(r) = running(&ctx.home) else {
+        if ctx.out.json {
+            ctx.out.json(&serde_json::json!({"running": false}));
+        } else {
+            ctx.out.data("not running");
         }
-        Some(info) => {
-            if ctx.out.json {
-                ctx.out.json(&serde_json::json!({
-                    "running": true,
-                    "pid": info.as_ref().map(|i| i.pid),
-                    "port": info.as_ref().map(|i| i.port),
-                    "url": info.as_ref().map(|i| url(i.port)),
-                    "started": info.as_ref().map(|i| i.started.clone()),
-                }));
-            } else {
-                match info {
-                    Some(i) => ctx.out.data(&format!(
-                        "running pid {} port {} url {} since {}",
-                        i.pid,
-                        i.port,
-                        url(i.port),
-                        i.started
-                    )),
-                    None => ctx.out.data("running"),
-                }
-            }
+        return Ok(0);
+    };
+    let info = r.info.as_ref();
+    if ctx.out.json {
+        ctx.out.json(&serde_json::json!({
+            "running": true,
+            "pid": r.pid,
+            "port": info.map(|i| i.port),
+            "url": info.map(|i| url(i.port)),
+            "started": info.map(|i| i.started.clone()),
+        }));
+    } else {
+        match (info, r.pid) {
+            (Some(i), _) => ctx.out.data(&format!(
+                "running pid {} port {} url {} since {}",
+                i.pid,
+                i.port,
+                url(i.port),
+                i.started
+            )),
+            (None, Some(pid)) => ctx.out.data(&format!("starting pid {pid}")),
+            (None, None) => ctx.out.data("running"),
         }
     }
     Ok(0)

@@ -4,9 +4,9 @@
 //! defined servers on the first request, how soon a registry change is
 //! routed, the background proxy's start/stop/status, and systemd's socket
 //! handoff. Ports: the band 40000–40999 (ranges from 40100, proxies from
-//! 40900).
+//! 40900) and 42000–42499.
 
-use crate::util::{self, BIN, Env, Servers, servers_env, wait_for};
+use crate::util::{self, BIN, ConfigJson, Env, Servers, servers_env, wait_for};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -36,6 +36,16 @@ impl Drop for Proc {
     }
 }
 
+/// A Python server on `{port}` that keeps connections open (HTTP/1.1):
+/// the side that closes a connection first keeps its port in TIME_WAIT
+/// for a minute, and portd's allocator rightly counts a port in TIME_WAIT
+/// as taken. Python's default HTTP/1.0 closes after every answer, so each
+/// run of these tests would take the next ports of its band for a minute,
+/// and a few runs in a row would find the band full. With HTTP/1.1 the
+/// proxy, the client, closes first, on a port of the kernel's choosing.
+const PY_SERVER: &[&str] =
+    &["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1", "--protocol", "HTTP/1.1"];
+
 /// A free port of the band for a proxy (`n`: which test).
 fn proxy_port(n: u16) -> u16 {
     let bindable = |p: u16| {
@@ -47,20 +57,42 @@ fn proxy_port(n: u16) -> u16 {
         .unwrap_or_else(|| panic!("no free proxy port at {}", 40900 + n * 4))
 }
 
-/// `portd proxy --port PORT` in the foreground, once it accepts.
+/// `portd proxy --port PORT` in the foreground, once it has started: it
+/// listens and has written `proxy.json` naming itself. (A connection
+/// alone proves less: a proxy that binds 127.0.0.1 and then fails on ::1
+/// accepts for a moment before it ends.) If it ends instead, the test
+/// fails with its error.
 fn run_proxy(env: &Env, port: u16) -> Proc {
     proxy_bin();
+    let log = env.root().join(format!("proxy-{port}.log"));
     let child = env
         .command(["proxy", "--port", &port.to_string()])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let p = Proc(child);
-    wait_for("the proxy to listen", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    let mut p = Proc(child);
+    let pid = p.0.id();
+    wait_for("the proxy to start", Duration::from_secs(10), || {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            panic!("the proxy ended ({st}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        proxy_json(env).is_some_and(|i| i.pid == pid)
     });
     p
+}
+
+/// What `proxy.json` says.
+#[derive(Debug, Deserialize)]
+struct ProxyJson {
+    pid: u32,
+    port: u16,
+}
+
+/// The registry's `proxy.json`, if there.
+fn proxy_json(env: &Env) -> Option<ProxyJson> {
+    let text = std::fs::read_to_string(env.home().join("proxy.json")).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// The node upstream of the fixtures on `port` (bound on `host`).
@@ -132,6 +164,28 @@ pub(crate) fn get(port: u16, host: &str, path: &str, extra: &str) -> Resp {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     parse(&raw)
+}
+
+/// `GET path` on a kept-alive connection to 127.0.0.1:port, which this
+/// side closes once the answer (with its `Content-Length`) is in: a
+/// server's port is then left out of TIME_WAIT (see [`PY_SERVER`]).
+fn get_first_closing(port: u16, host: &str, path: &str) -> Resp {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the answer: {:?}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = parse(&raw[..end + 4]);
+        let len: usize = head.headers["content-length"].parse().unwrap();
+        if raw.len() >= end + 4 + len {
+            return parse(&raw);
+        }
+    }
 }
 
 /// [`get`] asking for JSON.
@@ -328,13 +382,49 @@ fn a_project_that_does_not_answer_gets_502_with_its_port_state_and_start_command
 #[test]
 fn a_request_that_comes_back_to_the_proxy_answers_508() {
     let env = servers_env(40200);
-    // The proxy listens on the project's own port: forwarding loops.
+    // The project's port forwards to the proxy (a dev server's own proxy
+    // pointed at the wrong place): forwarding loops.
     let port = env.run(&["get", "loop"]).port();
-    let _proxy = run_proxy(&env, port);
-    let r = get(port, "loop.localhost", "/", "Accept: application/json\r\n");
+    let pp = proxy_port(11);
+    let proxy = run_proxy(&env, pp);
+    let relay = tcp_relay(port, pp);
+    let r = get(pp, "loop.localhost", "/", "Accept: application/json\r\n");
     assert_eq!(r.status, 508, "{r:#?}");
     let p: Page = r.json();
     assert_eq!((p.error.as_str(), p.project.as_deref()), ("Proxy loop", Some("loop")));
+    drop(proxy);
+    drop(relay);
+}
+
+/// A TCP relay from 127.0.0.1:`from` to 127.0.0.1:`to` (Python). It never
+/// closes a connection it accepted first: the side that closes first keeps
+/// the port in TIME_WAIT for a minute, where the allocator (rightly) sees
+/// it taken, and `from` is a port of the test's band. Start it after the
+/// proxy (it connects to `to` for each connection) and drop it after.
+fn tcp_relay(from: u16, to: u16) -> Proc {
+    let script = "import socket,sys,threading\n\
+        l=socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        l.bind(('127.0.0.1', int(sys.argv[1]))); l.listen(64)\n\
+        def pipe(a, b, last):\n\
+        \x20 try:\n\
+        \x20   while (d := a.recv(65536)): b.sendall(d)\n\
+        \x20 except OSError: pass\n\
+        \x20 if last: a.close(); b.close()\n\
+        while True:\n\
+        \x20 c, _ = l.accept(); u = socket.create_connection(('127.0.0.1', int(sys.argv[2])))\n\
+        \x20 threading.Thread(target=pipe, args=(c, u, True), daemon=True).start()\n\
+        \x20 threading.Thread(target=pipe, args=(u, c, False), daemon=True).start()\n";
+    let child = Command::new("python3")
+        .args(["-c", script, &from.to_string(), &to.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    wait_for("the relay to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", from)).is_ok()
+    });
+    p
 }
 
 #[test]
@@ -348,18 +438,76 @@ fn bad_and_foreign_host_headers_get_400_and_421() {
     s.read_to_end(&mut raw).unwrap();
     assert_eq!(parse(&raw).status, 400);
     assert_eq!(get(pp, "bad host!", "/", "").status, 400);
-    assert_eq!(get(pp, &format!("127.0.0.1:{pp}"), "/", "").status, 421);
     assert_eq!(get(pp, "example.com", "/", "").status, 421);
+    assert_eq!(get(pp, &format!("127.0.0.2:{pp}"), "/", "").status, 421);
+}
+
+#[test]
+fn the_dashboard_answers_on_localhost_and_the_loopback_addresses_alike() {
+    let env = servers_env(40400);
+    env.run(&["get", "web"]).port();
+    let pp = proxy_port(16);
+    let _proxy = run_proxy(&env, pp);
+    let v6 = util::ipv6_available();
+    if !v6 {
+        util::skip("no IPv6 here: `[::1]` is asked for over 127.0.0.1 only");
+    }
+    for host in ["portd.localhost", "localhost", "127.0.0.1", "[::1]"] {
+        let host = format!("{host}:{pp}");
+        // The page, and the API behind it (same answer whichever name).
+        let r = get(pp, &host, "/", "");
+        assert_eq!(r.status, 200, "{host}: {r:#?}");
+        assert!(r.body.contains("<title>portd</title>"), "{host}: {}", r.body);
+        let r = get(pp, &host, "/api/projects", "");
+        assert_eq!(r.status, 200, "{host}: {r:#?}");
+        let projects: Vec<serde_json::Value> = r.json();
+        assert_eq!(projects.iter().filter(|p| p["project"] == "web").count(), 1, "{host}: {r:#?}");
+    }
+    if v6 {
+        // Over ::1 itself, with the address the browser puts in Host.
+        let mut s = TcpStream::connect(("::1", pp)).unwrap();
+        write!(s, "GET / HTTP/1.1\r\nHost: [::1]:{pp}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        assert_eq!(parse(&raw).status, 200);
+    }
+}
+
+#[test]
+fn options_star_is_answered_by_the_proxy_itself() {
+    let env = servers_env(40420);
+    // A project that does not answer: the request is not forwarded to it.
+    env.run(&["get", "quiet"]).port();
+    let pp = proxy_port(17);
+    let _proxy = run_proxy(&env, pp);
+    for host in ["quiet.localhost", "nope.localhost", "localhost", "127.0.0.1"] {
+        let mut s = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+        write!(s, "OPTIONS * HTTP/1.1\r\nHost: {host}:{pp}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let r = parse(&raw);
+        assert_eq!(
+            (r.status, r.headers.get("allow").map(String::as_str), r.body.as_str()),
+            (200, Some("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"), ""),
+            "{host}: {r:#?}"
+        );
+    }
+    // A foreign or missing Host is refused first, as for any method.
+    let mut s = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    assert_eq!(parse(&raw).status, 421);
 }
 
 #[test]
 fn the_first_request_starts_a_defined_on_demand_project_and_a_stopped_one() {
-    let env = servers_env(40240);
-    let lazy = env.add(
-        "lazy",
-        &["--on-demand", "--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
-    );
-    env.add("later", &["--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]);
+    // A wide band (42000–42099): the supervisors' health checks and relays
+    // can leave a used port in TIME_WAIT, which the allocator counts as
+    // taken for a minute, and test runs in a row must not run out.
+    let env = util::servers_env_n(42000, 100);
+    let lazy = env.add("lazy", &[&["--on-demand", "--"], PY_SERVER].concat());
+    env.add("later", &[&["--"], PY_SERVER].concat());
     let pp = proxy_port(6);
     let _proxy = run_proxy(&env, pp);
     let r = get(pp, "lazy.localhost", "/", "");
@@ -403,8 +551,8 @@ fn a_new_project_is_routed_within_200ms_of_get_and_add() {
     let env = servers_env(40280);
     let pp = proxy_port(8);
     let _proxy = run_proxy(&env, pp);
-    let serve = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"];
-    let add: Vec<&str> = ["add", "added", "--"].into_iter().chain(serve).collect();
+    let add: Vec<&str> =
+        ["add", "added", "--"].into_iter().chain(PY_SERVER.iter().copied()).collect();
     for (name, args) in [("fresh", vec!["get", "fresh"]), ("added", add)] {
         assert_eq!(get_json(pp, &format!("{name}.localhost")).status, 404);
         let out = env.run(&args);
@@ -447,7 +595,8 @@ fn proxy_start_stop_status_and_a_second_start_that_says_where_the_first_is() {
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(out.stdout, format!("{pp}\n"));
     let st: StatusJson = env.run(&["proxy", "status", "--json"]).json();
-    let pid = st.pid.unwrap();
+    let log = || std::fs::read_to_string(env.home().join("logs/proxy.log")).unwrap_or_default();
+    let pid = st.pid.unwrap_or_else(|| panic!("{st:?} {out:#?} {}", log()));
     assert_eq!(
         st,
         StatusJson {
@@ -478,6 +627,7 @@ fn proxy_start_stop_status_and_a_second_start_that_says_where_the_first_is() {
     assert_eq!((out.code, out.stdout.as_str()), (0, format!("{pp}\n").as_str()), "{out:#?}");
     let pid2 = env.run(&["proxy", "status", "--json"]).json::<StatusJson>().pid.unwrap();
     assert_ne!(pid2, pid);
+    assert_eq!(out.stderr, format!("proxy started (pid {pid2}) on http://localhost:{pp}/\n"));
     let out = env.run(&["proxy", "stop"]);
     assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:#?}");
     assert_eq!(out.stderr, format!("stopped the proxy (pid {pid2}) on http://localhost:{pp}/\n"));
@@ -486,36 +636,332 @@ fn proxy_start_stop_status_and_a_second_start_that_says_where_the_first_is() {
     assert!(TcpStream::connect(("127.0.0.1", pp)).is_err(), "still listening");
 }
 
+/// The `ini` block of the README that starts with `# /etc/systemd/system/NAME`.
+fn readme_unit(name: &str) -> String {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(&readme).unwrap();
+    let start = format!("```ini\n# /etc/systemd/system/{name}\n");
+    let at = text.find(&start).unwrap_or_else(|| panic!("no `{name}` unit in the README"));
+    let body = &text[at + start.len()..];
+    body[..body.find("```").unwrap()].to_owned()
+}
+
+/// The values of `KEY=` lines in a unit.
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    let prefix = format!("{key}=");
+    unit.lines().filter_map(|l| l.trim().strip_prefix(&prefix)).map(str::to_owned).collect()
+}
+
 #[test]
-fn the_proxy_serves_a_socket_passed_the_way_systemd_does() {
+fn the_proxy_serves_the_readme_systemd_sockets() {
     let env: Servers = servers_env(40320);
     let web = env.run(&["get", "web"]).port();
     let _web = node_upstream(web, "127.0.0.1");
+    // The README's units: the sockets it listens on, and a service that
+    // runs `portd-proxy` with no arguments.
+    let socket = readme_unit("portd-proxy.socket");
+    let service = readme_unit("portd-proxy.service");
+    let listen = unit_values(&socket, "ListenStream");
+    assert_eq!(listen, ["127.0.0.1:80", "[::1]:80"], "{socket}");
+    let exec = unit_values(&service, "ExecStart");
+    let argv: Vec<&str> = exec[0].split_whitespace().collect();
+    assert!(argv.len() == 1 && argv[0].ends_with("/portd-proxy"), "{service}");
+    assert_eq!(unit_values(&service, "Requires"), ["portd-proxy.socket"]);
+    // The same addresses on a free port instead of 80 (IPv6 where the
+    // host has it).
     let pp = proxy_port(10);
-    // python binds, moves the socket to fd 3, sets LISTEN_FDS and
-    // LISTEN_PID (its own pid, kept by exec) and execs the proxy.
-    let script = "import os,socket,sys\n\
-        s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-        s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(64)\n\
-        fd=s.fileno(); fd != 3 and os.dup2(fd, 3); os.set_inheritable(3, True)\n\
-        os.environ['LISTEN_FDS']='1'; os.environ['LISTEN_PID']=str(os.getpid())\n\
-        os.execv(sys.argv[2], [sys.argv[2], '--home', sys.argv[3], '--port', '1'])\n";
+    let v6 = util::ipv6_available();
+    if !v6 {
+        util::skip("no IPv6 here: the README's `[::1]` socket is left out, as it says");
+    }
+    let addrs: Vec<String> = listen
+        .iter()
+        .map(|a| a.strip_suffix(":80").unwrap().trim_matches(['[', ']']).to_owned())
+        .filter(|a| v6 || !a.contains(':'))
+        .collect();
+    // The proxy's own port, which it must not bind: systemd's sockets
+    // replace it.
+    let own = proxy_port(19);
+    // Python does what systemd does: binds each socket, puts them on
+    // descriptors 3, 4, …, sets LISTEN_FDS, LISTEN_PID (its own pid, which
+    // exec keeps) and LISTEN_FDNAMES, and execs the unit's command line.
+    let script = "import fcntl,os,socket,sys\n\
+        port, exe, addrs = int(sys.argv[1]), sys.argv[2], sys.argv[3:]\n\
+        high = []\n\
+        for a in addrs:\n\
+        \x20 s = socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET)\n\
+        \x20 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        \x20 s.bind((a, port)); s.listen(64)\n\
+        \x20 high.append(fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 100)); s.close()\n\
+        for i, fd in enumerate(high):\n\
+        \x20 os.dup2(fd, 3 + i); os.set_inheritable(3 + i, True); os.close(fd)\n\
+        os.environ['LISTEN_FDS'] = str(len(high))\n\
+        os.environ['LISTEN_PID'] = str(os.getpid())\n\
+        os.environ['LISTEN_FDNAMES'] = ':'.join(['portd-proxy.socket'] * len(high))\n\
+        os.execv(exe, [exe])\n";
+    let log = env.root().join("systemd-proxy.log");
     let child = Command::new("python3")
         .args(["-c", script, &pp.to_string()])
         .arg(proxy_bin())
-        .arg(env.home())
+        .args(&addrs)
         .env("PORTD_HOME", env.home())
+        .env("XDG_CONFIG_HOME", env.root())
+        .env("PORTD_PROXY_PORT", own.to_string())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let _proxy = Proc(child);
-    wait_for("proxy.json", Duration::from_secs(10), || env.home().join("proxy.json").is_file());
-    let r = get(pp, "web.localhost", "/", "");
-    assert_eq!(r.status, 200, "{r:#?}");
-    // It binds nothing itself: port 1 (asked for) stays untouched.
-    let info: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(env.home().join("proxy.json")).unwrap())
+    let mut proxy = Proc(child);
+    let pid = proxy.0.id();
+    wait_for("the proxy to start", Duration::from_secs(10), || {
+        if let Some(st) = proxy.0.try_wait().unwrap() {
+            panic!("the proxy ended ({st}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        proxy_json(&env).is_some_and(|i| i.pid == pid)
+    });
+    assert_eq!(proxy_json(&env).unwrap().port, pp);
+    // Each socket serves.
+    for a in &addrs {
+        let ip: std::net::IpAddr = a.parse().unwrap();
+        let mut s = TcpStream::connect((ip, pp)).unwrap();
+        write!(s, "GET / HTTP/1.1\r\nHost: web.localhost:{pp}\r\nConnection: close\r\n\r\n")
             .unwrap();
-    assert_eq!(info["port"], pp);
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let r = parse(&raw);
+        assert_eq!(r.status, 200, "{a}: {r:#?}");
+        assert_eq!(r.json::<Echo>().headers["host"], format!("web.localhost:{pp}"));
+    }
+    // It bound nothing itself, and says where it is like any proxy.
+    assert!(TcpStream::connect(("127.0.0.1", own)).is_err(), "it listens on its own port");
+    let st: StatusJson = env.run(&["proxy", "status", "--json"]).json();
+    assert_eq!((st.running, st.pid, st.port), (true, Some(pid), Some(pp)));
+}
+
+#[test]
+fn the_port_comes_from_the_flag_before_or_after_start_then_the_environment_then_the_config() {
+    let env = servers_env(40340);
+    proxy_bin();
+    let (file, from_env, flag) = (proxy_port(12), proxy_port(13), proxy_port(14));
+    env.write_config(format!(
+        "proxy_port = {file}\n[[range]]\nname = \"test\"\nstart = 40340\nend = 40359\n"
+    ));
+    let cfg: ConfigJson = env.run(&["config", "--json"]).json();
+    // (Output shows the test's directory as `[ROOT]`.)
+    let src = "file [ROOT]/portd/config.toml".to_owned();
+    assert_eq!((cfg.proxy_port.value, cfg.proxy_port.source), (file, src));
+    let e = [("PORTD_PROXY_PORT", from_env.to_string())];
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cfg: ConfigJson = env.run_env(&["config", "--json"], &e).json();
+    assert_eq!(
+        (cfg.proxy_port.value, cfg.proxy_port.source.as_str()),
+        (from_env, "env PORTD_PROXY_PORT")
+    );
+    let start_stop = |args: &[&str], env_vars: &[(&str, &str)], want: u16| {
+        let out = env.run_env(args, env_vars);
+        assert_eq!((out.code, out.stdout.clone()), (0, format!("{want}\n")), "{out:#?}");
+        assert!(out.stderr.ends_with(&format!(" on http://localhost:{want}/\n")), "{out:#?}");
+        let st: StatusJson = env.run(&["proxy", "status", "--json"]).json();
+        assert_eq!(st.port, Some(want));
+        let out = env.run(&["proxy", "stop"]);
+        assert_eq!(out.code, 0, "{out:#?}");
+    };
+    start_stop(&["proxy", "start"], &[], file);
+    start_stop(&["proxy", "start"], &e, from_env);
+    start_stop(&["proxy", "--port", &flag.to_string(), "start"], &e, flag);
+    start_stop(&["proxy", "start", "--port", &flag.to_string()], &e, flag);
+    // `--port` means nothing to stop and status.
+    let out = env.run(&["proxy", "status", "--port", &flag.to_string()]);
+    assert_eq!(
+        out.error(2),
+        "error: `--port` goes with `portd proxy` and `portd proxy start`\n\
+         hint: `portd proxy stop` and `status` find the proxy by its registry\n"
+    );
+}
+
+#[test]
+fn an_invalid_proxy_port_is_a_configuration_error_with_a_hint() {
+    let env = servers_env(40360);
+    proxy_bin();
+    let hint = "hint: give a port above 1023 and outside every range, such as the default 7780\n";
+    let range = "[[range]]\nname = \"test\"\nstart = 40360\nend = 40379\n";
+    let path = "[ROOT]/portd/config.toml";
+    let cases = [
+        (
+            "proxy_port = 40365\n",
+            format!(
+                "error: invalid proxy port 40365 (in `{}`: `proxy_port`): it is inside range `test` \
+                 (40360-40379), whose ports go to projects\n",
+                path
+            ),
+        ),
+        (
+            "proxy_port = \"x\"\n",
+            format!(
+                "error: invalid configuration in `{}` line 1: `proxy_port`: expected a port number\n",
+                path
+            ),
+        ),
+        (
+            "proxy_port = 70000\n",
+            format!(
+                "error: invalid configuration in `{}` line 1: `proxy_port`: port 70000 is outside 1-65535\n",
+                path
+            ),
+        ),
+        (
+            "proxy_port = 6000\n",
+            format!(
+                "error: invalid proxy port 6000 (in `{}`: `proxy_port`): browsers refuse to connect to it\n",
+                path
+            ),
+        ),
+    ];
+    for (text, want) in cases {
+        env.write_config(format!("{text}{range}"));
+        // Every command reads the configuration.
+        for args in [&["proxy", "start"][..], &["get", "x"], &["config"]] {
+            let out = env.run(args);
+            assert_eq!(out.error(8), format!("{want}{hint}"), "{text}");
+        }
+    }
+    env.write_config(range);
+    let out = env.run_env(&["proxy", "start"], &[("PORTD_PROXY_PORT", "80")]);
+    assert_eq!(
+        out.error(8),
+        format!(
+            "error: invalid proxy port 80 (environment variable `PORTD_PROXY_PORT`): ports below 1024 \
+             need root (port 80 without root: socket activation, see the README)\n{hint}"
+        )
+    );
+    let out = env.run_env(&["proxy", "start"], &[("PORTD_PROXY_PORT", "abc")]);
+    assert_eq!(
+        out.error(8),
+        format!(
+            "error: invalid environment variable `PORTD_PROXY_PORT`: `abc` is not a port number\n{hint}"
+        )
+    );
+    let out = env.run(&["proxy", "start", "--port", "40370"]);
+    assert_eq!(
+        out.error(8),
+        format!(
+            "error: invalid proxy port 40370 (`--port`): it is inside range `test` (40360-40379), \
+             whose ports go to projects\n{hint}"
+        )
+    );
+    // Nothing was started.
+    assert_eq!(env.run(&["proxy", "status"]).ok(), "not running\n");
+}
+
+/// `url --json`.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+struct UrlJson {
+    project: String,
+    port: u16,
+    url: String,
+    direct_url: String,
+    proxy_url: Option<String>,
+}
+
+#[test]
+fn url_names_the_proxy_url_while_the_proxy_runs_and_the_port_otherwise() {
+    let env = servers_env(40380);
+    proxy_bin();
+    let web = env.run(&["get", "web"]).port();
+    let api = env.run(&["get", "myapp:api"]).port();
+    env.run(&["get", "Dup"]).port();
+    env.run(&["get", "dup"]).port();
+    let direct = |p: u16| format!("http://localhost:{p}/");
+    assert_eq!(env.run(&["url", "web"]).ok(), format!("{}\n", direct(web)));
+    let j: UrlJson = env.run(&["url", "web", "--json"]).json();
+    assert_eq!(
+        j,
+        UrlJson {
+            project: "web".into(),
+            port: web,
+            url: direct(web),
+            direct_url: direct(web),
+            proxy_url: None
+        }
+    );
+
+    let pp = proxy_port(15);
+    let out = env.run(&["proxy", "start", "--port", &pp.to_string()]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let named = format!("http://web.localhost:{pp}/");
+    let out = env.run(&["url", "web"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (0, format!("{named}\n").as_str(), "")
+    );
+    let j: UrlJson = env.run(&["url", "web", "--json"]).json();
+    assert_eq!(
+        j,
+        UrlJson {
+            project: "web".into(),
+            port: web,
+            url: named.clone(),
+            direct_url: direct(web),
+            proxy_url: Some(named)
+        }
+    );
+    assert_eq!(env.run(&["url", "myapp:api"]).ok(), format!("http://api.myapp.localhost:{pp}/\n"));
+    // The proxy routes that very name to the project (502: nothing listens).
+    let p: Page = get_json(pp, &format!("api.myapp.localhost:{pp}")).json();
+    assert_eq!((p.project.as_deref(), p.port), (Some("myapp:api"), Some(api)));
+    // A host name two projects share is routed for neither: the port's URL.
+    let out = env.run(&["url", "dup"]);
+    let dup = env.run(&["get", "dup"]).port();
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (
+            0,
+            format!("{}\n", direct(dup)).as_str(),
+            "warning: the proxy runs, but `dup.localhost` is also the host name of `Dup`, so the \
+             proxy routes neither: the port's own URL instead\n"
+        )
+    );
+    let out = env.run(&["proxy", "stop"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(env.run(&["url", "web"]).ok(), format!("{}\n", direct(web)));
+}
+
+#[test]
+fn servers_started_by_a_proxy_killed_with_sigkill_run_on_and_a_new_proxy_reaches_them() {
+    let env = servers_env(40440);
+    proxy_bin();
+    let port = env.add("lazy", &[&["--on-demand", "--"], PY_SERVER].concat());
+    let pp = proxy_port(18);
+    let out = env.run(&["proxy", "start", "--port", &pp.to_string()]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let proxy = env.run(&["proxy", "status", "--json"]).json::<StatusJson>().pid.unwrap();
+    // The first request through the proxy starts the server.
+    let r = get(pp, "lazy.localhost", "/", "");
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert_eq!(env.server("lazy").state, "running");
+    let supervisors = env.matching("__serve lazy");
+    assert_eq!(supervisors.len(), 1, "one supervisor");
+
+    portd_core::sys::kill(proxy as i32, portd_core::sys::SIGKILL).unwrap();
+    wait_for("the proxy to die", Duration::from_secs(5), || !util::alive(proxy));
+    assert_eq!(env.run(&["proxy", "status"]).ok(), "not running\n");
+    // The server and its supervisor run on, on the project's own port.
+    let r = get_first_closing(port, "lazy.localhost", "/");
+    assert!(r.status == 200 && r.body.contains("Directory listing"), "{r:#?}");
+    let line = env.server("lazy");
+    assert_eq!((line.state.as_str(), line.port), ("running", Some(port)));
+    assert_eq!(env.matching("__serve lazy"), supervisors);
+
+    // A new proxy starts cleanly and reaches the same server.
+    let out = env.run(&["proxy", "start", "--port", &pp.to_string()]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let again = env.run(&["proxy", "status", "--json"]).json::<StatusJson>().pid.unwrap();
+    assert_ne!(again, proxy);
+    assert_eq!(out.stderr, format!("proxy started (pid {again}) on http://localhost:{pp}/\n"));
+    let r = get(pp, "lazy.localhost", "/", "");
+    assert_eq!(r.status, 200, "{r:#?}");
+    assert!(r.body.contains("Directory listing"), "{}", r.body);
+    assert_eq!(env.matching("__serve lazy"), supervisors, "the same supervisor");
+    let out = env.run(&["proxy", "stop"]);
+    assert_eq!(out.code, 0, "{out:#?}");
 }

@@ -521,7 +521,10 @@ fn json_of_start_stop_url_and_rm() {
     let v: serde_json::Value = env.run(&["url", "api", "--json"]).json();
     assert_eq!(
         v,
-        serde_json::json!({"project": "api", "port": port, "url": format!("http://localhost:{port}/")})
+        serde_json::json!({
+            "project": "api", "port": port, "url": format!("http://localhost:{port}/"),
+            "direct_url": format!("http://localhost:{port}/"), "proxy_url": null,
+        })
     );
     let v: serde_json::Value = env.run(&["stop", "api", "--json"]).json();
     assert_eq!(v, serde_json::json!({"stopped": ["api"], "not_running": []}));

@@ -463,6 +463,7 @@ pub struct ConfigJson {
     pub port: Sourced<Option<u16>>,
     pub shared: Sourced<bool>,
     pub allow_privileged: Sourced<bool>,
+    pub proxy_port: Sourced<u16>,
 }
 
 /// `config_file` in `config --json`: the file read (or looked for).

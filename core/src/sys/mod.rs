@@ -30,6 +30,10 @@ pub use trim::{Trimmed, trim_resident};
 mod append;
 pub use append::open_append_nofollow;
 #[cfg(target_os = "linux")]
+mod flock;
+#[cfg(target_os = "linux")]
+pub use flock::flock_holders;
+#[cfg(target_os = "linux")]
 mod notify;
 #[cfg(target_os = "linux")]
 pub use notify::Watch;

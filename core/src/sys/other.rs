@@ -163,6 +163,10 @@ pub fn pass_fds(_cmd: &mut std::process::Command, _fds: Vec<std::os::fd::RawFd>)
 pub fn inherited_fd(_fd: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd> {
     None
 }
+/// Not available here: no `/proc/locks`.
+pub fn flock_holders(_path: &std::path::Path) -> io::Result<Vec<u32>> {
+    Err(unsupported())
+}
 /// Whether `path` is a file with an execute bit.
 pub fn executable(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
