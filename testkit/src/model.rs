@@ -360,7 +360,19 @@ impl Run<'_> {
                 h.used = None;
                 continue;
             }
-            let want = next.predict_claimed(name, free, &earlier);
+            // The batch claims every new name's preferred port first, then
+            // scans for the rest: a later name's preferred port is not an
+            // earlier name's to take. So each name is predicted without the
+            // ports the others of the batch got.
+            let others: BTreeSet<u16> = match &got {
+                Ok(ports) => (names.iter().zip(ports))
+                    .filter(|(n, _)| **n != name)
+                    .map(|(_, p)| *p)
+                    .collect(),
+                Err(_) => BTreeSet::new(),
+            };
+            let free: BTreeSet<u16> = free.difference(&others).copied().collect();
+            let want = next.predict_claimed(name, &free, &earlier);
             if want == Fresh::Exhausted {
                 exhausted = true;
                 break;

@@ -141,27 +141,39 @@ fn inject(ctx: &Ctx, a: &RunArgs, argv: Vec<String>, port: u16) -> Vec<String> {
     plan.argv
 }
 
-/// After a while, one look at where the command's group listens: a server
-/// that ignores `PORT` is warned about (with the fix), once. Only warns:
-/// the command may not be a server at all.
+/// After a while, a look at where the command's group listens: a server
+/// that ignores `PORT` is warned about (with the fix), once. The first look
+/// comes [`SAFETY_NET_AFTER`] the start; while the group listens nowhere
+/// yet (a slow start), it looks again at that interval, [`SAFETY_NET_LOOKS`]
+/// times in all. Only warns: the command may not be a server at all.
 fn safety_net(out: crate::printer::Printer, name: String, pgid: u32, port: u16, argv: &[String]) {
     let fix = format!("portd run {name} -- {} --port {{port}}", crate::printer::command_line(argv));
     // A thread started after the signals were blocked keeps them blocked.
     std::thread::spawn(move || {
-        std::thread::sleep(SAFETY_NET_AFTER);
-        if let Some(other) = portd_serve::elsewhere::listens_elsewhere(pgid, &[port]) {
-            out.warn(&format!(
-                "`{name}` listens on port {other}, not on its port {port}: it ignores `PORT`"
-            ));
-            out.info(&format!(
-                "hint: pass it the port, e.g. `{fix}`, or read `PORT` in the server"
-            ));
+        for _ in 0..SAFETY_NET_LOOKS {
+            std::thread::sleep(SAFETY_NET_AFTER);
+            match portd_serve::elsewhere::listens(pgid, &[port]) {
+                portd_serve::elsewhere::Listens::Nowhere => continue,
+                portd_serve::elsewhere::Listens::Ours => return,
+                portd_serve::elsewhere::Listens::Elsewhere(other) => {
+                    out.warn(&format!(
+                        "`{name}` listens on port {other}, not on its port {port}: it ignores `PORT`"
+                    ));
+                    out.info(&format!(
+                        "hint: pass it the port, e.g. `{fix}`, or read `PORT` in the server"
+                    ));
+                    return;
+                }
+            }
         }
     });
 }
 
-/// When [`safety_net`] looks.
+/// When [`safety_net`] looks first, and how long it waits between looks.
 const SAFETY_NET_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How many times [`safety_net`] looks at a group that listens nowhere.
+const SAFETY_NET_LOOKS: u32 = 12;
 
 fn bind(lease: &Allocation, listen: &Listen) -> Result<Vec<TcpListener>, Error> {
     let port = lease.entry.port;

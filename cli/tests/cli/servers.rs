@@ -537,8 +537,9 @@ fn json_of_start_stop_url_and_rm() {
 #[test]
 fn restart_always_restarts_a_clean_exit_and_on_failure_does_not() {
     let env = servers_env(32500);
-    // Healthy, then exits 0 after half a second.
-    let script = "python3 -m http.server $PORT --bind 127.0.0.1 & p=$!; sleep 0.8; kill $p; exit 0";
+    // Healthy, then exits 0 after 3 s (time enough to become ready on a
+    // loaded machine).
+    let script = "python3 -m http.server $PORT --bind 127.0.0.1 & p=$!; sleep 3; kill $p; exit 0";
     env.add("always", &["--restart", "always", "--", "sh", "-c", script]);
     env.add("onfail", &["--", "sh", "-c", script]);
     env.start("always");
@@ -547,8 +548,8 @@ fn restart_always_restarts_a_clean_exit_and_on_failure_does_not() {
         let v: serde_json::Value = env.run(&["show", name, "--json"]).json();
         v["server"]["restarts"].as_u64().unwrap_or(0)
     };
-    wait_for("`always` restarted", Duration::from_secs(10), || restarts("always") > 0);
-    wait_for("`onfail` stopped", Duration::from_secs(10), || {
+    wait_for("`always` restarted", Duration::from_secs(20), || restarts("always") > 0);
+    wait_for("`onfail` stopped", Duration::from_secs(20), || {
         env.server("onfail").state == "stopped"
     });
     let s = env.server("onfail");

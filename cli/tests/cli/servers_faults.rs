@@ -297,16 +297,18 @@ fn a_server_failing_its_health_checks_with_restart_no_is_unhealthy_and_keeps_run
 
 #[test]
 fn a_server_that_ignores_port_fails_naming_the_port_it_listens_on() {
-    let env = servers_env(39100);
-    // Listens on 39150 whatever PORT says.
-    let script = "import http.server as h; h.HTTPServer(('127.0.0.1', 39150), h.SimpleHTTPRequestHandler).serve_forever()";
+    // Ports 39100–39109 are the test's range; 39115, in its band but
+    // outside that range, is where the server listens instead.
+    let env = servers_env_n(39100, 10);
+    // Listens on 39115 whatever PORT says.
+    let script = "import http.server as h; h.HTTPServer(('127.0.0.1', 39115), h.SimpleHTTPRequestHandler).serve_forever()";
     let port =
         env.add("deaf", &["--start-timeout", "2s", "--no-inject", "--", "python3", "-c", script]);
     let out = env.run(&["start", "deaf"]);
     assert_eq!((out.code, out.stdout.as_str()), (10, ""), "{out:#?}");
     let first = out.stderr.lines().next().unwrap_or("");
     assert!(
-        first.contains("listens on port 39150") && first.contains(&format!("its port {port}")),
+        first.contains("listens on port 39115") && first.contains(&format!("its port {port}")),
         "the error names where it listens: {out:#?}"
     );
     let hint = out.stderr.lines().last().unwrap_or("");
@@ -316,32 +318,50 @@ fn a_server_that_ignores_port_fails_naming_the_port_it_listens_on() {
 
 #[test]
 fn run_warns_when_its_command_listens_on_another_port() {
-    use std::io::Read as _;
-    let env = servers_env(39120);
-    // Listens on 39160 whatever PORT says.
-    let script = "import http.server as h; h.HTTPServer(('127.0.0.1', 39160), h.SimpleHTTPRequestHandler).serve_forever()";
+    // Ports 39120–39129 are the test's range; 39135, in its band but
+    // outside that range, is where the command listens instead.
+    let env = servers_env_n(39120, 10);
+    // Listens on 39135 whatever PORT says, after 6 s: slower than the first
+    // look.
+    let script = "import time; time.sleep(6); import http.server as h; h.HTTPServer(('127.0.0.1', 39135), h.SimpleHTTPRequestHandler).serve_forever()";
     let mut child = env
         .command(["run", "deaf", "--", "python3", "-c", script])
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
+    // Lines of stderr as they come.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
     });
-    // The look comes 5 s after the start; the server keeps running.
-    std::thread::sleep(std::time::Duration::from_secs(7));
+    // The first look comes 5 s after the start (again every 5 s while the
+    // command listens nowhere yet); the server keeps running.
+    let t = Instant::now();
+    let mut text = String::new();
+    while !text.contains("warning:") {
+        match lines.recv_timeout(Duration::from_secs(70).saturating_sub(t.elapsed())) {
+            Ok(line) => text.push_str(&format!("{line}\n")),
+            Err(_) => break,
+        }
+    }
+    // The look at 5 s found it listening nowhere yet; the next one warns.
+    assert!(t.elapsed() >= Duration::from_secs(10), "warned before the second look: {text}");
+    // The hint follows the warning.
+    if let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        text.push_str(&format!("{line}\n"));
+    }
     let port = env.entry("deaf").port;
-    assert!(http_get(39160, "/").is_ok(), "the command still runs");
+    assert!(http_get(39135, "/").is_ok(), "the command still runs");
     let _ = portd_core::sys::kill(child.id() as i32, portd_core::sys::SIGTERM);
     let _ = child.wait();
-    let text = reader.join().unwrap();
     assert!(
         text.contains(&format!(
-            "warning: `deaf` listens on port 39160, not on its port {port}: it ignores `PORT`"
+            "warning: `deaf` listens on port 39135, not on its port {port}: it ignores `PORT`"
         )),
         "{text}"
     );
@@ -399,7 +419,7 @@ while True:\n    c, _ = s.accept()\n    c.recv(1024)\n    c.sendall(b'HTTP/1.1 2
             file.to_str().unwrap(),
         ],
     );
-    env.run(&["start", "slowstop"]);
+    assert_eq!(env.start("slowstop"), port);
     assert_eq!(http_get(port, "/").map(|(s, _)| s).ok(), Some(200));
     // The idle stop begins: the server says it got SIGTERM.
     wait_for("the idle stop", Duration::from_secs(10), || {

@@ -97,7 +97,7 @@ fn no_inject_leaves_vite_on_its_own_port_so_start_exits_10_and_leaves_nothing() 
     let d = dir.to_str().unwrap();
     let port = env.add(
         "raw",
-        &["--no-inject", "--start-timeout", "5s", "--dir", d, "--", "npm", "run", "dev"],
+        &["--no-inject", "--start-timeout", "10s", "--dir", d, "--", "npm", "run", "dev"],
     );
 
     let t = Instant::now();
@@ -127,7 +127,7 @@ fn no_inject_leaves_vite_on_its_own_port_so_start_exits_10_and_leaves_nothing() 
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .unwrap_or_else(|| panic!("no port in {local:?}"));
     assert_ne!(vite_port, port, "{out:#?}");
-    assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(15), "took {took:?}");
+    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(25), "took {took:?}");
 
     env.assert_nothing_runs("npm, sh and vite are all gone");
     assert!(http_get(port, "/").is_err(), "nothing ever answered on the project's port");
