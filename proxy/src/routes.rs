@@ -183,10 +183,7 @@ impl Routes {
 
     /// A route's URL through a proxy on `port`.
     pub fn url(route: &Route, port: u16) -> Option<String> {
-        route.host.as_ref().map(|h| match port {
-            80 => format!("http://{h}/"),
-            p => format!("http://{h}:{p}/"),
-        })
+        route.host.as_ref().map(|h| hosts::proxy_url(h, port))
     }
 }
 
@@ -197,6 +194,19 @@ struct Stamp {
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
+}
+
+/// How recent a write must be for the stamp not to be trusted.
+const FRESH: Duration = Duration::from_millis(50);
+
+impl Stamp {
+    /// Whether the file was written within [`FRESH`] of now.
+    fn fresh(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        now - self.mtime_ns.max(self.ctime_ns) < FRESH.as_nanos() as i128
+    }
 }
 
 fn stamp(dir: &Path) -> Option<Stamp> {
@@ -243,8 +253,12 @@ pub fn spawn_watcher(state: Arc<crate::State>) -> std::io::Result<()> {
                 while let Ok(true) = watch.wait(DEBOUNCE) {}
                 // Our own reads write our pid into `registry.lock` (an
                 // event): the file itself tells whether there is anything new.
+                // File times tick coarsely (4–10 ms): a commit in the same
+                // tick as the last look leaves the stamp as it was, so a
+                // file written within [`FRESH`] is read again whatever its
+                // stamp says (our own reads cannot loop longer than that).
                 let now = stamp(&state.home);
-                if now == last {
+                if now == last && !now.as_ref().is_some_and(Stamp::fresh) {
                     continue;
                 }
                 // The file as this build (or failed build) sees it, at the

@@ -42,6 +42,15 @@ pub enum Target {
     Foreign(String),
 }
 
+/// The URL of host `host` (`api.localhost`) through a proxy on `port`
+/// (no port in it for 80).
+pub fn proxy_url(host: &str, port: u16) -> String {
+    match port {
+        80 => format!("http://{host}/"),
+        p => format!("http://{host}:{p}/"),
+    }
+}
+
 /// Parses a `Host` header value (`name[:port]`, `[v6]:port`).
 pub fn parse_host(host: &str) -> Option<Target> {
     let host = host.trim();
@@ -151,10 +160,10 @@ pub fn worktree(dir: &Path) -> Option<(String, String)> {
     let head = std::fs::read_to_string(gitdir.join("HEAD")).ok()?;
     let branch = head.trim().strip_prefix("ref: refs/heads/")?.to_owned();
     // MAIN/.git/worktrees/X → MAIN/.git (`commondir` says so, relative).
-    let common = match std::fs::read_to_string(gitdir.join("commondir")) {
-        Ok(c) => gitdir.join(c.trim()),
-        Err(_) => gitdir.parent()?.parent()?.to_owned(),
-    };
+    // A `.git` file without it is no linked worktree but a submodule
+    // (`gitdir: ../.git/modules/NAME`) or a separate git dir: named by its
+    // directory, as any other.
+    let common = gitdir.join(std::fs::read_to_string(gitdir.join("commondir")).ok()?.trim());
     let common = std::fs::canonicalize(&common).unwrap_or(common);
     let main = if common.file_name()? == ".git" {
         common.parent()?.file_name()?
@@ -226,5 +235,20 @@ mod tests {
         std::fs::write(wt.join(".git"), format!("gitdir: {}\n", wt_git.display())).unwrap();
         assert_eq!(dir_label(&wt).as_deref(), Some("feature-cart.shop"));
         assert_eq!(dir_label(&main).as_deref(), Some("shop"));
+        // A submodule checked out on a branch: `.git` is a file too, but its
+        // git dir has no `commondir`. It is named by its directory.
+        let sub_git = main.join(".git/modules/lib");
+        std::fs::create_dir_all(&sub_git).unwrap();
+        std::fs::write(sub_git.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        let sub = main.join("vendor/lib");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(".git"), "gitdir: ../../.git/modules/lib\n").unwrap();
+        assert_eq!(dir_label(&sub).as_deref(), Some("lib"));
+    }
+
+    #[test]
+    fn a_proxy_on_port_80_gives_urls_without_a_port() {
+        assert_eq!(proxy_url("api.localhost", 80), "http://api.localhost/");
+        assert_eq!(proxy_url("api.localhost", 7780), "http://api.localhost:7780/");
     }
 }

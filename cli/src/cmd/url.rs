@@ -43,7 +43,7 @@ fn proxy_url(ctx: &Ctx, reg: &Registry, project: &Project) -> Result<Option<Stri
             portd_store::display_name(other)
         ));
     }
-    Ok(Some(format!("http://{label}.localhost:{}/", info.port)))
+    Ok(Some(portd_serve::hosts::proxy_url(&format!("{label}.localhost"), info.port)))
 }
 
 /// Prints the URL of a project that has a port (it starts nothing): the

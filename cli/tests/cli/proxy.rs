@@ -15,15 +15,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The proxy binary, which `cargo test --workspace` builds beside `portd`.
+/// The proxy binary beside `portd`, built (once per test run) if it is
+/// missing or older than its sources: `cargo test -p portd` does not build
+/// another package's binary.
 pub(crate) fn proxy_bin() -> PathBuf {
-    let p = Path::new(BIN).with_file_name("portd-proxy");
-    assert!(
-        p.is_file(),
-        "`{}` is missing: build it (`cargo build -p portd-proxy`; `cargo test --workspace` does)",
-        p.display()
-    );
-    p
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let p = Path::new(BIN).with_file_name("portd-proxy");
+            let release = p.parent().and_then(Path::file_name).is_some_and(|d| d == "release");
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "-q", "-p", "portd-proxy", "--bin", "portd-proxy"]);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().unwrap();
+            assert!(status.success(), "cannot build `portd-proxy`");
+            assert!(p.is_file(), "no `portd-proxy` at {}", p.display());
+            p
+        })
+        .clone()
 }
 
 /// A child process killed (and reaped) when dropped, also on panic.

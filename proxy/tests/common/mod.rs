@@ -24,21 +24,22 @@ pub fn have_python() -> bool {
 }
 
 /// The `portd` binary of this build (`target/<profile>/portd`), built
-/// first if this test run did not build it.
+/// (once per test run, at once when it is current) so that it is never
+/// older than its sources: `cargo test -p portd-proxy` does not build
+/// another package's binary.
 pub fn portd_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
         let bin = profile_dir.join("portd");
-        if !bin.exists() {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "portd", "--bin", "portd"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .unwrap();
-            assert!(status.success(), "cannot build `portd`");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "portd", "--bin", "portd"]);
+        if profile_dir.file_name().is_some_and(|d| d == "release") {
+            cmd.arg("--release");
         }
+        let status = cmd.current_dir(env!("CARGO_MANIFEST_DIR")).status().unwrap();
+        assert!(status.success(), "cannot build `portd`");
         assert!(bin.exists(), "no `portd` at {}", bin.display());
         bin
     })

@@ -165,8 +165,13 @@ function tick() {
   for (const s of rows.querySelectorAll(".when[data-at]")) s.textContent = ago(s.dataset.at);
 }
 
-function banner(err) {
+// Whether the banner shows the registry's problem (cleared by the next
+// good snapshot) rather than an action's failure (kept until dismissed).
+let problemShown = false;
+
+function banner(err, problem = false) {
   const b = document.getElementById("banner");
+  problemShown = !!err && problem;
   if (!err) { b.hidden = true; b.replaceChildren(); return; }
   b.replaceChildren(
     el("button", { class: "close", onclick: () => banner(null), "aria-label": "dismiss" }, "×"),
@@ -221,10 +226,11 @@ function connect() {
   es.addEventListener("error", () => { live.dataset.state = "lost"; text.textContent = "reconnecting…"; });
   es.addEventListener("projects", (e) => {
     projects = JSON.parse(e.data);
+    if (problemShown) banner(null);
     render();
     for (const k of openLogs) fetchLogs(k);
   });
-  es.addEventListener("problem", (e) => banner(JSON.parse(e.data)));
+  es.addEventListener("problem", (e) => banner(JSON.parse(e.data), true));
 }
 
 connect();
