@@ -6,7 +6,7 @@
 //! handoff. Ports: the band 40000–40999 (ranges from 40100, proxies from
 //! 40900) and 42000–42499.
 
-use crate::util::{self, BIN, ConfigJson, Env, Servers, servers_env, wait_for};
+use crate::util::{self, BIN, ConfigJson, Env, Servers, servers_env, wait_for, wait_state};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -316,35 +316,11 @@ fn a_websocket_echo_passes_through_the_proxy() {
     let _ws = node_upstream(ws, "127.0.0.1");
     let pp = proxy_port(2);
     let _proxy = run_proxy(&env, pp);
-    let mut s = TcpStream::connect(("127.0.0.1", pp)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /chat HTTP/1.1\r\nHost: ws.localhost:{pp}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "closed during the handshake: {head:?}");
-        head.push(b[0]);
-    }
-    let r = parse(&head);
-    assert_eq!(r.status, 101, "{r:#?}");
+    let (mut s, r) = websocket(pp, "ws.localhost", "/chat");
     // RFC 6455's own example key and accept value.
     assert_eq!(r.headers["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     for msg in ["hello", "through the proxy"] {
-        let mask = [1u8, 2, 3, 4];
-        let mut frame = vec![0x81, 0x80 | msg.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(msg.bytes().enumerate().map(|(i, c)| c ^ mask[i % 4]));
-        s.write_all(&frame).unwrap();
-        let mut hdr = [0u8; 2];
-        s.read_exact(&mut hdr).unwrap();
-        let mut data = vec![0u8; usize::from(hdr[1] & 0x7f)];
-        s.read_exact(&mut data).unwrap();
-        assert_eq!((hdr[0], String::from_utf8(data).unwrap()), (0x81, msg.to_owned()));
+        assert_eq!(ws_echo(&mut s, msg), msg);
     }
 }
 
@@ -975,4 +951,81 @@ fn servers_started_by_a_proxy_killed_with_sigkill_run_on_and_a_new_proxy_reaches
     assert_eq!(env.matching("__serve lazy"), supervisors, "the same supervisor");
     let out = env.run(&["proxy", "stop"]);
     assert_eq!(out.code, 0, "{out:#?}");
+}
+
+/// Opens a WebSocket to `path` of project `host` through the proxy on
+/// `pp` (RFC 6455's example key); the socket and the 101 answer.
+fn websocket(pp: u16, host: &str, path: &str) -> (TcpStream, Resp) {
+    let mut s = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}:{pp}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed during the handshake: {head:?}");
+        head.push(b[0]);
+    }
+    let r = parse(&head);
+    assert_eq!(r.status, 101, "{r:#?}");
+    (s, r)
+}
+
+/// One text frame there and back through a WebSocket.
+fn ws_echo(s: &mut TcpStream, msg: &str) -> String {
+    let mask = [9u8, 8, 7, 6];
+    let mut frame = vec![0x81, 0x80 | msg.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(msg.bytes().enumerate().map(|(i, c)| c ^ mask[i % 4]));
+    s.write_all(&frame).unwrap();
+    let mut hdr = [0u8; 2];
+    s.read_exact(&mut hdr).unwrap();
+    let mut data = vec![0u8; usize::from(hdr[1] & 0x7f)];
+    s.read_exact(&mut data).unwrap();
+    String::from_utf8(data).unwrap()
+}
+
+#[test]
+fn a_project_the_proxy_started_sleeps_after_its_idle_timeout_counting_requests_and_open_websockets()
+{
+    // A wide band, as for the other on-demand test (42100–42199).
+    let env = util::servers_env_n(42100, 100);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proxy/upstream.js");
+    env.add(
+        "chat",
+        &["--on-demand", "--idle-timeout", "2s", "--", "node", script.to_str().unwrap(), "{port}"],
+    );
+    let pp = proxy_port(20);
+    let _proxy = run_proxy(&env, pp);
+    assert_eq!(env.server("chat").state, "stopped");
+    // The first request starts it.
+    assert_eq!(get(pp, "chat.localhost", "/", "").status, 200);
+    assert_eq!(env.server("chat").state, "running");
+    // Requests through the proxy every half second for 4 s (twice the idle
+    // timeout): it keeps running.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(4) {
+        assert_eq!(get(pp, "chat.localhost", "/", "").status, 200);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(env.server("chat").state, "running", "requests through the proxy are activity");
+    // A WebSocket open through the proxy and silent for 5 s: it keeps
+    // running, and the socket still echoes.
+    let (mut ws, _) = websocket(pp, "chat.localhost", "/hmr");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(env.server("chat").state, "running", "an open WebSocket is activity");
+    assert_eq!(ws_echo(&mut ws, "still there"), "still there");
+    // Closed, and nothing else comes: it sleeps after its idle timeout
+    // (the proxy's pooled connection closes a second after its last use).
+    drop(ws);
+    let t = Instant::now();
+    wait_state(&env, "chat", "sleeping", Duration::from_secs(15));
+    let idle = t.elapsed();
+    assert!(idle >= Duration::from_secs(2), "slept after {idle:?}: before its idle timeout");
+    // And the next request through the proxy wakes it.
+    assert_eq!(get(pp, "chat.localhost", "/", "").status, 200);
 }
