@@ -5,7 +5,9 @@
 #      (benches/fixtures/proxy_upstream.js), with wrk -t1: p50 latency at
 #      one connection and req/s at 64, for four columns: direct, portd's
 #      proxy, nginx (Debian nginx-light: one worker, upstream keep-alive)
-#      and portless 0.15.6 (npm, `--no-tls`). ROUNDS rounds (default 5),
+#      and portless 0.15.6 (npm, `--no-tls`); and the CPU time (utime +
+#      stime) each proxy spent per request at 64 connections, which the
+#      other load on the machine disturbs less. ROUNDS rounds (default 5),
 #      the columns interleaved in each round; the medians. Targets: portd
 #      adds <= 60 us p50; keeps >= 80 % of direct's req/s and >= 0.9x
 #      nginx's
@@ -41,6 +43,7 @@ install() { # COMMAND PACKAGE
   command -v "$1" >/dev/null
 }
 install wrk wrk || { echo "proxy.sh needs wrk (Debian package wrk)" >&2; exit 1; }
+install ss iproute2 || { echo "proxy.sh needs ss (Debian package iproute2)" >&2; exit 1; }
 command -v node >/dev/null || { echo "proxy.sh needs node" >&2; exit 1; }
 PATH=$PATH:/usr/sbin install nginx nginx-light || true
 cargo build --release -q -p portd -p portd-proxy
@@ -141,6 +144,7 @@ if timeout 180 npm install -q --no-audit --no-fund --prefix "$WORK/portless" por
   >"$WORK/portless.install" 2>&1; then
   PL_BIN="$WORK/portless/node_modules/.bin/portless"
   "$PL_BIN" proxy start --no-tls -p "$PL" --foreground >"$WORK/portless.out" 2>&1 &
+  PL_PID=$!
   if wait_port "$PL" 2>/dev/null && "$PL_BIN" alias bench "$UP" >>"$WORK/portless.out" 2>&1; then
     PORTLESS=0.15.6
   else
@@ -155,7 +159,8 @@ echo "date: $(date -u '+%F %H:%M'), $("$BIN" --version), node $(node --version),
 echo "wrk -t1, $DURATION per measurement, $ROUNDS rounds; wrk, node and the proxy share the $(nproc) cores"
 
 BIN="$BIN" WORK="$WORK" UP="$UP" PX="$PX" NG="$NG" PL="$PL" BARE="$BARE" \
-  NGINX="$NGINX" PORTLESS="$PORTLESS" PROXY_PID="$PROXY_PID" ROUNDS="$ROUNDS" \
+  NGINX="$NGINX" PORTLESS="$PORTLESS" PROXY_PID="$PROXY_PID" NGINX_PID="${NGINX:+$NGINX_PID}" \
+  PL_PID="${PORTLESS:+$PL_PID}" ROUNDS="$ROUNDS" \
   DURATION="$DURATION" IDLE_S="$IDLE_S" SAMPLES="$SAMPLES" WS_N="$WS_N" SMOKE="$SMOKE" \
   python3 - <<'PY'
 import json, os, re, socket, statistics, subprocess, sys, time
@@ -192,7 +197,23 @@ def wrk(col, conns, latency=False):
         m = re.search(r"^\s+50%\s+(\S+)", out, re.M)
         return us(m.group(1)) if m else float("nan")
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    return float(m.group(1)) if m else float("nan")
+    n = re.search(r"(\d+) requests in", out)
+    return (float(m.group(1)) if m else float("nan")), (int(n.group(1)) if n else 0)
+
+
+def ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])
+
+
+# The process whose CPU time a request costs (utime+stime over the run).
+cpu_pid = {"portd": PROXY_PID}
+if E.get("NGINX_PID"):
+    cpu_pid["nginx"] = int(E["NGINX_PID"])  # master_process off: it is the worker
+if E.get("PL_PID"):
+    cpu_pid["portless"] = int(E["PL_PID"])
+HZ = os.sysconf("SC_CLK_TCK")
 
 
 # --- 1. HTTP: p50 at 1 connection, req/s at 64 ------------------------------
@@ -201,11 +222,16 @@ for col in cols:  # warm-up: connections, pools, JITs
                     f"http://127.0.0.1:{cols[col][0]}/"], stdout=subprocess.DEVNULL)
 p50 = {c: [] for c in cols}
 rps = {c: [] for c in cols}
+cpu = {c: [] for c in cols if c in cpu_pid}
 for r in range(ROUNDS):
     for c in cols:
         p50[c].append(wrk(c, 1, latency=True))
     for c in cols:
-        rps[c].append(wrk(c, 64))
+        t0 = ticks(cpu_pid[c]) if c in cpu else 0
+        x, n = wrk(c, 64)
+        rps[c].append(x)
+        if c in cpu and n:
+            cpu[c].append((ticks(cpu_pid[c]) - t0) / HZ * 1e6 / n)
     print(f"round {r + 1}: p50 " + ", ".join(f"{c} {p50[c][-1]:.0f}" for c in cols) + " us; req/s "
           + ", ".join(f"{c} {rps[c][-1]:.0f}" for c in cols), flush=True)
 print(f"\n1. HTTP, medians of {ROUNDS} rounds")
@@ -217,7 +243,8 @@ for c in ("direct", "portd", "nginx", "portless"):
     m50, mrps = med(p50[c]), med(rps[c])
     extra = "" if c == "direct" else f" (+{m50 - d50:.0f} us)"
     share = "" if c == "direct" else f" ({100 * mrps / drps:.0f} % of direct)"
-    print(f"   {c:<9} p50 at 1 connection {m50:6.0f} us{extra:<12} req/s at 64 {mrps:8.0f}{share}")
+    own = f"; CPU {med(cpu[c]):.1f} us a request" if cpu.get(c) else ""
+    print(f"   {c:<9} p50 at 1 connection {m50:6.0f} us{extra:<12} req/s at 64 {mrps:8.0f}{share}{own}")
 pd50, pdrps = med(p50["portd"]) - d50, med(rps["portd"])
 print(f"   portd: +{pd50:.0f} us p50 (target <= 60), {100 * pdrps / drps:.0f} % of direct (target >= 80)"
       + (f", {pdrps / med(rps['nginx']):.2f}x nginx (target >= 0.9)" if "nginx" in cols else ""))
@@ -255,12 +282,6 @@ def status(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
-
-
-def ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return int(rest[11]) + int(rest[12])
 
 
 def pooled():
