@@ -238,6 +238,11 @@ pub enum Failure {
     Broken(String),
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const HOP: HeaderName = HeaderName::from_static(HOP_HEADER);
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded as such.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -254,20 +259,25 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// `Upgrade` header when the message asked for one (kept then, with
 /// `Connection: upgrade`).
 fn strip_hop_headers(h: &mut HeaderMap) -> Option<HeaderValue> {
-    let mut upgrade = None;
-    if h.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        upgrade =
-            named.contains(&header::UPGRADE).then(|| h.get(header::UPGRADE).cloned()).flatten();
-        for n in named {
-            h.remove(n);
+    let mut upgrade = false;
+    // Names other than the usual `keep-alive`/`close` (no allocation then).
+    let mut named: Vec<HeaderName> = Vec::new();
+    for v in h.get_all(header::CONNECTION) {
+        for t in v.to_str().into_iter().flat_map(|v| v.split(',')).map(str::trim) {
+            if t.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            } else if !(t.is_empty()
+                || t.eq_ignore_ascii_case("keep-alive")
+                || t.eq_ignore_ascii_case("close"))
+                && let Ok(n) = HeaderName::from_bytes(t.as_bytes())
+            {
+                named.push(n);
+            }
         }
+    }
+    let upgrade = if upgrade { h.get(header::UPGRADE).cloned() } else { None };
+    for n in named {
+        h.remove(n);
     }
     for n in &HOP_BY_HOP {
         h.remove(n);
@@ -299,27 +309,27 @@ pub async fn forward(
     strip_hop_headers(req.headers_mut());
     let (mut parts, body) = req.into_parts();
     let h = &mut parts.headers;
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.to_canonical())).ok(),
         None => peer_value(peer),
     };
     if let Some(v) = xff {
-        h.insert("x-forwarded-for", v);
+        h.insert(X_FORWARDED_FOR, v);
     }
-    if !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !h.contains_key("x-forwarded-host")
+    if !h.contains_key(&X_FORWARDED_HOST)
         && let Some(host) = h.get(header::HOST).cloned()
     {
-        h.insert("x-forwarded-host", host);
+        h.insert(X_FORWARDED_HOST, host);
     }
-    let hop = match h.get(HOP_HEADER).and_then(|v| v.to_str().ok()) {
+    let hop = match h.get(&HOP).and_then(|v| v.to_str().ok()) {
         Some(prev) => HeaderValue::from_str(&format!("{prev},{}", state.hop_id)).ok(),
         None => Some(state.client.hop.clone()),
     };
     if let Some(v) = hop {
-        h.insert(HOP_HEADER, v);
+        h.insert(HOP, v);
     }
     // Upstream, the target is in origin form (`/path?query`).
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
