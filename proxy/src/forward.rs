@@ -1,5 +1,5 @@
-//! Forwarding a request to a project's port: the pooled HTTP/1.1 client
-//! (upstream keep-alive), the headers a reverse proxy changes, and
+//! Forwarding a request to a project's port: the pool of upstream
+//! connections (keep-alive), the headers a reverse proxy changes, and
 //! WebSocket (any `Upgrade`) passthrough.
 //!
 //! Upstreams are dialled on 127.0.0.1 and, when nothing listens there, on
@@ -7,59 +7,163 @@
 //! header is kept as the browser sent it; `X-Forwarded-For`, `-Proto` and
 //! `-Host` are added, and [`HOP_HEADER`] carries each proxy's mark so that
 //! a request that comes back to the proxy that sent it is refused.
+//!
+//! The pool keeps the idle HTTP/1.1 connections of each port, the most
+//! recently used first. A connection goes back to it when its response's
+//! body has ended, and is closed about [`IDLE_TIMEOUT`] after its last use:
+//! a managed server counts open connections before it shuts down when idle,
+//! and no timer is left once every pooled connection has gone (an idle
+//! proxy uses no CPU).
 
 use crate::{Body, State};
+use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::future::Future;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// The header that marks a request as forwarded by a portd proxy: a
 /// comma-separated list of the marks of the proxies it went through.
 pub const HOP_HEADER: &str = "x-portd-hop";
 
-/// The pooled upstream client.
-pub type Client = hyper_util::client::legacy::Client<Dial, Body>;
+/// How long an upstream connection stays open in the pool after its last
+/// response (then it is closed, and the managed server behind it can count
+/// itself idle).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A client that keeps upstream connections open for reuse. It has no
-/// idle timer (nothing fires while nothing happens): an idle connection
-/// goes when the upstream closes it.
-pub fn client() -> Client {
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build(Dial)
+/// The pooled upstream client, shared by every request.
+pub type Client = Arc<Pool>;
+
+/// A pool with no connections yet; `hop_id` is this proxy's mark in
+/// [`HOP_HEADER`].
+pub fn client(hop_id: &str) -> Client {
+    Arc::new(Pool {
+        idle: Mutex::new(Idle::default()),
+        hop: HeaderValue::from_str(hop_id).unwrap_or(HeaderValue::from_static("portd")),
+    })
+}
+
+/// The idle upstream connections, by port.
+pub struct Pool {
+    idle: Mutex<Idle>,
+    hop: HeaderValue,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.lock();
+        f.debug_struct("Pool")
+            .field("ports", &idle.by_port.len())
+            .field("idle", &idle.by_port.values().map(Vec::len).sum::<usize>())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Idle {
+    next_id: u64,
+    /// Per port, the least recently used first.
+    by_port: HashMap<u16, Vec<Pooled>>,
+}
+
+struct Pooled {
+    id: u64,
+    tx: SendRequest<Body>,
+    since: Instant,
+}
+
+/// A connection taken from the pool (or new), with what returns it there.
+struct Lease {
+    pool: Client,
+    port: u16,
+    id: u64,
+    tx: SendRequest<Body>,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used idle connection to `port` that is still open.
+    fn take(&self, port: u16) -> Option<(u64, SendRequest<Body>)> {
+        let mut idle = self.lock();
+        let list = idle.by_port.get_mut(&port)?;
+        while let Some(c) = list.pop() {
+            if !c.tx.is_closed() {
+                return Some((c.id, c.tx));
+            }
+        }
+        None
+    }
+
+    fn put(&self, port: u16, id: u64, tx: SendRequest<Body>) {
+        if tx.is_closed() {
+            return;
+        }
+        let since = Instant::now();
+        self.lock().by_port.entry(port).or_default().push(Pooled { id, tx, since });
+    }
+
+    /// For a connection's driver: closes the connection (drops its sender)
+    /// when it has been idle in the pool for [`IDLE_TIMEOUT`]; how long to
+    /// wait before asking again.
+    fn expire(&self, port: u16, id: u64) -> Duration {
+        let mut idle = self.lock();
+        let Some(list) = idle.by_port.get_mut(&port) else { return IDLE_TIMEOUT };
+        let Some(i) = list.iter().position(|c| c.id == id) else { return IDLE_TIMEOUT };
+        let age = list[i].since.elapsed();
+        if age < IDLE_TIMEOUT {
+            return IDLE_TIMEOUT - age;
+        }
+        let gone = list.remove(i);
+        if list.is_empty() {
+            idle.by_port.remove(&port);
+        }
+        drop(idle);
+        drop(gone);
+        IDLE_TIMEOUT
+    }
+
+    /// Dials `port` and starts the connection's driver.
+    async fn connect(self: &Arc<Self>, port: u16) -> std::io::Result<(u64, SendRequest<Body>)> {
+        let s = dial(port).await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(s))
+            .await
+            .map_err(|e| std::io::Error::other(error_chain(&e)))?;
+        let id = {
+            let mut idle = self.lock();
+            idle.next_id += 1;
+            idle.next_id
+        };
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            let conn = conn.with_upgrades();
+            tokio::pin!(conn);
+            let mut wait = IDLE_TIMEOUT;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut conn => return,
+                    _ = tokio::time::sleep(wait) => wait = pool.expire(port, id),
+                }
+            }
+        });
+        Ok((id, tx))
+    }
 }
 
 /// The connector: `127.0.0.1:PORT`, else `[::1]:PORT`, with `TCP_NODELAY`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Dial;
-
-impl tower_service::Service<Uri> for Dial {
-    type Response = TokioIo<TcpStream>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let port = uri.port_u16().unwrap_or(80);
-        Box::pin(async move {
-            let s = dial(port).await?;
-            Ok(TokioIo::new(s))
-        })
-    }
-}
-
-/// Connects to `port` on 127.0.0.1, else on ::1; the first error when
-/// neither answers.
 pub async fn dial(port: u16) -> std::io::Result<TcpStream> {
     let s = match TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
         Ok(s) => s,
@@ -69,45 +173,113 @@ pub async fn dial(port: u16) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
+/// A response body that gives its connection back to the pool once it
+/// has ended.
+struct Returning {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl Returning {
+    fn give_back(&mut self) {
+        if let Some(l) = self.lease.take() {
+            l.pool.put(l.port, l.id, l.tx);
+        }
+    }
+}
+
+impl hyper::body::Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.give_back(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.give_back(),
+            // A broken connection is not given back.
+            Poll::Ready(Some(Err(_))) => this.lease = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        // A body read to its end (or empty, like a HEAD's, never polled):
+        // the connection can serve the next request. Otherwise it closes.
+        if hyper::body::Body::is_end_stream(&self.body) {
+            self.give_back();
+        }
+    }
+}
+
 /// Why a request could not be forwarded.
 #[derive(Debug)]
 pub enum Failure {
     /// Nothing accepted the connection (on either address). The request
-    /// is given back when it had no body, so that it can be sent again.
+    /// is given back (none of it was sent), so that it can be sent again
+    /// with [`resend`].
     Refused(Option<Box<Request<Body>>>),
     /// The upstream failed after accepting (a reset, a malformed answer).
     Broken(String),
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const HOP: HeaderName = HeaderName::from_static(HOP_HEADER);
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded as such.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
 
 /// Removes hop-by-hop headers and those `Connection` names; returns the
 /// `Upgrade` header when the message asked for one (kept then, with
 /// `Connection: upgrade`).
 fn strip_hop_headers(h: &mut HeaderMap) -> Option<HeaderValue> {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    let upgrade =
-        named.contains(&header::UPGRADE).then(|| h.get(header::UPGRADE).cloned()).flatten();
+    let mut upgrade = false;
+    // Names other than the usual `keep-alive`/`close` (no allocation then).
+    let mut named: Vec<HeaderName> = Vec::new();
+    for v in h.get_all(header::CONNECTION) {
+        for t in v.to_str().into_iter().flat_map(|v| v.split(',')).map(str::trim) {
+            if t.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            } else if !(t.is_empty()
+                || t.eq_ignore_ascii_case("keep-alive")
+                || t.eq_ignore_ascii_case("close"))
+                && let Ok(n) = HeaderName::from_bytes(t.as_bytes())
+            {
+                named.push(n);
+            }
+        }
+    }
+    let upgrade = if upgrade { h.get(header::UPGRADE).cloned() } else { None };
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
     h.remove(header::UPGRADE);
@@ -118,6 +290,15 @@ fn strip_hop_headers(h: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade
 }
 
+/// The peer's address for `X-Forwarded-For` (no allocation for loopback).
+fn peer_value(peer: IpAddr) -> Option<HeaderValue> {
+    match peer.to_canonical() {
+        IpAddr::V4(a) if a == Ipv4Addr::LOCALHOST => Some(HeaderValue::from_static("127.0.0.1")),
+        IpAddr::V6(a) if a == Ipv6Addr::LOCALHOST => Some(HeaderValue::from_static("::1")),
+        a => HeaderValue::from_str(&a.to_string()).ok(),
+    }
+}
+
 /// Forwards `req` to `port`: the answer, or why there is none.
 pub async fn forward(
     state: &State,
@@ -125,70 +306,87 @@ pub async fn forward(
     port: u16,
     peer: IpAddr,
 ) -> Result<Response<Body>, Failure> {
-    let upgrade = strip_hop_headers(req.headers_mut());
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    strip_hop_headers(req.headers_mut());
     let (mut parts, body) = req.into_parts();
     let h = &mut parts.headers;
-    let host = h.get(header::HOST).cloned();
-    let peer = peer.to_canonical().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {peer}"),
-        None => peer,
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.to_canonical())).ok(),
+        None => peer_value(peer),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        h.insert(X_FORWARDED_FOR, v);
     }
-    if !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if let (false, Some(host)) = (h.contains_key("x-forwarded-host"), host) {
-        h.insert("x-forwarded-host", host);
+    if !h.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = h.get(header::HOST).cloned()
+    {
+        h.insert(X_FORWARDED_HOST, host);
     }
-    let hop = match h.get(HOP_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev},{}", state.hop_id),
-        None => state.hop_id.clone(),
+    let hop = match h.get(&HOP).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev},{}", state.hop_id)).ok(),
+        None => Some(state.client.hop.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&hop) {
-        h.insert(HOP_HEADER, v);
+    if let Some(v) = hop {
+        h.insert(HOP, v);
     }
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = match format!("http://127.0.0.1:{port}{pq}").parse() {
-        Ok(u) => u,
-        Err(e) => return Err(Failure::Broken(format!("bad request target: {e}"))),
-    };
+    // Upstream, the target is in origin form (`/path?query`).
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        parts.uri = match parts.uri.path_and_query() {
+            Some(pq) => Uri::from(pq.clone()),
+            None => Uri::from_static("/"),
+        };
+    }
     // HTTP/2 or 1.0 from the browser: upstream it is HTTP/1.1 either way.
     parts.version = hyper::Version::HTTP_11;
-    let bodyless = hyper::body::Body::is_end_stream(&body)
-        || hyper::body::Body::size_hint(&body).exact() == Some(0);
-    let retry = bodyless.then(|| {
-        let mut r = Request::new(crate::empty());
-        *r.method_mut() = parts.method.clone();
-        *r.uri_mut() = parts.uri.clone();
-        *r.version_mut() = parts.version;
-        *r.headers_mut() = parts.headers.clone();
-        r
-    });
-    send(state, Request::from_parts(parts, body.boxed()), client_upgrade, retry).await
+    resend(state, port, Request::from_parts(parts, body.boxed())).await
 }
 
-/// Sends a request [`forward`] prepared once more (after starting the
-/// server that refused it). No upgrade then.
-pub async fn resend(state: &State, req: Request<Body>) -> Result<Response<Body>, Failure> {
-    send(state, req, None, None).await
-}
-
-async fn send(
+/// Sends a request [`forward`] prepared to `port` (again, after
+/// [`Failure::Refused`] gave it back and the server was started): a
+/// WebSocket (any `Upgrade`) is passed through when the upstream agrees.
+pub async fn resend(
     state: &State,
-    out: Request<Body>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    retry: Option<Request<Body>>,
+    port: u16,
+    mut req: Request<Body>,
 ) -> Result<Response<Body>, Failure> {
-    let mut resp = match state.client.request(out).await {
-        Ok(r) => r,
-        Err(e) if e.is_connect() => return Err(Failure::Refused(retry.map(Box::new))),
-        Err(e) => return Err(Failure::Broken(broken(&e))),
+    let client_upgrade =
+        req.headers().contains_key(header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
+    let pool = &state.client;
+    let (mut resp, lease) = loop {
+        let (id, mut tx, fresh) = match pool.take(port) {
+            Some((id, tx)) => (id, tx, false),
+            None => match pool.connect(port).await {
+                Ok((id, tx)) => (id, tx, true),
+                Err(_) => {
+                    // Nothing was sent: the request goes back whole, with
+                    // what its upgrade needs.
+                    if let Some(u) = client_upgrade {
+                        req.extensions_mut().insert(u);
+                    }
+                    return Err(Failure::Refused(Some(Box::new(req))));
+                }
+            },
+        };
+        if tx.ready().await.is_err() {
+            if fresh {
+                return Err(Failure::Broken("the upstream closed the connection at once".into()));
+            }
+            continue;
+        }
+        match tx.try_send_request(req).await {
+            Ok(resp) => break (resp, Lease { pool: Arc::clone(pool), port, id, tx }),
+            Err(mut e) => match e.take_message() {
+                // A pooled connection that the upstream closed before the
+                // request went out: a new one.
+                Some(r) if !fresh => req = r,
+                _ => return Err(Failure::Broken(broken(e.error()))),
+            },
+        }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        drop(lease);
         let Some(client_upgrade) = client_upgrade else {
             return Err(Failure::Broken("the upstream switched protocols unasked".into()));
         };
@@ -207,12 +405,13 @@ async fn send(
     // An HTTP/1.0 upstream (python's http.server) must not make the
     // browser's connection HTTP/1.0: hyper frames the body either way.
     parts.version = hyper::Version::HTTP_11;
+    let body = Returning { body, lease: Some(lease) };
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
 /// What went wrong with an upstream that accepted the connection, in the
 /// words of an error page ("… does not answer on port P: {this}").
-fn broken(e: &hyper_util::client::legacy::Error) -> String {
+fn broken(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
         if let Some(h) = c.downcast_ref::<hyper::Error>() {

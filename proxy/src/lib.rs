@@ -84,6 +84,7 @@ impl State {
             Arc::new(dashboard::Dashboard::new(home.clone(), config.clone(), portd_exe.clone()));
         let token = dashboard.token().to_owned();
         let hop_id = instance::random_hex(6);
+        let client = forward::client(&hop_id);
         State {
             home,
             config,
@@ -93,7 +94,7 @@ impl State {
             hop_id,
             routes: RwLock::new(Arc::new(Routes::default())),
             changes: tokio::sync::watch::channel(0).0,
-            client: forward::client(),
+            client,
             starts: router::Starts::default(),
             dashboard,
         }

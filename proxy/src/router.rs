@@ -67,13 +67,13 @@ pub async fn handle(req: Request<Incoming>, state: Arc<State>, peer: IpAddr) -> 
         _ if is_options_star(&req) => return options_star(),
         Some(Target::Project(label)) => label,
     };
-    let shown = format!("{label}.localhost");
+    let shown = || format!("{label}.localhost");
     let routes = state.routes();
-    let Some(route) = routes.find(&label).cloned() else {
-        return pages::unknown(&routes, &shown, state.port, format);
+    let Some(route) = routes.find(&label) else {
+        return pages::unknown(&routes, &shown(), state.port, format);
     };
     if !route.ambiguous_with.is_empty() {
-        return pages::ambiguous(&shown, &routes.all_with(&label), state.port, format);
+        return pages::ambiguous(&shown(), &routes.all_with(&label), state.port, format);
     }
     let looped = req
         .headers()
@@ -83,13 +83,13 @@ pub async fn handle(req: Request<Incoming>, state: Arc<State>, peer: IpAddr) -> 
         .flat_map(|v| v.split(','))
         .any(|m| m.trim() == state.hop_id);
     if looped {
-        return pages::looped(&shown, Some(&route), format);
+        return pages::looped(&shown(), Some(route), format);
     }
     let mut started = false;
     if route.needs_start() {
-        if let Started::Failed { message, hint } = start(&state, &route).await {
-            let log = log_tail(&state, &route).await;
-            return pages::start_failed(&route, &message, &hint, &log, state.port, format);
+        if let Started::Failed { message, hint } = start(&state, route).await {
+            let log = log_tail(&state, route).await;
+            return pages::start_failed(route, &message, &hint, &log, state.port, format);
         }
         started = true;
     }
@@ -98,12 +98,12 @@ pub async fn handle(req: Request<Incoming>, state: Arc<State>, peer: IpAddr) -> 
         Err(Failure::Refused(retry)) if route.defined && !started => {
             // The table said it runs, but it does not (any more): start it
             // and send the request again when it had no body.
-            if let Started::Failed { message, hint } = start(&state, &route).await {
-                let log = log_tail(&state, &route).await;
-                return pages::start_failed(&route, &message, &hint, &log, state.port, format);
+            if let Started::Failed { message, hint } = start(&state, route).await {
+                let log = log_tail(&state, route).await;
+                return pages::start_failed(route, &message, &hint, &log, state.port, format);
             }
             match retry {
-                Some(r) => match forward::resend(&state, *r).await {
+                Some(r) => match forward::resend(&state, route.port, *r).await {
                     Ok(r) => return r,
                     Err(f) => failure_text(&f),
                 },
@@ -112,8 +112,8 @@ pub async fn handle(req: Request<Incoming>, state: Arc<State>, peer: IpAddr) -> 
         }
         Err(f) => failure_text(&f),
     };
-    let log = log_tail(&state, &route).await;
-    pages::not_answering(&routes, &route, &why, &log, state.port, format)
+    let log = log_tail(&state, route).await;
+    pages::not_answering(&routes, route, &why, &log, state.port, format)
 }
 
 /// `OPTIONS *` (RFC 9110 §9.3.7): a question about the server itself, not
