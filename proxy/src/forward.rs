@@ -393,8 +393,7 @@ pub async fn resend(
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
             if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
-                let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                tunnel(TokioIo::new(c), TokioIo::new(u)).await;
             }
         });
         let (parts, _) = resp.into_parts();
@@ -407,6 +406,38 @@ pub async fn resend(
     parts.version = hyper::Version::HTTP_11;
     let body = Returning { body, lease: Some(lease) };
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// How long one side of an upgraded connection may stay open after the
+/// other has ended.
+pub const HALF_CLOSED_GRACE: Duration = Duration::from_secs(1);
+
+/// Passes bytes both ways between an upgraded client connection and its
+/// upstream. When one side ends, the other's write half is shut down and
+/// it gets [`HALF_CLOSED_GRACE`] to end as well; then both are closed. (A
+/// WebSocket server that keeps a half-closed connection open would
+/// otherwise hold the tunnel, and its server's idle shutdown, for ever.)
+async fn tunnel<A, B>(a: A, b: B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt as _;
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let there = async {
+        let _ = tokio::io::copy(&mut ar, &mut bw).await;
+        let _ = bw.shutdown().await;
+    };
+    let back = async {
+        let _ = tokio::io::copy(&mut br, &mut aw).await;
+        let _ = aw.shutdown().await;
+    };
+    tokio::pin!(there, back);
+    tokio::select! {
+        () = &mut there => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, &mut back).await; }
+        () = &mut back => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, &mut there).await; }
+    }
 }
 
 /// What went wrong with an upstream that accepted the connection, in the

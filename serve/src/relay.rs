@@ -9,7 +9,10 @@
 //! connection, retrying, until the server accepts or the start timeout
 //! passes: a connection is answered late, never refused. Bytes are copied
 //! both ways by two threads per connection; an end of stream is passed on
-//! as a half-close (`shutdown(Write)`), an error closes both sides.
+//! as a half-close (`shutdown(Write)`), and the other direction then has
+//! [`HALF_CLOSED_GRACE`] to end too before both sides are closed (a
+//! WebSocket server that keeps a half-closed connection open would hold it
+//! open, and its server awake, for ever); an error closes both sides.
 //!
 //! [`Stats`] is what the supervisor reads for idle shutdown and `status`:
 //! open and total connections, the time since the last activity, and
@@ -21,8 +24,8 @@
 use portd_core::RateWindow;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -267,6 +270,39 @@ impl Drop for Open {
     }
 }
 
+/// How long one direction of a relayed connection may go on after the
+/// other has ended; then both sides are closed.
+pub const HALF_CLOSED_GRACE: Duration = Duration::from_secs(1);
+
+/// How many of a connection's two directions have ended.
+#[derive(Default)]
+struct Ends {
+    ended: Mutex<u8>,
+    cv: Condvar,
+}
+
+impl Ends {
+    /// Notes that one direction ended. With `wait`, the first to end waits
+    /// up to [`HALF_CLOSED_GRACE`] for the other; says whether both have
+    /// ended.
+    fn end(&self, wait: bool) -> bool {
+        let mut n = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        if *n >= 2 {
+            self.cv.notify_all();
+            return true;
+        }
+        if !wait {
+            return false;
+        }
+        let (n, _) = self
+            .cv
+            .wait_timeout_while(n, HALF_CLOSED_GRACE, |n| *n < 2)
+            .unwrap_or_else(|e| e.into_inner());
+        *n >= 2
+    }
+}
+
 /// Joins `client` to the server and copies until both directions end.
 fn serve(client: TcpStream, shared: &Shared, open: Open) {
     let Some(server) = connect_upstream(shared) else { return };
@@ -274,12 +310,14 @@ fn serve(client: TcpStream, shared: &Shared, open: Open) {
     let _ = server.set_nodelay(true);
     let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else { return };
     let stats = Arc::clone(&open.0);
+    let ends = Arc::new(Ends::default());
+    let ends2 = Arc::clone(&ends);
     let up = thread::Builder::new()
         .name("relay-up".into())
         .stack_size(STACK)
-        .spawn(move || pump(client2, server2, &stats, Some(RequestCounter::new())));
+        .spawn(move || pump(client2, server2, &stats, Some(RequestCounter::new()), &ends2));
     let Ok(up) = up else { return };
-    pump(server, client, &open.0, None);
+    pump(server, client, &open.0, None, &ends);
     let _ = up.join();
     drop(open);
 }
@@ -317,13 +355,15 @@ fn connect_upstream(shared: &Shared) -> Option<TcpStream> {
 }
 
 /// Copies `from` to `to` until the end of `from` (passed on as a
-/// half-close) or an error (which closes both connections), counting
-/// requests with `counter` when given.
+/// half-close; both connections are closed if the other direction has not
+/// ended [`HALF_CLOSED_GRACE`] later) or an error (which closes both),
+/// counting requests with `counter` when given.
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     stats: &Stats,
     mut counter: Option<RequestCounter>,
+    ends: &Ends,
 ) {
     // Requests are mostly small; answers carry the bulk.
     let mut buf = vec![0u8; if counter.is_some() { BUFFER / 4 } else { BUFFER }];
@@ -331,6 +371,10 @@ fn pump(
         let n = match from.read(&mut buf) {
             Ok(0) => {
                 let _ = to.shutdown(Shutdown::Write);
+                if !ends.end(true) {
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                }
                 return;
             }
             Ok(n) => n,
@@ -347,6 +391,7 @@ fn pump(
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+    ends.end(false);
 }
 
 // ---- counting requests

@@ -135,6 +135,44 @@ fn a_half_close_passes_through_and_the_answer_still_comes_back() {
 }
 
 #[test]
+fn a_half_closed_connection_the_server_keeps_open_is_closed_after_the_grace() {
+    let up = listen();
+    let upstream = port(&up);
+    let (tx, server_saw) = std::sync::mpsc::channel();
+    server(up, move |mut c| {
+        // Reads to the client's end of stream, then keeps its own side open
+        // (as a WebSocket server that ignores half-closes), writing a byte
+        // now and then, until a write fails: the relay closed it.
+        let mut req = Vec::new();
+        let _ = c.read_to_end(&mut req);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) && c.write_all(b".").is_ok() {
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = tx.send(t.elapsed());
+        // Held open a while longer: only the relay ends it.
+        thread::sleep(Duration::from_secs(5));
+    });
+    let (relay, public) = relay_to(upstream);
+    let mut c = TcpStream::connect(("127.0.0.1", public)).unwrap();
+    c.write_all(b"hello").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    // The client's side ends too, after the grace, not never.
+    let _ = c.read_to_end(&mut rest);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}: before the grace");
+    assert!(took < Duration::from_secs(4), "closed after {took:?}: not at the grace");
+    assert!(rest.iter().all(|&b| b == b'.'), "what the server wrote meanwhile came through");
+    // And the server's side: closed by the relay too.
+    let held = server_saw.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(held < Duration::from_secs(4), "the server's side ended after {held:?}");
+    settles_at_zero(&relay.stats());
+}
+
+#[test]
 fn an_error_on_one_side_closes_both() {
     let up = listen();
     let upstream = port(&up);
