@@ -225,7 +225,9 @@ function connect() {
   es.addEventListener("open", () => { live.dataset.state = "live"; text.textContent = "live"; });
   es.addEventListener("error", () => { live.dataset.state = "lost"; text.textContent = "reconnecting…"; });
   es.addEventListener("projects", (e) => {
-    projects = JSON.parse(e.data);
+    // `NAME@relay` is an on-demand server's private port, held by its
+    // supervisor: part of NAME's row, not a project of its own.
+    projects = JSON.parse(e.data).filter((p) => !p.key.endsWith("@relay"));
     if (problemShown) banner(null);
     render();
     for (const k of openLogs) fetchLogs(k);
