@@ -47,7 +47,12 @@ install wrk wrk || { echo "proxy.sh needs wrk (Debian package wrk)" >&2; exit 1;
 install ss iproute2 || { echo "proxy.sh needs ss (Debian package iproute2)" >&2; exit 1; }
 command -v node >/dev/null || { echo "proxy.sh needs node" >&2; exit 1; }
 PATH=$PATH:/usr/sbin install nginx nginx-light || true
-cargo build --release -q -p portd -p portd-proxy
+# On a machine with systemd, Debian's package starts nginx on port 80: the
+# script runs its own, so that one is stopped and not started again.
+if command -v systemctl >/dev/null && systemctl is-enabled nginx >/dev/null 2>&1; then
+  systemctl disable --now nginx >/dev/null 2>&1 || true
+fi
+cargo build --release -q --locked -p portd -p portd-proxy
 BIN="$PWD/target/release/portd"
 PROXY="$PWD/target/release/portd-proxy"
 WORK="$(mktemp -d)"
@@ -153,6 +158,12 @@ if timeout 180 npm install -q --no-audit --no-fund --prefix "$WORK/portless" por
   fi
 else
   echo "portless could not be installed: $(tail -n 2 "$WORK/portless.install")" >&2
+fi
+
+# In CI every column must run.
+if [ -n "${CI:-}" ] && { [ -z "$NGINX" ] || [ -z "$PORTLESS" ]; }; then
+  echo "proxy.sh: nginx ${NGINX:-missing}, portless ${PORTLESS:-missing}: in CI every column must run" >&2
+  exit 1
 fi
 
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), Linux $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -309,12 +320,18 @@ routes = len(json.loads(subprocess.run([BIN, "ls", "--json"], stdout=subprocess.
 rss, hwm = status(PROXY_PID, "VmRSS"), status(PROXY_PID, "VmHWM")
 # 8 requests at once, each read to its end (a response that wrk abandons
 # when it stops closes its upstream connection: it cannot be reused).
-threads = [threading.Thread(target=get, args=(PX, f"up.localhost:{PX}")) for _ in range(8)]
+answers = []
+threads = [threading.Thread(target=lambda: answers.append(get(PX, f"up.localhost:{PX}")))
+           for _ in range(8)]
 for t in threads:
     t.start()
 for t in threads:
     t.join()
 just_after = pooled()
+if answers != [200] * 8:
+    failed.append(f"8 concurrent requests through the proxy answered {answers}")
+if not just_after:
+    failed.append("no pooled upstream connection right after the requests")
 time.sleep(1.5)
 after = pooled()
 time.sleep(0.5)

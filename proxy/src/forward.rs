@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -39,6 +40,10 @@ pub const HOP_HEADER: &str = "x-portd-hop";
 /// response (then it is closed, and the managed server behind it can count
 /// itself idle).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a pooled connection may take to be ready for a request before
+/// a new one is dialled instead.
+const POOLED_READY: Duration = Duration::from_millis(100);
 
 /// The pooled upstream client, shared by every request.
 pub type Client = Arc<Pool>;
@@ -79,7 +84,12 @@ struct Pooled {
     id: u64,
     tx: SendRequest<Body>,
     since: Instant,
+    wake: Wake,
 }
+
+/// Wakes a connection's driver when its connection goes back to the pool
+/// (the driver sleeps without a timer while the connection is in use).
+type Wake = Arc<tokio::sync::Notify>;
 
 /// A connection taken from the pool (or new), with what returns it there.
 struct Lease {
@@ -87,6 +97,7 @@ struct Lease {
     port: u16,
     id: u64,
     tx: SendRequest<Body>,
+    wake: Wake,
 }
 
 impl Pool {
@@ -95,47 +106,61 @@ impl Pool {
     }
 
     /// The most recently used idle connection to `port` that is still open.
-    fn take(&self, port: u16) -> Option<(u64, SendRequest<Body>)> {
+    fn take(&self, port: u16) -> Option<(u64, SendRequest<Body>, Wake)> {
         let mut idle = self.lock();
         let list = idle.by_port.get_mut(&port)?;
         while let Some(c) = list.pop() {
             if !c.tx.is_closed() {
-                return Some((c.id, c.tx));
+                return Some((c.id, c.tx, c.wake));
             }
         }
         None
     }
 
-    fn put(&self, port: u16, id: u64, tx: SendRequest<Body>) {
+    fn put(&self, port: u16, id: u64, tx: SendRequest<Body>, wake: Wake) {
         if tx.is_closed() {
             return;
         }
         let since = Instant::now();
-        self.lock().by_port.entry(port).or_default().push(Pooled { id, tx, since });
+        let w = Arc::clone(&wake);
+        self.lock().by_port.entry(port).or_default().push(Pooled { id, tx, since, wake });
+        w.notify_one();
     }
 
-    /// For a connection's driver: closes the connection (drops its sender)
-    /// when it has been idle in the pool for [`IDLE_TIMEOUT`]; how long to
-    /// wait before asking again.
-    fn expire(&self, port: u16, id: u64) -> Duration {
+    /// Removes connection `id` from the pool, if it is there.
+    fn remove(&self, port: u16, id: u64) -> Option<Pooled> {
         let mut idle = self.lock();
-        let Some(list) = idle.by_port.get_mut(&port) else { return IDLE_TIMEOUT };
-        let Some(i) = list.iter().position(|c| c.id == id) else { return IDLE_TIMEOUT };
-        let age = list[i].since.elapsed();
-        if age < IDLE_TIMEOUT {
-            return IDLE_TIMEOUT - age;
-        }
+        let list = idle.by_port.get_mut(&port)?;
+        let i = list.iter().position(|c| c.id == id)?;
         let gone = list.remove(i);
         if list.is_empty() {
             idle.by_port.remove(&port);
         }
-        drop(idle);
-        drop(gone);
-        IDLE_TIMEOUT
+        Some(gone)
+    }
+
+    /// For a connection's driver: closes the connection (drops its sender)
+    /// once it has been idle in the pool for [`IDLE_TIMEOUT`]. How long to
+    /// wait before asking again: `None` while it is not in the pool (in
+    /// use, or closed), when only a [`Wake`] matters.
+    fn expire(&self, port: u16, id: u64) -> Option<Duration> {
+        let age = {
+            let idle = self.lock();
+            let c = idle.by_port.get(&port)?.iter().find(|c| c.id == id)?;
+            c.since.elapsed()
+        };
+        if age < IDLE_TIMEOUT {
+            return Some(IDLE_TIMEOUT - age);
+        }
+        drop(self.remove(port, id));
+        None
     }
 
     /// Dials `port` and starts the connection's driver.
-    async fn connect(self: &Arc<Self>, port: u16) -> std::io::Result<(u64, SendRequest<Body>)> {
+    async fn connect(
+        self: &Arc<Self>,
+        port: u16,
+    ) -> std::io::Result<(u64, SendRequest<Body>, Wake)> {
         let s = dial(port).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(s))
@@ -147,19 +172,31 @@ impl Pool {
             idle.next_id
         };
         let pool = Arc::clone(self);
+        let wake: Wake = Arc::default();
+        let woken = Arc::clone(&wake);
         tokio::spawn(async move {
             let conn = conn.with_upgrades();
             tokio::pin!(conn);
-            let mut wait = IDLE_TIMEOUT;
             loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut conn => return,
-                    _ = tokio::time::sleep(wait) => wait = pool.expire(port, id),
+                // A timer only while the connection idles in the pool.
+                match pool.expire(port, id) {
+                    Some(wait) => tokio::select! {
+                        biased;
+                        _ = &mut conn => break,
+                        () = tokio::time::sleep(wait) => {}
+                        () = woken.notified() => {}
+                    },
+                    None => tokio::select! {
+                        biased;
+                        _ = &mut conn => break,
+                        () = woken.notified() => {}
+                    },
                 }
             }
+            // Closed by the upstream while idle: no dead entry stays.
+            drop(pool.remove(port, id));
         });
-        Ok((id, tx))
+        Ok((id, tx, wake))
     }
 }
 
@@ -183,7 +220,7 @@ struct Returning {
 impl Returning {
     fn give_back(&mut self) {
         if let Some(l) = self.lease.take() {
-            l.pool.put(l.port, l.id, l.tx);
+            l.pool.put(l.port, l.id, l.tx, l.wake);
         }
     }
 }
@@ -355,10 +392,13 @@ pub async fn resend(
         req.headers().contains_key(header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
     let pool = &state.client;
     let (mut resp, lease) = loop {
-        let (id, mut tx, fresh) = match pool.take(port) {
-            Some((id, tx)) => (id, tx, false),
+        let (id, mut tx, wake, fresh) = match pool.take(port) {
+            Some((id, tx, wake)) => (id, tx, wake, false),
             None => match pool.connect(port).await {
-                Ok((id, tx)) => (id, tx, true),
+                Ok((id, tx, wake)) => (id, tx, wake, true),
+                Err(e) if e.kind() != std::io::ErrorKind::ConnectionRefused => {
+                    return Err(Failure::Broken(format!("cannot connect to it: {e}")));
+                }
                 Err(_) => {
                     // Nothing was sent: the request goes back whole, with
                     // what its upgrade needs.
@@ -369,14 +409,22 @@ pub async fn resend(
                 }
             },
         };
-        if tx.ready().await.is_err() {
+        // A pooled connection not ready at once may still be sending an
+        // earlier request's body (answered before it was all read): a new
+        // connection then, rather than waiting behind it.
+        let ready = if fresh {
+            tx.ready().await.is_ok()
+        } else {
+            matches!(tokio::time::timeout(POOLED_READY, tx.ready()).await, Ok(Ok(())))
+        };
+        if !ready {
             if fresh {
                 return Err(Failure::Broken("the upstream closed the connection at once".into()));
             }
             continue;
         }
         match tx.try_send_request(req).await {
-            Ok(resp) => break (resp, Lease { pool: Arc::clone(pool), port, id, tx }),
+            Ok(resp) => break (resp, Lease { pool: Arc::clone(pool), port, id, tx, wake }),
             Err(mut e) => match e.take_message() {
                 // A pooled connection that the upstream closed before the
                 // request went out: a new one.
@@ -408,36 +456,71 @@ pub async fn resend(
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
-/// How long one side of an upgraded connection may stay open after the
-/// other has ended.
-pub const HALF_CLOSED_GRACE: Duration = Duration::from_secs(1);
+/// How long one side of an upgraded connection may stay open, silent,
+/// after the other has ended.
+pub const HALF_CLOSED_GRACE: Duration = Duration::from_secs(5);
 
 /// Passes bytes both ways between an upgraded client connection and its
-/// upstream. When one side ends, the other's write half is shut down and
-/// it gets [`HALF_CLOSED_GRACE`] to end as well; then both are closed. (A
-/// WebSocket server that keeps a half-closed connection open would
-/// otherwise hold the tunnel, and its server's idle shutdown, for ever.)
+/// upstream. When one side ends, the other's write half is shut down, and
+/// the other direction goes on while bytes pass; once it has been silent
+/// for [`HALF_CLOSED_GRACE`], both are closed. (A WebSocket server that
+/// keeps a half-closed connection open would otherwise hold the tunnel,
+/// and its server's idle shutdown, for ever.)
 async fn tunnel<A, B>(a: A, b: B)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncWriteExt as _;
+    let start = Instant::now();
+    // Milliseconds from `start` of the last bytes either way.
+    let last = AtomicU64::new(0);
     let (mut ar, mut aw) = tokio::io::split(a);
     let (mut br, mut bw) = tokio::io::split(b);
-    let there = async {
-        let _ = tokio::io::copy(&mut ar, &mut bw).await;
-        let _ = bw.shutdown().await;
-    };
-    let back = async {
-        let _ = tokio::io::copy(&mut br, &mut aw).await;
-        let _ = aw.shutdown().await;
-    };
+    let there = pipe(&mut ar, &mut bw, start, &last);
+    let back = pipe(&mut br, &mut aw, start, &last);
     tokio::pin!(there, back);
-    tokio::select! {
-        () = &mut there => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, &mut back).await; }
-        () = &mut back => { let _ = tokio::time::timeout(HALF_CLOSED_GRACE, &mut there).await; }
+    let there_ended = tokio::select! {
+        () = &mut there => true,
+        () = &mut back => false,
+    };
+    loop {
+        let now = start.elapsed().as_millis() as u64;
+        let quiet = Duration::from_millis(now.saturating_sub(last.load(Ordering::Relaxed)));
+        let Some(left) = HALF_CLOSED_GRACE.checked_sub(quiet).filter(|l| !l.is_zero()) else {
+            return;
+        };
+        let ended = if there_ended {
+            tokio::time::timeout(left, &mut back).await
+        } else {
+            tokio::time::timeout(left, &mut there).await
+        };
+        if ended.is_ok() {
+            return;
+        }
     }
+}
+
+/// Copies `r` to `w` until the end of `r` (then shuts `w` down) or an
+/// error, noting in `last` when bytes passed.
+async fn pipe<R, W>(r: &mut R, w: &mut W, start: Instant, last: &AtomicU64)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if w.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = w.shutdown().await;
 }
 
 /// What went wrong with an upstream that accepted the connection, in the

@@ -196,16 +196,21 @@ struct Stamp {
     ctime_ns: i128,
 }
 
-/// How recent a write must be for the stamp not to be trusted.
-const FRESH: Duration = Duration::from_millis(50);
+/// The coarse clock's tick that file times move by (at most 10 ms), with
+/// a margin.
+const TICK_NS: i128 = 20_000_000;
+
+/// Nanoseconds since the Unix epoch.
+fn wall_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
 
 impl Stamp {
-    /// Whether the file was written within [`FRESH`] of now.
-    fn fresh(&self) -> bool {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        now - self.mtime_ns.max(self.ctime_ns) < FRESH.as_nanos() as i128
+    /// The file's latest time.
+    fn time_ns(&self) -> i128 {
+        self.mtime_ns.max(self.ctime_ns)
     }
 }
 
@@ -236,6 +241,9 @@ pub fn spawn_watcher(state: Arc<crate::State>) -> std::io::Result<()> {
     let reg = state.registry().map_err(|e| std::io::Error::other(e.to_string()))?;
     let watch = portd_core::sys::Watch::new(&state.home)?;
     let mut last = stamp(&state.home);
+    // When `last` was taken, and a stamp in the future already read again.
+    let mut looked = wall_ns();
+    let mut future: Option<Stamp> = None;
     let busy = Err(portd_store::ErrorKind::RegistryBusy);
     // A registry locked at start-up is read as soon as it is let go.
     let mut again = rebuild(&state, &reg) == busy;
@@ -252,18 +260,31 @@ pub fn spawn_watcher(state: Arc<crate::State>) -> std::io::Result<()> {
                 }
                 while let Ok(true) = watch.wait(DEBOUNCE) {}
                 // Our own reads write our pid into `registry.lock` (an
-                // event): the file itself tells whether there is anything new.
-                // File times tick coarsely (4–10 ms): a commit in the same
-                // tick as the last look leaves the stamp as it was, so a
-                // file written within [`FRESH`] is read again whatever its
-                // stamp says (our own reads cannot loop longer than that).
+                // event): the file itself tells whether there is anything
+                // new. File times move by coarse ticks, though: a commit
+                // in the tick of the last look leaves the stamp as it was.
+                // So an equal stamp whose time is within a tick of that
+                // look is read once more, after the tick has passed; one
+                // in the future (a clock set back) once.
                 let now = stamp(&state.home);
-                if now == last && !now.as_ref().is_some_and(Stamp::fresh) {
-                    continue;
+                if now == last {
+                    let Some(st) = now else { continue };
+                    let age = looked - st.time_ns();
+                    if age < 0 {
+                        if future == now {
+                            continue;
+                        }
+                        future = now;
+                    } else if age < TICK_NS {
+                        std::thread::sleep(Duration::from_nanos((TICK_NS - age) as u64));
+                    } else {
+                        continue;
+                    }
                 }
                 // The file as this build (or failed build) sees it, at the
                 // latest: a commit after it is a change again.
-                last = now;
+                looked = wall_ns();
+                last = stamp(&state.home);
             }
             again = rebuild(&state, &reg) == busy;
         }

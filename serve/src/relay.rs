@@ -9,10 +9,11 @@
 //! connection, retrying, until the server accepts or the start timeout
 //! passes: a connection is answered late, never refused. Bytes are copied
 //! both ways by two threads per connection; an end of stream is passed on
-//! as a half-close (`shutdown(Write)`), and the other direction then has
-//! [`HALF_CLOSED_GRACE`] to end too before both sides are closed (a
-//! WebSocket server that keeps a half-closed connection open would hold it
-//! open, and its server awake, for ever); an error closes both sides.
+//! as a half-close (`shutdown(Write)`), and the other direction goes on
+//! while bytes pass; silent for [`HALF_CLOSED_GRACE`], both sides are
+//! closed (a WebSocket server that keeps a half-closed connection open
+//! would hold it open, and its server awake, for ever); an error closes
+//! both sides.
 //!
 //! [`Stats`] is what the supervisor reads for idle shutdown and `status`:
 //! open and total connections, the time since the last activity, and
@@ -270,21 +271,38 @@ impl Drop for Open {
     }
 }
 
-/// How long one direction of a relayed connection may go on after the
-/// other has ended; then both sides are closed.
-pub const HALF_CLOSED_GRACE: Duration = Duration::from_secs(1);
+/// How long one direction of a relayed connection may go on, silent,
+/// after the other has ended; then both sides are closed.
+pub const HALF_CLOSED_GRACE: Duration = Duration::from_secs(5);
 
-/// How many of a connection's two directions have ended.
-#[derive(Default)]
+/// How many of a connection's two directions have ended, and when bytes
+/// last passed either way.
 struct Ends {
     ended: Mutex<u8>,
     cv: Condvar,
+    start: Instant,
+    /// Milliseconds from `start`.
+    last: AtomicU64,
 }
 
 impl Ends {
+    fn new() -> Ends {
+        Ends {
+            ended: Mutex::new(0),
+            cv: Condvar::new(),
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes that bytes passed.
+    fn touch(&self) {
+        self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Notes that one direction ended. With `wait`, the first to end waits
-    /// up to [`HALF_CLOSED_GRACE`] for the other; says whether both have
-    /// ended.
+    /// for the other while bytes still pass, until it has been silent for
+    /// [`HALF_CLOSED_GRACE`]; says whether both have ended.
     fn end(&self, wait: bool) -> bool {
         let mut n = self.ended.lock().unwrap_or_else(|e| e.into_inner());
         *n += 1;
@@ -295,11 +313,22 @@ impl Ends {
         if !wait {
             return false;
         }
-        let (n, _) = self
-            .cv
-            .wait_timeout_while(n, HALF_CLOSED_GRACE, |n| *n < 2)
-            .unwrap_or_else(|e| e.into_inner());
-        *n >= 2
+        loop {
+            let now = self.start.elapsed().as_millis() as u64;
+            let quiet =
+                Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)));
+            let Some(left) = HALF_CLOSED_GRACE.checked_sub(quiet).filter(|l| !l.is_zero()) else {
+                return false;
+            };
+            n = self
+                .cv
+                .wait_timeout_while(n, left, |n| *n < 2)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if *n >= 2 {
+                return true;
+            }
+        }
     }
 }
 
@@ -310,7 +339,7 @@ fn serve(client: TcpStream, shared: &Shared, open: Open) {
     let _ = server.set_nodelay(true);
     let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else { return };
     let stats = Arc::clone(&open.0);
-    let ends = Arc::new(Ends::default());
+    let ends = Arc::new(Ends::new());
     let ends2 = Arc::clone(&ends);
     let up = thread::Builder::new()
         .name("relay-up".into())
@@ -355,9 +384,9 @@ fn connect_upstream(shared: &Shared) -> Option<TcpStream> {
 }
 
 /// Copies `from` to `to` until the end of `from` (passed on as a
-/// half-close; both connections are closed if the other direction has not
-/// ended [`HALF_CLOSED_GRACE`] later) or an error (which closes both),
-/// counting requests with `counter` when given.
+/// half-close; both connections are closed once the other direction has
+/// been silent for [`HALF_CLOSED_GRACE`] without ending) or an error (which
+/// closes both), counting requests with `counter` when given.
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
@@ -382,6 +411,7 @@ fn pump(
             Err(_) => break,
         };
         stats.touch();
+        ends.touch();
         if let Some(c) = counter.as_mut() {
             stats.count(c.feed(&buf[..n]));
         }

@@ -925,7 +925,9 @@ fn servers_started_by_a_proxy_killed_with_sigkill_run_on_and_a_new_proxy_reaches
     // The first request through the proxy starts the server.
     let r = get(pp, "lazy.localhost", "/", "");
     assert_eq!(r.status, 200, "{r:#?}");
-    assert_eq!(env.server("lazy").state, "running");
+    // The relay passed the request on once the server accepted it; its
+    // supervisor records it running after its readiness check.
+    wait_state(&env, "lazy", "running", Duration::from_secs(5));
     let supervisors = env.matching("__serve lazy");
     assert_eq!(supervisors.len(), 1, "one supervisor");
 
@@ -1004,7 +1006,7 @@ fn a_project_the_proxy_started_sleeps_after_its_idle_timeout_counting_requests_a
     assert_eq!(env.server("chat").state, "stopped");
     // The first request starts it.
     assert_eq!(get(pp, "chat.localhost", "/", "").status, 200);
-    assert_eq!(env.server("chat").state, "running");
+    wait_state(&env, "chat", "running", Duration::from_secs(5));
     // Requests through the proxy every half second for 4 s (twice the idle
     // timeout): it keeps running.
     let t = Instant::now();
@@ -1028,4 +1030,66 @@ fn a_project_the_proxy_started_sleeps_after_its_idle_timeout_counting_requests_a
     assert!(idle >= Duration::from_secs(2), "slept after {idle:?}: before its idle timeout");
     // And the next request through the proxy wakes it.
     assert_eq!(get(pp, "chat.localhost", "/", "").status, 200);
+}
+
+#[test]
+fn an_upgraded_connection_half_closed_by_the_client_is_closed_once_the_upstream_falls_silent() {
+    let env = servers_env(40460);
+    let port = env.run(&["get", "halfopen"]).port();
+    // An upstream that agrees to the upgrade, echoes what comes, writes
+    // "bye" after the client's end of stream and then keeps its side open
+    // without a word for a minute.
+    let script = format!(
+        "import socket, time\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {port})); s.listen(8)\n\
+         while True:\n\
+         \x20   c, _ = s.accept()\n\
+         \x20   head = b''\n\
+         \x20   while b'\\r\\n\\r\\n' not in head:\n\
+         \x20       d = c.recv(1024)\n\
+         \x20       if not d: break\n\
+         \x20       head += d\n\
+         \x20   if not head.endswith(b'\\r\\n\\r\\n'):\n\
+         \x20       c.close(); continue\n\
+         \x20   c.sendall(b'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: raw\\r\\nConnection: Upgrade\\r\\n\\r\\n')\n\
+         \x20   while True:\n\
+         \x20       d = c.recv(1024)\n\
+         \x20       if not d: break\n\
+         \x20       c.sendall(d)\n\
+         \x20   c.sendall(b'bye')\n\
+         \x20   time.sleep(60)\n"
+    );
+    let _upstream =
+        Proc(Command::new("python3").args(["-c", &script]).stdout(Stdio::null()).spawn().unwrap());
+    wait_for("the upstream to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let pp = proxy_port(21);
+    let _proxy = run_proxy(&env, pp);
+    let mut s = TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: halfopen.localhost:{pp}\r\nConnection: Upgrade\r\nUpgrade: raw\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed during the handshake: {head:?}");
+        head.push(b[0]);
+    }
+    assert_eq!(parse(&head).status, 101);
+    s.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    s.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping");
+    // The client ends its side; what the upstream says after still comes,
+    // and the connection ends the grace after the upstream fell silent.
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let took = t.elapsed();
+    assert_eq!(rest, b"bye");
+    assert!(took >= Duration::from_secs(4), "closed after {took:?}: before the grace");
+    assert!(took < Duration::from_secs(9), "closed after {took:?}: not at the grace");
 }
