@@ -212,34 +212,38 @@ struct Echo {
     remote_port: u16,
 }
 
-/// A project in an error page's JSON.
-#[derive(Debug, Deserialize)]
-struct PageProject {
-    project: String,
-    port: u16,
-    state: String,
-    url: Option<String>,
+/// A project listed in an error page's JSON.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub(crate) struct PageProject {
+    pub(crate) project: String,
+    pub(crate) port: u16,
+    pub(crate) state: String,
+    pub(crate) url: Option<String>,
 }
 
-/// The JSON of an error page.
+/// The JSON of an error page (the fields the tests read).
 #[derive(Debug, Deserialize)]
-struct Page {
-    error: String,
-    status: u16,
+pub(crate) struct Page {
+    pub(crate) error: String,
+    pub(crate) status: u16,
     #[serde(default)]
-    projects: Vec<PageProject>,
+    pub(crate) host: Option<String>,
     #[serde(default)]
-    project: Option<String>,
+    pub(crate) projects: Vec<PageProject>,
     #[serde(default)]
-    port: Option<u16>,
+    pub(crate) project: Option<String>,
     #[serde(default)]
-    state: Option<String>,
+    pub(crate) port: Option<u16>,
     #[serde(default)]
-    reason: Option<String>,
+    pub(crate) state: Option<String>,
     #[serde(default)]
-    start_command: Option<String>,
+    pub(crate) reason: Option<String>,
     #[serde(default)]
-    log: Vec<String>,
+    pub(crate) start_command: Option<String>,
+    #[serde(default)]
+    pub(crate) log: Vec<String>,
+    #[serde(default)]
+    pub(crate) registry_error: Option<String>,
 }
 
 #[test]

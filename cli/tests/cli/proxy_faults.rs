@@ -7,9 +7,8 @@
 //! headers. Each gets a clear answer, and the proxy goes on serving.
 //! Ports: the band 44000–44999 (ranges from 44100, proxies from 44900).
 
-use crate::proxy::{Proc, Resp, get, get_json, parse, proxy_bin};
+use crate::proxy::{Page, Proc, Resp, get, get_json, parse, proxy_bin};
 use crate::util::{self, Servers, servers_env, wait_for};
-use serde::Deserialize;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -125,40 +124,6 @@ fn faulty_upstream(port: u16, proxy: u16) -> Proc {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     p
-}
-
-/// The JSON of an error page (the fields these tests read).
-#[derive(Debug, Deserialize)]
-struct Page {
-    error: String,
-    status: u16,
-    #[serde(default)]
-    host: Option<String>,
-    #[serde(default)]
-    projects: Vec<PageProject>,
-    #[serde(default)]
-    project: Option<String>,
-    #[serde(default)]
-    port: Option<u16>,
-    #[serde(default)]
-    state: Option<String>,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    start_command: Option<String>,
-    #[serde(default)]
-    log: Vec<String>,
-    #[serde(default)]
-    registry_error: Option<String>,
-}
-
-/// A project listed on an error page.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
-struct PageProject {
-    project: String,
-    port: u16,
-    state: String,
-    url: Option<String>,
 }
 
 /// Sends `raw` on a new connection and reads until the proxy closes it.
