@@ -25,7 +25,8 @@
 # A column that cannot run (nginx or portless not installable) prints SKIP.
 # PROXY_BENCH_SMOKE=1: one round of 1 s, short waits, few samples (CI: the
 # script works and every column answers 200; the figures mean nothing).
-# Private PORTD_HOME, config and ports (29500-29599, below the kernel's ephemeral range) under a temporary
+# Private PORTD_HOME, config and ports (29500-29599: the script's own 29501-29504, the projects'
+# 29510-29599; below the kernel's ephemeral range) under a temporary
 # directory; every process it started is stopped on exit.
 # Run: bash benches/proxy.sh
 set -euo pipefail
@@ -46,10 +47,13 @@ install() { # COMMAND PACKAGE
 install wrk wrk || { echo "proxy.sh needs wrk (Debian package wrk)" >&2; exit 1; }
 install ss iproute2 || { echo "proxy.sh needs ss (Debian package iproute2)" >&2; exit 1; }
 command -v node >/dev/null || { echo "proxy.sh needs node" >&2; exit 1; }
+had_nginx=$(PATH=$PATH:/usr/sbin command -v nginx || true)
 PATH=$PATH:/usr/sbin install nginx nginx-light || true
-# On a machine with systemd, Debian's package starts nginx on port 80: the
-# script runs its own, so that one is stopped and not started again.
-if command -v systemctl >/dev/null && systemctl is-enabled nginx >/dev/null 2>&1; then
+# On a machine with systemd, installing Debian's package starts nginx on
+# port 80: when this script installed it, that service is stopped again
+# (the script runs its own nginx, on its own port).
+if [ -z "$had_nginx" ] && command -v systemctl >/dev/null \
+  && systemctl is-active nginx >/dev/null 2>&1; then
   systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
 cargo build --release -q --locked -p portd -p portd-proxy
@@ -299,10 +303,11 @@ def status(pid, key):
 
 
 def get(port, host, timeout=30):
+    """The status of a GET, its answer read to the end (Connection: close)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         head = b""
-        while b"\r\n" not in head:
+        while True:
             chunk = s.recv(4096)
             if not chunk:
                 break

@@ -118,12 +118,17 @@ impl Pool {
     }
 
     fn put(&self, port: u16, id: u64, tx: SendRequest<Body>, wake: Wake) {
-        if tx.is_closed() {
-            return;
-        }
         let since = Instant::now();
         let w = Arc::clone(&wake);
-        self.lock().by_port.entry(port).or_default().push(Pooled { id, tx, since, wake });
+        {
+            // Checked under the lock: a driver that ends clears its entry
+            // under it too, so no closed entry can stay behind.
+            let mut idle = self.lock();
+            if tx.is_closed() {
+                return;
+            }
+            idle.by_port.entry(port).or_default().push(Pooled { id, tx, since, wake });
+        }
         w.notify_one();
     }
 
@@ -144,15 +149,21 @@ impl Pool {
     /// wait before asking again: `None` while it is not in the pool (in
     /// use, or closed), when only a [`Wake`] matters.
     fn expire(&self, port: u16, id: u64) -> Option<Duration> {
-        let age = {
-            let idle = self.lock();
-            let c = idle.by_port.get(&port)?.iter().find(|c| c.id == id)?;
-            c.since.elapsed()
-        };
+        let mut idle = self.lock();
+        let list = idle.by_port.get_mut(&port)?;
+        let i = list.iter().position(|c| c.id == id)?;
+        let age = list[i].since.elapsed();
         if age < IDLE_TIMEOUT {
             return Some(IDLE_TIMEOUT - age);
         }
-        drop(self.remove(port, id));
+        // Under the same lock as the look at its age: a connection taken
+        // and given back meanwhile is not the one removed.
+        let gone = list.remove(i);
+        if list.is_empty() {
+            idle.by_port.remove(&port);
+        }
+        drop(idle);
+        drop(gone);
         None
     }
 
@@ -175,8 +186,8 @@ impl Pool {
         let wake: Wake = Arc::default();
         let woken = Arc::clone(&wake);
         tokio::spawn(async move {
-            let conn = conn.with_upgrades();
-            tokio::pin!(conn);
+            // Boxed, so that it can be dropped before the entry goes.
+            let mut conn = Box::pin(conn.with_upgrades());
             loop {
                 // A timer only while the connection idles in the pool.
                 match pool.expire(port, id) {
@@ -193,7 +204,10 @@ impl Pool {
                     },
                 }
             }
-            // Closed by the upstream while idle: no dead entry stays.
+            // Closed (by the upstream, or once its sender went): no dead
+            // entry stays. The connection is dropped first, so that a `put`
+            // after this sees its sender closed.
+            drop(conn);
             drop(pool.remove(port, id));
         });
         Ok((id, tx, wake))
@@ -517,6 +531,8 @@ where
                 if w.write_all(&buf[..n]).await.is_err() {
                     break;
                 }
+                // A slow reader on the other side: writing is activity too.
+                last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
             }
         }
     }

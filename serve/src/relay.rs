@@ -9,11 +9,11 @@
 //! connection, retrying, until the server accepts or the start timeout
 //! passes: a connection is answered late, never refused. Bytes are copied
 //! both ways by two threads per connection; an end of stream is passed on
-//! as a half-close (`shutdown(Write)`), and the other direction goes on
-//! while bytes pass; silent for [`HALF_CLOSED_GRACE`], both sides are
-//! closed (a WebSocket server that keeps a half-closed connection open
-//! would hold it open, and its server awake, for ever); an error closes
-//! both sides.
+//! as a half-close (`shutdown(Write)`). In a tunnel (a WebSocket, or
+//! anything but HTTP/1) the other direction then goes on while bytes pass;
+//! silent for [`HALF_CLOSED_GRACE`], both sides are closed (a WebSocket
+//! server that keeps a half-closed connection open would hold it open, and
+//! its server awake, for ever). An error closes both sides.
 //!
 //! [`Stats`] is what the supervisor reads for idle shutdown and `status`:
 //! open and total connections, the time since the last activity, and
@@ -275,14 +275,18 @@ impl Drop for Open {
 /// after the other has ended; then both sides are closed.
 pub const HALF_CLOSED_GRACE: Duration = Duration::from_secs(5);
 
-/// How many of a connection's two directions have ended, and when bytes
-/// last passed either way.
+/// How many of a connection's two directions have ended, when bytes last
+/// passed either way, and whether it is a tunnel.
 struct Ends {
     ended: Mutex<u8>,
     cv: Condvar,
     start: Instant,
     /// Milliseconds from `start`.
     last: AtomicU64,
+    /// The client asked to switch protocols (a WebSocket), or speaks
+    /// something other than HTTP/1: only then does a half-close have a
+    /// grace. A plain HTTP half-close stands as long as the answer takes.
+    tunnel: AtomicBool,
 }
 
 impl Ends {
@@ -292,6 +296,7 @@ impl Ends {
             cv: Condvar::new(),
             start: Instant::now(),
             last: AtomicU64::new(0),
+            tunnel: AtomicBool::new(false),
         }
     }
 
@@ -300,17 +305,18 @@ impl Ends {
         self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Notes that one direction ended. With `wait`, the first to end waits
-    /// for the other while bytes still pass, until it has been silent for
-    /// [`HALF_CLOSED_GRACE`]; says whether both have ended.
+    /// Notes that one direction ended. With `wait`, in a tunnel, the first
+    /// to end waits for the other while bytes still pass; says whether it
+    /// has been silent for [`HALF_CLOSED_GRACE`] without ending, when both
+    /// sides are to be closed.
     fn end(&self, wait: bool) -> bool {
         let mut n = self.ended.lock().unwrap_or_else(|e| e.into_inner());
         *n += 1;
         if *n >= 2 {
             self.cv.notify_all();
-            return true;
+            return false;
         }
-        if !wait {
+        if !wait || !self.tunnel.load(Ordering::Relaxed) {
             return false;
         }
         loop {
@@ -318,7 +324,7 @@ impl Ends {
             let quiet =
                 Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)));
             let Some(left) = HALF_CLOSED_GRACE.checked_sub(quiet).filter(|l| !l.is_zero()) else {
-                return false;
+                return true;
             };
             n = self
                 .cv
@@ -326,7 +332,7 @@ impl Ends {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
             if *n >= 2 {
-                return true;
+                return false;
             }
         }
     }
@@ -384,9 +390,10 @@ fn connect_upstream(shared: &Shared) -> Option<TcpStream> {
 }
 
 /// Copies `from` to `to` until the end of `from` (passed on as a
-/// half-close; both connections are closed once the other direction has
-/// been silent for [`HALF_CLOSED_GRACE`] without ending) or an error (which
-/// closes both), counting requests with `counter` when given.
+/// half-close; in a tunnel, both connections are closed once the other
+/// direction has been silent for [`HALF_CLOSED_GRACE`] without ending) or
+/// an error (which closes both), counting requests with `counter` when
+/// given.
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
@@ -400,7 +407,7 @@ fn pump(
         let n = match from.read(&mut buf) {
             Ok(0) => {
                 let _ = to.shutdown(Shutdown::Write);
-                if !ends.end(true) {
+                if ends.end(true) {
                     let _ = from.shutdown(Shutdown::Both);
                     let _ = to.shutdown(Shutdown::Both);
                 }
@@ -414,10 +421,15 @@ fn pump(
         ends.touch();
         if let Some(c) = counter.as_mut() {
             stats.count(c.feed(&buf[..n]));
+            if !c.counting() {
+                ends.tunnel.store(true, Ordering::Relaxed);
+            }
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
+        // A slow reader on the other side: writing is activity too.
+        ends.touch();
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);

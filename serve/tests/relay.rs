@@ -139,7 +139,7 @@ fn a_half_close_passes_through_and_the_answer_still_comes_back() {
 }
 
 #[test]
-fn a_half_closed_connection_is_closed_once_the_other_side_has_been_silent_for_the_grace() {
+fn a_half_closed_tunnel_is_closed_once_the_other_side_has_been_silent_for_the_grace() {
     let up = listen();
     let upstream = port(&up);
     server(up, move |mut c| {
@@ -158,7 +158,8 @@ fn a_half_closed_connection_is_closed_once_the_other_side_has_been_silent_for_th
     });
     let (relay, public) = relay_to(upstream);
     let mut c = TcpStream::connect(("127.0.0.1", public)).unwrap();
-    c.write_all(b"hello").unwrap();
+    // A request to switch protocols: the connection is a tunnel.
+    c.write_all(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
     c.shutdown(Shutdown::Write).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let t = Instant::now();
@@ -170,6 +171,29 @@ fn a_half_closed_connection_is_closed_once_the_other_side_has_been_silent_for_th
     let grace = portd_serve::relay::HALF_CLOSED_GRACE;
     assert!(took >= grace + Duration::from_millis(1400), "closed after {took:?}: too early");
     assert!(took < grace + Duration::from_secs(4), "closed after {took:?}: not at the grace");
+    settles_at_zero(&relay.stats());
+}
+
+#[test]
+fn a_plain_http_half_close_waits_for_a_slow_answer() {
+    let up = listen();
+    let upstream = port(&up);
+    server(up, |mut c| {
+        // Answers 6 s after the client's end of stream: longer than the
+        // tunnels' grace, which a plain HTTP request does not have.
+        let mut req = Vec::new();
+        let _ = c.read_to_end(&mut req);
+        thread::sleep(Duration::from_secs(6));
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow");
+    });
+    let (relay, public) = relay_to(upstream);
+    let mut c = TcpStream::connect(("127.0.0.1", public)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.ends_with("\r\n\r\nslow"), "the slow answer came whole: {answer:?}");
     settles_at_zero(&relay.stats());
 }
 

@@ -1041,8 +1041,8 @@ fn an_upgraded_connection_half_closed_by_the_client_is_closed_once_the_upstream_
     let env = servers_env(40460);
     let port = env.run(&["get", "halfopen"]).port();
     // An upstream that agrees to the upgrade, echoes what comes, writes
-    // "bye" after the client's end of stream and then keeps its side open
-    // without a word for a minute.
+    // "bye" after the client's end of stream, then a dot every 2 s three
+    // times, and then keeps its side open without a word for a minute.
     let script = format!(
         "import socket, time\n\
          s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
@@ -1062,6 +1062,8 @@ fn an_upgraded_connection_half_closed_by_the_client_is_closed_once_the_upstream_
          \x20       if not d: break\n\
          \x20       c.sendall(d)\n\
          \x20   c.sendall(b'bye')\n\
+         \x20   for _ in range(3):\n\
+         \x20       time.sleep(2); c.sendall(b'.')\n\
          \x20   time.sleep(60)\n"
     );
     let _upstream =
@@ -1086,14 +1088,15 @@ fn an_upgraded_connection_half_closed_by_the_client_is_closed_once_the_upstream_
     let mut echo = [0u8; 4];
     s.read_exact(&mut echo).unwrap();
     assert_eq!(&echo, b"ping");
-    // The client ends its side; what the upstream says after still comes,
+    // The client ends its side; what the upstream says after still comes
+    // (for 6 s: longer than the grace, which counts from the last byte),
     // and the connection ends the grace after the upstream fell silent.
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let t = Instant::now();
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
     let took = t.elapsed();
-    assert_eq!(rest, b"bye");
-    assert!(took >= Duration::from_secs(4), "closed after {took:?}: before the grace");
-    assert!(took < Duration::from_secs(9), "closed after {took:?}: not at the grace");
+    assert_eq!(rest, b"bye...");
+    assert!(took >= Duration::from_secs(10), "closed after {took:?}: before 6 s + the grace");
+    assert!(took < Duration::from_secs(15), "closed after {took:?}: not at the grace");
 }

@@ -722,10 +722,8 @@ fn a_command_killed_by_a_signal_takes_portd_run_with_it() {
 /// A script whose `#!` interpreter does not exist: the file is there and
 /// executable, but its exec fails (a shell's 126).
 fn bad_interpreter(env: &Env) -> String {
-    use std::os::unix::fs::PermissionsExt;
     let f = env.root().join("bad.sh");
-    std::fs::write(&f, "#!/nonexistent/interp\necho hi\n").unwrap();
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(&f, "#!/nonexistent/interp\necho hi\n");
     f.to_str().unwrap().to_owned()
 }
 

@@ -263,7 +263,6 @@ fn a_reference_to_a_project_that_only_has_a_port_is_resolved_and_nothing_is_star
 /// `ROOT/opened`, then `up` or `down`: whether the URL's port accepted a
 /// connection at that moment.
 fn fake_opener(env: &Env) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
     let bin = env.root().join("fakebin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = env.root().join("opened");
@@ -276,8 +275,7 @@ fn fake_opener(env: &Env) -> PathBuf {
         log = log.display()
     );
     let path = bin.join("xdg-open");
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(&path, &script);
     bin
 }
 

@@ -854,3 +854,16 @@ pub fn wait_state(env: &Env, name: &str, state: &str, limit: Duration) -> Server
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Writes an executable script at `path` through a child process
+/// (`install -m 755`), so that this multi-threaded test process never holds
+/// the file open for writing: a child another test thread forks at that
+/// moment would inherit the descriptor, and executing the file would then
+/// fail with "Text file busy" (ETXTBSY).
+pub fn write_executable(path: &Path, text: &str) {
+    let src = path.with_extension("src");
+    std::fs::write(&src, text).unwrap();
+    let st = Command::new("install").arg("-m").arg("755").arg(&src).arg(path).status().unwrap();
+    assert!(st.success(), "install {}", path.display());
+    let _ = std::fs::remove_file(&src);
+}

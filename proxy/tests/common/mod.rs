@@ -77,10 +77,7 @@ impl World {
             path = std::env::var("PATH").unwrap_or_default(),
             bin = portd_bin().display(),
         );
-        let wrapper = w.portd();
-        std::fs::write(&wrapper, script).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_executable(&w.portd(), &script);
         w
     }
 
@@ -427,4 +424,17 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Writes an executable script at `path` through a child process
+/// (`install -m 755`), so that this multi-threaded test process never holds
+/// the file open for writing: a child another test thread forks at that
+/// moment would inherit the descriptor, and executing the file would then
+/// fail with "Text file busy" (ETXTBSY).
+pub fn write_executable(path: &Path, text: &str) {
+    let src = path.with_extension("src");
+    std::fs::write(&src, text).unwrap();
+    let st = Command::new("install").arg("-m").arg("755").arg(&src).arg(path).status().unwrap();
+    assert!(st.success(), "install {}", path.display());
+    let _ = std::fs::remove_file(&src);
 }
