@@ -31,6 +31,7 @@
 # Run: bash benches/proxy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/sweep.sh
 SMOKE=${PROXY_BENCH_SMOKE:-}
 if [ -n "$SMOKE" ]; then
   ROUNDS=${ROUNDS:-1} DURATION=${DURATION:-1s} IDLE_S=2 SAMPLES=1 WS_N=200
@@ -61,7 +62,8 @@ BIN="$PWD/target/release/portd"
 PROXY="$PWD/target/release/portd-proxy"
 WORK="$(mktemp -d)"
 export PORTD_HOME="$WORK/home" PORTD_CONFIG="$WORK/config.toml"
-cp benches/fixtures/proxy_upstream.js benches/fixtures/ws_rtt.js benches/fixtures/fd_server.py "$WORK/"
+cp benches/fixtures/proxy_upstream.js benches/fixtures/ws_rtt.js benches/fixtures/fd_server.py \
+  cli/tests/fixtures/proxy/websocket.js "$WORK/"
 # The projects' range leaves out the script's own ports (a proxy port
 # inside a range is refused).
 printf '[[range]]\nname = "bench"\nstart = 29510\nend = 29599\n' >"$PORTD_CONFIG"
@@ -70,12 +72,7 @@ cleanup() {
   disown -a 2>/dev/null || true
   "$BIN" stop --all >/dev/null 2>&1 || true
   [ -z "${NGINX_PID:-}" ] || kill "$NGINX_PID" 2>/dev/null || true
-  local p
-  for p in /proc/[0-9]*; do
-    if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF "$WORK"; then
-      kill -9 "${p#/proc/}" 2>/dev/null || true
-    fi
-  done
+  sweep "$WORK"
   rm -rf "$WORK"
 }
 trap cleanup EXIT

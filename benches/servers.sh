@@ -20,6 +20,7 @@
 # exit. Run: bash benches/servers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/sweep.sh
 cargo build --release -q -p portd
 BIN="$PWD/target/release/portd"
 WORK="$(mktemp -d)"
@@ -33,12 +34,7 @@ printf '[[range]]\nname = "bench"\nstart = 35000\nend = 35499\n' >"$PORTD_CONFIG
 
 cleanup() {
   "$BIN" stop --all >/dev/null 2>&1 || true
-  local p
-  for p in /proc/[0-9]*; do
-    if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF "$WORK"; then
-      kill -9 "${p#/proc/}" 2>/dev/null || true
-    fi
-  done
+  sweep "$WORK"
   rm -rf "$WORK"
 }
 trap cleanup EXIT

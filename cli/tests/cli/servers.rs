@@ -58,17 +58,7 @@ fn re_adding_prints_what_changed() {
     let env = servers_env(32020);
     let port = env.add("api", HTTP_SERVER);
 
-    let same = env.run(&[
-        "add",
-        "api",
-        "--",
-        "python3",
-        "-m",
-        "http.server",
-        "{port}",
-        "--bind",
-        "127.0.0.1",
-    ]);
+    let same = env.run(&[&["add", "api"], HTTP_SERVER].concat());
     assert_eq!(
         (same.code, same.stdout.as_str(), same.stderr.as_str()),
         (0, format!("{port}\n").as_str(), "`api` is defined so already; nothing changed\n")
@@ -487,25 +477,13 @@ fn restart_applies_a_changed_definition() {
         std::fs::create_dir_all(env.root().join(dir)).unwrap();
         std::fs::write(env.root().join(dir).join("index.html"), text).unwrap();
     }
-    let serve = ["--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"];
     let www = env.root().join("www");
     let www2 = env.root().join("www2");
-    let port = env.add("site", &[&["--dir", www.to_str().unwrap()][..], &serve[..]].concat());
+    let port = env.add("site", &[&["--dir", www.to_str().unwrap()][..], HTTP_SERVER].concat());
     assert_eq!(env.start("site"), port);
     assert_eq!(http_get(port, "/").unwrap().1, "one");
-    let out = env.run(&[
-        "add",
-        "site",
-        "--dir",
-        www2.to_str().unwrap(),
-        "--",
-        "python3",
-        "-m",
-        "http.server",
-        "{port}",
-        "--bind",
-        "127.0.0.1",
-    ]);
+    let out =
+        env.run(&[&["add", "site", "--dir", www2.to_str().unwrap()][..], HTTP_SERVER].concat());
     assert!(out.stderr.contains("`portd restart site` applies the change"), "{out:#?}");
     assert_eq!(http_get(port, "/").unwrap().1, "one", "running as before until restarted");
     assert_eq!(env.run(&["restart", "site"]).port(), port);

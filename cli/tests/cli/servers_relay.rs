@@ -16,21 +16,7 @@ fn relay_port(env: &Env, name: &str) -> u16 {
 #[test]
 fn a_relayed_server_starts_on_the_first_request_and_sleeps_again_when_idle() {
     let env = servers_env(39000);
-    let port = env.add(
-        "lazy",
-        &[
-            "--on-demand",
-            "--idle-timeout",
-            "2s",
-            "--",
-            "python3",
-            "-m",
-            "http.server",
-            "{port}",
-            "--bind",
-            "127.0.0.1",
-        ],
-    );
+    let port = env.add("lazy", &[&["--on-demand", "--idle-timeout", "2s"], HTTP_SERVER].concat());
     assert_eq!(env.run(&["start", "lazy"]).port(), port);
     assert_eq!(env.server("lazy").state, "sleeping");
     assert_eq!(env.matching("http.server"), Vec::<u32>::new(), "no server while sleeping");
@@ -71,10 +57,7 @@ fn a_relayed_server_starts_on_the_first_request_and_sleeps_again_when_idle() {
 #[test]
 fn twenty_first_requests_at_once_are_all_answered_by_one_server() {
     let env = servers_env(39020);
-    let port = env.add(
-        "burst",
-        &["--on-demand", "--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
-    );
+    let port = env.add("burst", &[&["--on-demand"], HTTP_SERVER].concat());
     assert_eq!(env.run(&["start", "burst"]).port(), port);
     let answers: Vec<_> = (0..20)
         .map(|_| std::thread::spawn(move || http_get(port, "/").map(|(s, _)| s)))
@@ -127,10 +110,7 @@ fn real_vite_on_demand_gets_its_private_port_injected_and_serves_through_the_rel
 #[test]
 fn rm_of_a_relayed_server_releases_its_relay_port_too() {
     let env = servers_env(39060);
-    env.add(
-        "lazy",
-        &["--on-demand", "--", "python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"],
-    );
+    env.add("lazy", &[&["--on-demand"], HTTP_SERVER].concat());
     env.run(&["start", "lazy"]);
     let private = relay_port(&env, "lazy");
     let out = env.run(&["rm", "lazy"]);
