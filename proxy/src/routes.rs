@@ -113,11 +113,7 @@ impl Routes {
                 let e = &l.entry;
                 let d = defs.get(e.project.as_str());
                 let state = d.and_then(|d| d.state.as_ref()).map(|s| s.effective());
-                let host = if e.is_dir() {
-                    hosts::dir_label(Path::new(&e.project))
-                } else {
-                    hosts::name_label(&e.project)
-                };
+                let host = hosts::key_label(&e.project, e.is_dir());
                 Route {
                     key: e.project.clone(),
                     name,
@@ -166,7 +162,7 @@ impl Routes {
             }
             by_host.insert(host, idx[0]);
         }
-        Ok(Routes { routes, error: None, built_ms: now_ms(), by_host })
+        Ok(Routes { routes, error: None, built_ms: portd_store::now_ms(), by_host })
     }
 
     /// The project whose host name is `LABEL.localhost` (ambiguous ones
@@ -310,11 +306,4 @@ fn rebuild(state: &crate::State, reg: &Registry) -> Result<(), portd_store::Erro
             Err(e.kind())
         }
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

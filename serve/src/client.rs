@@ -139,11 +139,8 @@ fn spawn(
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot make the log directory", e))?;
     }
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(|e| io(&format!("cannot open the log `{}`", log.display()), e))?;
+    let out =
+        crate::logs::open_log(&log).map_err(|e| Error::new(ErrorKind::Other, e.to_string()))?;
     let err = out.try_clone().map_err(|e| io("cannot open the log", e))?;
     let (mut reader, writer) = std::io::pipe().map_err(|e| io("cannot make a pipe", e))?;
     let mut cmd = Command::new(exe);

@@ -160,7 +160,7 @@ impl LogFile {
 
 /// Opens (or creates) a log for appending, refusing anything but a regular
 /// file, and makes it private.
-fn open_log(path: &Path) -> io::Result<File> {
+pub(crate) fn open_log(path: &Path) -> io::Result<File> {
     // Looked at first only for a clear message; the open itself refuses a
     // symlink, and the check after it is the one that counts.
     if let Ok(m) = fs::symlink_metadata(path)

@@ -172,10 +172,7 @@ fn start(ctx: &Ctx, port: Option<u16>) -> Result<u8, Error> {
     std::fs::create_dir_all(&log_dir)
         .map_err(|e| io(format!("cannot make `{}`", log_dir.display()), e))?;
     let log = log_dir.join("proxy.log");
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
+    let out = portd_core::sys::open_append_nofollow(&log, 0o600)
         .map_err(|e| io(format!("cannot open `{}`", log.display()), e))?;
     let from = out.metadata().map_or(0, |m| m.len());
     let err = out.try_clone().map_err(|e| io("cannot open the log".into(), e))?;

@@ -15,6 +15,8 @@ const NLMSG_DONE: u16 = 3;
 
 /// `TCP_ESTABLISHED` in the kernel's TCP state numbering.
 pub(super) const TCP_ESTABLISHED: u32 = 1;
+/// A listening socket's state.
+const TCP_LISTEN: u32 = 10;
 /// `TCP_BOUND_INACTIVE`: bound, neither listening nor connected (a
 /// pseudo-state reported since Linux 6.5).
 pub(super) const TCP_BOUND_INACTIVE: u32 = 13;
@@ -150,7 +152,6 @@ pub fn established(port: u16) -> io::Result<usize> {
 /// each once: the listening sockets from NETLINK_SOCK_DIAG, matched by
 /// inode against the processes' descriptors in `/proc/PID/fd`.
 pub fn listening_ports_of(pids: &[u32]) -> io::Result<Vec<u16>> {
-    const TCP_LISTEN: u32 = 10;
     let mut by_inode = std::collections::HashMap::new();
     tcp_sockets(1 << TCP_LISTEN, |s| {
         by_inode.insert(u64::from(s.inode), s.local_port);
@@ -179,7 +180,6 @@ pub fn listening_ports_of(pids: &[u32]) -> io::Result<Vec<u16>> {
 /// local port `port` (IPv4 and IPv6 together), through NETLINK_SOCK_DIAG:
 /// 0 once the server has accepted every connection made so far.
 pub fn accept_queue(port: u16) -> io::Result<u32> {
-    const TCP_LISTEN: u32 = 10;
     let mut n = 0;
     tcp_sockets(1 << TCP_LISTEN, |s| {
         if s.local_port == port {

@@ -38,12 +38,9 @@ pub const LOG_LINES: (usize, usize) = (50, 1000);
 /// (`crate::hosts`: a name's label, or a directory's, with its branch in a
 /// linked worktree); empty when it has none.
 pub fn host_of(key: &str) -> String {
-    let label = if key.starts_with('/') {
-        crate::hosts::dir_label(std::path::Path::new(key))
-    } else {
-        crate::hosts::name_label(key)
-    };
-    label.map(|l| format!("{l}.localhost")).unwrap_or_default()
+    crate::hosts::key_label(key, key.starts_with('/'))
+        .map(|l| format!("{l}.localhost"))
+        .unwrap_or_default()
 }
 
 /// Every project now: the snapshot `GET /api/projects` answers and each
