@@ -16,6 +16,7 @@ pub mod inject;
 pub mod json;
 pub mod logs;
 pub mod package_json;
+pub mod proxy_instance;
 pub mod refs;
 pub mod relay;
 pub mod serve;

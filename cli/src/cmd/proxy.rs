@@ -10,23 +10,11 @@
 
 use crate::Ctx;
 use crate::args::{ProxyAction, ProxyArgs};
+use portd_serve::proxy_instance::{self, Info, read_info};
 use portd_store::{Error, ErrorKind};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// What `proxy.json` holds (written by `portd-proxy`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub(crate) struct Info {
-    /// The proxy's pid.
-    pub pid: u32,
-    /// The port it serves.
-    pub port: u16,
-    /// When it started (RFC 3339).
-    #[serde(default)]
-    pub started: String,
-}
 
 /// How long `start` waits for the proxy to listen, and `stop` for it to end.
 const WAIT: Duration = Duration::from_secs(10);
@@ -98,18 +86,16 @@ pub(crate) struct Running {
 /// SIGKILL leaves it): it counts only when it names the holder. The lock
 /// is not taken, so that a probe never gets in the way of a proxy's claim.
 pub(crate) fn running(home: &Path) -> Option<Running> {
-    let lock = home.join("proxy.lock");
-    match portd_core::sys::flock_holders(&lock) {
-        Ok(pids) => {
-            let pid = *pids.first()?;
+    match proxy_instance::holder(home) {
+        Ok(Some(pid)) => {
             let info = read_info(home).filter(|i| i.pid == pid);
             Some(Running { pid: Some(pid), info })
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Ok(None) => None,
         // No `/proc/locks` here: is the lock free? (The proxy's claim
         // allows for such a probe's moment.)
         Err(_) => {
-            let file = std::fs::File::open(&lock).ok()?;
+            let file = std::fs::File::open(home.join(proxy_instance::LOCK_FILE)).ok()?;
             match file.try_lock() {
                 Err(std::fs::TryLockError::WouldBlock) => {
                     let info =
@@ -120,12 +106,6 @@ pub(crate) fn running(home: &Path) -> Option<Running> {
             }
         }
     }
-}
-
-/// `proxy.json` of the registry at `home`, if readable.
-fn read_info(home: &Path) -> Option<Info> {
-    let text = std::fs::read_to_string(home.join("proxy.json")).ok()?;
-    serde_json::from_str(&text).ok()
 }
 
 /// [`running`], waiting (up to [`WAIT`]) for a proxy that is starting to
@@ -264,7 +244,7 @@ fn stop(ctx: &Ctx) -> Result<u8, Error> {
         )
         .with_hint(format!(
             "find its pid with `fuser {}`",
-            ctx.home.join("proxy.lock").display()
+            ctx.home.join(proxy_instance::LOCK_FILE).display()
         )));
     };
     let _ = portd_core::sys::kill(pid as i32, portd_core::sys::SIGTERM);
