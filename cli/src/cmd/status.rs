@@ -113,6 +113,8 @@ pub fn detailed(ctx: &Ctx) -> Result<(), Error> {
         last_24h: day,
         servers: Vec::new(),
     };
+    // One dump of the established connections for every server.
+    let open = sys::established_by_port().ok();
     for s in &defined {
         let st = s.state.as_ref().map(|x| x.effective());
         let phase = st.as_ref().map_or(Phase::Stopped, |x| x.phase);
@@ -144,7 +146,10 @@ pub fn detailed(ctx: &Ctx) -> Result<(), Error> {
                 .and_then(|x| x.ready_ms.or(x.started_ms))
                 .map(|t| age(t).as_secs()),
             rss_bytes: rss,
-            connections: if live { s.port.and_then(|p| sys::established(p).ok()) } else { None },
+            connections: s
+                .port
+                .filter(|_| live)
+                .and_then(|p| open.as_ref().map(|o| o.get(&p).copied().unwrap_or(0))),
             requests_per_minute: st
                 .as_ref()
                 .filter(|x| x.relay_port.is_some())

@@ -22,7 +22,7 @@ pub use usage::{cpu_ticks, group_rss, page_size, rss_bytes, ticks_per_second};
 #[cfg(target_os = "linux")]
 mod sock_diag;
 #[cfg(target_os = "linux")]
-pub use sock_diag::{accept_queue, established, listening_ports_of};
+pub use sock_diag::{accept_queue, established, established_by_port, listening_ports_of};
 #[cfg(target_os = "linux")]
 mod trim;
 #[cfg(target_os = "linux")]

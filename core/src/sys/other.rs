@@ -248,6 +248,10 @@ pub fn accept_queue(_port: u16) -> io::Result<u32> {
 pub fn established(_port: u16) -> io::Result<usize> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "socket diagnostics need Linux"))
 }
+/// Not available here.
+pub fn established_by_port() -> io::Result<std::collections::HashMap<u16, usize>> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "socket diagnostics need Linux"))
+}
 /// What `trim_resident` released (see the Linux implementation).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Trimmed {

@@ -148,6 +148,14 @@ pub fn established(port: u16) -> io::Result<usize> {
     Ok(n)
 }
 
+/// [`established`] for every local port at once, from one dump: for a list
+/// of servers, rather than one dump each.
+pub fn established_by_port() -> io::Result<std::collections::HashMap<u16, usize>> {
+    let mut by_port = std::collections::HashMap::new();
+    tcp_sockets(1 << TCP_ESTABLISHED, |s| *by_port.entry(s.local_port).or_insert(0) += 1)?;
+    Ok(by_port)
+}
+
 /// The TCP ports (IPv4 and IPv6) on which any of `pids` listens, sorted,
 /// each once: the listening sockets from NETLINK_SOCK_DIAG, matched by
 /// inode against the processes' descriptors in `/proc/PID/fd`.
@@ -236,6 +244,7 @@ mod tests {
         let (s1, _) = l4.accept().unwrap();
         // Accepted or not, an established connection counts.
         assert_eq!(established(port).unwrap(), 2);
+        assert_eq!(established_by_port().unwrap().get(&port), Some(&2));
         drop((c1, s1));
         let t = std::time::Instant::now();
         while established(port).unwrap() != 1 {

@@ -48,10 +48,12 @@ pub fn host_of(key: &str) -> String {
 pub fn snapshot(dash: &Dashboard) -> Result<Vec<ProjectJson>, Error> {
     let reg = dash.registry()?;
     let entries = portd_serve::json::entries(&reg)?;
-    Ok(entries.into_iter().map(project).collect())
+    // One dump of the established connections for every project.
+    let open = portd_core::sys::established_by_port().ok();
+    Ok(entries.into_iter().map(|e| project(e, open.as_ref())).collect())
 }
 
-fn project(entry: EntryJson) -> ProjectJson {
+fn project(entry: EntryJson, open: Option<&std::collections::HashMap<u16, usize>>) -> ProjectJson {
     let running = match &entry.server {
         Some(s) => matches!(s.state.as_str(), "running" | "unhealthy" | "starting"),
         None => entry.state.as_deref() == Some("active"),
@@ -61,7 +63,7 @@ fn project(entry: EntryJson) -> ProjectJson {
         None => entry.child_pid.or(entry.pid).and_then(portd_core::sys::rss_bytes),
     };
     ProjectJson {
-        connections: if running { portd_core::sys::established(entry.port).ok() } else { None },
+        connections: open.filter(|_| running).map(|o| o.get(&entry.port).copied().unwrap_or(0)),
         rss_bytes,
         host: host_of(&entry.key),
         defined: entry.server.is_some(),
