@@ -128,20 +128,8 @@ pub fn holders(port: u16, udp: bool) -> Vec<Holder> {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
         let (mut active, mut idle) = (false, false);
-        for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else { continue };
-            let t = target.to_string_lossy();
-            let Some(n) = t
-                .strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
+        for n in fd_socket_inodes(pid) {
             active |= inodes.contains(&n);
             idle |= inactive.contains(&n);
         }
@@ -231,8 +219,21 @@ pub fn can_write(path: &std::path::Path) -> bool {
 
 pub use libc::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SIGTTOU, SIGUSR2};
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+pub(super) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r == -1 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// The inodes of the sockets process `pid` has open (its `/proc/PID/fd`
+/// links `socket:[N]`); none when it cannot be read.
+pub(super) fn fd_socket_inodes(pid: u32) -> impl Iterator<Item = u64> {
+    fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten().filter_map(|fd| {
+        let target = fs::read_link(fd.path()).ok()?;
+        target
+            .to_str()?
+            .strip_prefix("socket:[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok())
+    })
 }
 
 /// Arranges for the child of `cmd` to receive `signal` when this thread

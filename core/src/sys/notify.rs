@@ -36,13 +36,15 @@ impl Watch {
         let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
         // SAFETY: inotify_init1 takes flags only and touches no memory.
-        let raw = cvt(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
+        let raw = super::linux::cvt(unsafe {
+            libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC)
+        })?;
         // SAFETY: `raw` is a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mask = MASK | libc::IN_ONLYDIR;
         // SAFETY: `fd` is an open inotify descriptor and `c` a valid
         // NUL-terminated path that outlives the call, which only reads it.
-        cvt(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) })?;
+        super::linux::cvt(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) })?;
         Ok(Watch { fd })
     }
 
@@ -88,10 +90,6 @@ impl Watch {
             }
         }
     }
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(r) }
 }
 
 #[cfg(test)]

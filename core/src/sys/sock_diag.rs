@@ -165,19 +165,8 @@ pub fn listening_ports_of(pids: &[u32]) -> io::Result<Vec<u16>> {
         by_inode.insert(u64::from(s.inode), s.local_port);
     })?;
     let mut out = Vec::new();
-    for pid in pids {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
-        for fd in fds.flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
-            let t = target.to_string_lossy();
-            let inode = t
-                .strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-                .and_then(|n| n.parse::<u64>().ok());
-            if let Some(port) = inode.and_then(|n| by_inode.get(&n)) {
-                out.push(*port);
-            }
-        }
+    for &pid in pids {
+        out.extend(super::linux::fd_socket_inodes(pid).filter_map(|n| by_inode.get(&n)));
     }
     out.sort_unstable();
     out.dedup();
