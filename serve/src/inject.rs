@@ -84,6 +84,12 @@ impl Plan {
             self.added.join(" ")
         ))
     }
+
+    /// The lines to print on stderr about the plan, each `portd: …`: the
+    /// [`Plan::message`] and the [`Plan::note`], when there are.
+    pub fn lines(&self) -> Vec<String> {
+        self.message().into_iter().chain(self.note.iter().map(|n| format!("portd: {n}"))).collect()
+    }
 }
 
 /// A dev server that ignores `PORT`, and its flags.

@@ -1016,17 +1016,11 @@ impl Serve<'_> {
         }
         if self.def.inject && !self.def.fd {
             let dir = Path::new(&self.def.dir);
-            let plan = match self.server_host() {
-                Some(h) => crate::inject::plan_on(&argv, dir, port, h),
-                None => crate::inject::plan(&argv, dir, port),
-            };
-            if let Some(line) = plan.message() {
+            let host = self.server_host().unwrap_or(crate::inject::LOOPBACK);
+            let plan = crate::inject::plan_on(&argv, dir, port, host);
+            for line in plan.lines() {
                 self.say(line.trim_start_matches("portd: "));
                 self.note(&line);
-            }
-            if let Some(n) = &plan.note {
-                self.say(n);
-                self.note(&format!("portd: {n}"));
             }
             argv = plan.argv;
         }

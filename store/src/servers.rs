@@ -190,16 +190,8 @@ impl Registry {
             def.created_ms = old.as_ref().map_or(tx.now, |o| o.created_ms);
             def.uid = old.as_ref().map_or(def.uid, |o| o.uid);
             def.updated_ms = tx.now;
-            let me = portd_core::sys::euid();
-            if let Some(o) = &old
-                && o.uid != me
-                && me != 0
-            {
-                return Err(Error::new(
-                    ErrorKind::Permission,
-                    format!("`{}` is defined by uid {}", project.display(), o.uid),
-                )
-                .with_hint("only the user who defined a server (or root) may change it"));
+            if let Some(o) = &old {
+                definer_only(project, o, "change")?;
             }
             let bytes = definition::encode(&def);
             if bytes.len() > definition::MAX_DEFINITION + 1 {
@@ -243,14 +235,7 @@ impl Registry {
             let Some(def) = &old else {
                 return Ok(None);
             };
-            let me = portd_core::sys::euid();
-            if def.uid != me && me != 0 {
-                return Err(Error::new(
-                    ErrorKind::Permission,
-                    format!("`{}` is defined by uid {}", project.display(), def.uid),
-                )
-                .with_hint("only the user who defined a server (or root) may remove it"));
-            }
+            definer_only(project, def, "remove")?;
             tx.wtx.open_table(SERVERS).map_err(db_err)?.remove(key).map_err(db_err)?;
             tx.wtx.open_table(SERVER_STATE).map_err(db_err)?.remove(key).map_err(db_err)?;
             if let Some(d) = &mut tx.defined {
@@ -417,4 +402,18 @@ impl Registry {
             Ok((n, seq))
         })
     }
+}
+
+/// Refuses to `verb` (change, remove) the definition `def` of `project`
+/// unless this user defined it, or is root.
+fn definer_only(project: &Project, def: &ServerDef, verb: &str) -> Result<()> {
+    let me = portd_core::sys::euid();
+    if def.uid != me && me != 0 {
+        return Err(Error::new(
+            ErrorKind::Permission,
+            format!("`{}` is defined by uid {}", project.display(), def.uid),
+        )
+        .with_hint(format!("only the user who defined a server (or root) may {verb} it")));
+    }
+    Ok(())
 }

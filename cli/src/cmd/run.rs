@@ -128,15 +128,9 @@ fn inject(ctx: &Ctx, a: &RunArgs, argv: Vec<String>, port: u16) -> Vec<String> {
         return argv;
     }
     let dir = std::path::Path::new(".");
-    let plan = match &a.host {
-        Some(h) => inject::plan_on(&argv, dir, port, h),
-        None => inject::plan(&argv, dir, port),
-    };
-    if let Some(line) = plan.message() {
+    let plan = inject::plan_on(&argv, dir, port, a.host.as_deref().unwrap_or(inject::LOOPBACK));
+    for line in plan.lines() {
         ctx.out.info(&line);
-    }
-    if let Some(note) = &plan.note {
-        ctx.out.info(&format!("portd: {note}"));
     }
     plan.argv
 }
